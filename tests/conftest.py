@@ -1,0 +1,22 @@
+"""Shared fixtures. Ray runs only on loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), no dashboard."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One private local Ray (2 CPUs) for every test that needs it."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

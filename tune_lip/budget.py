@@ -1,0 +1,286 @@
+"""Training budgets and learning-rate schedules as functions of the budget fraction.
+
+A trial's budget is *work*, not wall-clock seconds, so the same config gives the same
+result on any accelerator (DESIGN.md, "Budgets"). Kinds:
+
+- ``{steps: N}``, ``{epochs: E}``, ``{examples: X}``: exact.
+- ``{reference_hours: H, reference: A100}``: steps = H*3600 / step_seconds(reference, model, batch),
+  the step time read from a calibration table (``tune-lip calibrate``).
+- ``{wall_hours: H}``: literal wall-clock, hardware-dependent (and labelled so in results).
+
+Every LR schedule is a pure function of the fraction of the budget done, so it is identical
+on every device.
+
+Example:
+    >>> b = parse_budget({"epochs": 2}, where="demo.yaml")
+    >>> b.total_steps(batch_size=64, num_train=1437)
+    44
+    >>> round(lr_at(0.0, peak_lr=0.1, schedule=ScheduleConfig("one_cycle")), 4)
+    0.004
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tune_lip.errors import UserError
+
+__all__ = [
+    "BUDGET_KINDS",
+    "Budget",
+    "ScheduleConfig",
+    "SCHEDULES",
+    "parse_budget",
+    "lr_at",
+    "read_calibration",
+    "lookup_step_seconds",
+]
+
+BUDGET_KINDS = ("steps", "epochs", "examples", "reference_hours", "wall_hours")
+# The metric ASHA measures progress in, per budget kind (monotone, in units of work).
+PROGRESS_ATTR = {
+    "steps": "steps",
+    "epochs": "examples",
+    "examples": "examples",
+    "reference_hours": "reference_seconds",
+    "wall_hours": "wall_seconds",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training one trial gets.
+
+    kind: one of BUDGET_KINDS; amount: in the kind's unit (steps, epochs, examples, hours).
+    reference: accelerator type whose calibrated step time defines ``reference_hours``.
+    calibration: path of the calibration table (Parquet) for ``reference_hours``.
+    """
+
+    kind: str
+    amount: float
+    reference: str | None = None
+    calibration: str | None = None
+
+    @property
+    def progress_attr(self) -> str:
+        """The reported metric that measures progress (ASHA's ``time_attr``)."""
+        return PROGRESS_ATTR[self.kind]
+
+    @property
+    def hardware_dependent(self) -> bool:
+        return self.kind == "wall_hours"
+
+    def total_steps(
+        self, *, batch_size: int, num_train: int, step_seconds: float | None = None
+    ) -> int | None:
+        """Optimizer steps this budget buys; None for ``wall_hours`` (decided while running).
+
+        ``step_seconds`` is the reference accelerator's calibrated seconds per step, needed
+        for ``reference_hours``.
+        """
+        if self.kind == "steps":
+            return int(self.amount)
+        if self.kind == "epochs":
+            return max(1, int(self.amount * num_train) // batch_size)
+        if self.kind == "examples":
+            return max(1, int(self.amount) // batch_size)
+        if self.kind == "reference_hours":
+            if step_seconds is None or step_seconds <= 0:
+                raise ValueError("reference_hours budget needs a calibrated step time")
+            return max(1, int(self.amount * 3600.0 / step_seconds))
+        return None
+
+    def progress_max(self, *, num_train: int | None = None) -> float:
+        """Largest value of ``progress_attr`` a trial reaches (ASHA's ``max_t``)."""
+        if self.kind == "steps":
+            return float(self.amount)
+        if self.kind == "examples":
+            return float(self.amount)
+        if self.kind == "epochs":
+            if num_train is None:
+                raise ValueError("an epochs budget needs the training-set size")
+            return float(self.amount * num_train)
+        return float(self.amount * 3600.0)  # reference_hours and wall_hours, in seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {self.kind: self.amount}
+        if self.reference is not None:
+            out["reference"] = self.reference
+        if self.calibration is not None:
+            out["calibration"] = self.calibration
+        return out
+
+
+def parse_budget(raw: Any, *, where: str, key: str = "budget") -> Budget:
+    """Read a budget mapping such as ``{steps: 2000}``; bad input raises UserError."""
+    example = "e.g. {steps: 2000}, {epochs: 30} or {reference_hours: 1, reference: A100}"
+    if not isinstance(raw, dict):
+        raise UserError(where, key, f"must be a mapping, got {raw!r}", fix=example)
+    kinds = [k for k in raw if k in BUDGET_KINDS]
+    extra = [k for k in raw if k not in BUDGET_KINDS and k not in ("reference", "calibration")]
+    if extra:
+        raise UserError(where, f"{key}.{extra[0]}", "unknown budget key",
+                        fix=f"use one of {', '.join(BUDGET_KINDS)} (+ reference, calibration)")
+    if len(kinds) != 1:
+        raise UserError(where, key, f"needs exactly one of {', '.join(BUDGET_KINDS)}, got {kinds}",
+                        fix=example)
+    kind = kinds[0]
+    amount = raw[kind]
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount > 0:
+        raise UserError(where, f"{key}.{kind}", f"must be a positive number, got {amount!r}")
+    if kind in ("steps", "examples") and float(amount) != int(amount):
+        raise UserError(where, f"{key}.{kind}", f"must be a whole number, got {amount!r}")
+    reference = raw.get("reference")
+    if kind == "reference_hours" and not reference:
+        raise UserError(where, f"{key}.reference", "a reference_hours budget needs the reference "
+                        "accelerator type", fix="add e.g. reference: A100 (or CPU)")
+    if kind != "reference_hours" and reference is not None:
+        raise UserError(where, f"{key}.reference", "only a reference_hours budget takes a reference",
+                        fix="remove it, or use {reference_hours: H, reference: T}")
+    calibration = raw.get("calibration")
+    return Budget(kind=kind, amount=float(amount) if kind not in ("steps", "examples") else int(amount),
+                  reference=str(reference) if reference is not None else None,
+                  calibration=str(calibration) if calibration is not None else None)
+
+
+# ---------------------------------------------------------------------------- schedules
+
+SCHEDULES = ("one_cycle", "constant", "cosine", "linear")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """LR schedule over the budget fraction f in [0, 1].
+
+    name: one_cycle (torch's OneCycleLR, cosine annealing, by step fraction, as the Lipschitz
+    code), constant, cosine (to 0) or linear (decay to 0).
+    warmup: fraction of the budget with linear warm-up from 0 (cosine/linear/constant only).
+    pct_start, div_factor, final_div_factor: OneCycleLR's knobs, same defaults as torch.
+    """
+
+    name: str = "one_cycle"
+    warmup: float = 0.0
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.name!r}; valid schedules: {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"schedule.warmup must be in [0, 1), got {self.warmup}")
+        if not 0.0 < self.pct_start < 1.0:
+            raise ValueError(f"schedule.pct_start must be in (0, 1), got {self.pct_start}")
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ScheduleConfig:
+        if raw is None:
+            return cls()
+        if isinstance(raw, str):
+            return cls(name=raw)
+        if not isinstance(raw, dict):
+            raise ValueError(f"schedule must be a name or a mapping, got {raw!r}")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown schedule option {sorted(unknown)[0]!r}; valid: {', '.join(sorted(known))}")
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _cos_anneal(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
+
+
+def lr_at(fraction: float, *, peak_lr: float, schedule: ScheduleConfig, total_steps: int | None = None) -> float:
+    """Learning rate at budget fraction ``fraction`` (0 = first step, 1 = end of budget).
+
+    For one_cycle with ``total_steps`` given, the fraction is mapped exactly as torch's
+    OneCycleLR maps step indices (phase ends at ``pct_start*total - 1`` and ``total - 1``),
+    so ``lr_at(step / total_steps, ...)`` reproduces it step for step.
+    """
+    f = min(max(fraction, 0.0), 1.0)
+    s = schedule
+    if s.name == "one_cycle":
+        initial = peak_lr / s.div_factor
+        final = initial / s.final_div_factor
+        if total_steps is not None:
+            step = f * total_steps
+            end_up = float(s.pct_start * total_steps) - 1.0
+            end_down = float(total_steps) - 1.0
+        else:
+            step, end_up, end_down = f, s.pct_start, 1.0
+        if step <= end_up:
+            return _cos_anneal(initial, peak_lr, step / end_up if end_up > 0 else 1.0)
+        return _cos_anneal(peak_lr, final, min((step - end_up) / (end_down - end_up), 1.0))
+    if s.warmup > 0 and f < s.warmup:
+        return peak_lr * f / s.warmup
+    rest = (f - s.warmup) / (1.0 - s.warmup)
+    if s.name == "constant":
+        return peak_lr
+    if s.name == "cosine":
+        return peak_lr * 0.5 * (1.0 + math.cos(math.pi * rest))
+    return peak_lr * (1.0 - rest)  # linear
+
+
+# ---------------------------------------------------------------------------- calibration table
+
+CALIBRATION_COLUMNS = ("accelerator", "model_key", "batch_size", "step_seconds", "steps_timed",
+                       "torch_version", "measured_at")
+
+
+def read_calibration(path: str | Path) -> "Any":
+    """The calibration table (pandas DataFrame) written by ``tune-lip calibrate``."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(str(p), None, "calibration table not found",
+                        fix="run `tune-lip calibrate SPACE` first, or set budget.calibration")
+    try:
+        df = pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise UserError(str(p), None, f"not a readable Parquet calibration table ({exc.__class__.__name__})",
+                        fix="re-run `tune-lip calibrate`") from None
+    missing = [c for c in ("accelerator", "model_key", "batch_size", "step_seconds") if c not in df]
+    if missing:
+        raise UserError(str(p), missing[0], "column missing from the calibration table",
+                        fix="re-run `tune-lip calibrate`")
+    return df
+
+
+def lookup_step_seconds(table: Any, *, accelerator: str, model_key: str, batch_size: int,
+                        where: str = "calibration table") -> float:
+    """Seconds per training step on ``accelerator`` for this model and batch size.
+
+    Uses the most recent measurement of the exact batch size; between measured batch sizes
+    it interpolates log(step time) linearly in log(batch size). Never extrapolates.
+    """
+    rows = table[(table["accelerator"].str.lower() == accelerator.lower()) & (table["model_key"] == model_key)]
+    if rows.empty:
+        have = sorted(set(table["accelerator"]))
+        raise UserError(where, f"{accelerator}/{model_key}", "no calibration for this accelerator and model",
+                        fix=f"run `tune-lip calibrate` on a {accelerator} node (table has: {', '.join(have) or 'nothing'})")
+    exact = rows[rows["batch_size"] == batch_size]
+    if not exact.empty:
+        if "measured_at" in exact:
+            exact = exact.sort_values("measured_at")
+        return float(exact["step_seconds"].iloc[-1])
+    per_b = rows.groupby("batch_size")["step_seconds"].last().sort_index()
+    lower = per_b[per_b.index < batch_size]
+    upper = per_b[per_b.index > batch_size]
+    if lower.empty or upper.empty:
+        raise UserError(where, f"{accelerator}/{model_key}/batch {batch_size}",
+                        f"batch size outside the calibrated range {list(per_b.index)}",
+                        fix="calibrate this batch size too (`tune-lip calibrate --batch-sizes ...`)")
+    b0, t0 = lower.index[-1], lower.iloc[-1]
+    b1, t1 = upper.index[0], upper.iloc[0]
+    w = (math.log(batch_size) - math.log(b0)) / (math.log(b1) - math.log(b0))
+    return float(math.exp((1 - w) * math.log(t0) + w * math.log(t1)))
+
+

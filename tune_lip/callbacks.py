@@ -1,0 +1,72 @@
+"""A Tune callback that appends every reported result to Parquet, for fast pandas queries.
+
+Ray's own experiment directory stays the source of truth (``ResultGrid``, ``Tuner.restore``);
+this callback writes the same rows, flattened as Ray flattens them, to
+``<experiment>/tune_lip_results/part-*.parquet``. Rows are buffered and flushed every
+``flush_rows`` results, every ``flush_seconds``, when a trial ends and when the experiment
+ends; each part is written to a temporary name and renamed, so a crash never leaves a
+half-written file that `tune_lip.analysis.load` would trip on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.tune import Callback
+
+from tune_lip.analysis.results import PARQUET_DIR, flatten_result
+
+__all__ = ["ParquetResultsCallback"]
+
+
+class ParquetResultsCallback(Callback):
+    """Append results of every trial to Parquet parts under ``experiment_dir/tune_lip_results``."""
+
+    def __init__(self, experiment_dir: str | Path, *, flush_rows: int = 500, flush_seconds: float = 10.0) -> None:
+        self.folder = Path(experiment_dir) / PARQUET_DIR
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._rows: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._rows.append(flatten_result(result))
+        if len(self._rows) >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
+            self.flush()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.flush()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.flush()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        self.folder.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist(_uniform(rows))
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.folder / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.folder / name)
+
+
+def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every row every column, and ints and floats of one column one type (float)."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    floaty = {c for c in columns if any(isinstance(r.get(c), float) for r in rows)}
+    return [{c: (float(r[c]) if c in floaty and isinstance(r.get(c), int) and not isinstance(r.get(c), bool)
+                 else r.get(c)) for c in columns} for r in rows]

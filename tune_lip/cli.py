@@ -1,0 +1,203 @@
+"""The ``tune-lip`` command line: parse, call one function, print.
+
+    tune-lip demo                                   # a real search on digits, then analysis and plots
+    tune-lip search aol_lr_batch --address auto     # a shipped space (or a path to your YAML)
+    tune-lip search demo --name demo-1 --resume     # continue a killed search
+    tune-lip calibrate aol_lr_batch                 # step times for reference_hours budgets
+    tune-lip results tune_lip_results/demo-1 --csv results.csv
+
+Input errors print one line (file: key: problem; fix) and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tune_lip.errors import EXIT_USER_ERROR, UserError
+
+__all__ = ["main", "parse_budget_flag"]
+
+
+def parse_budget_flag(text: str) -> dict[str, Any]:
+    """``--budget steps=200`` / ``epochs=3`` / ``"{reference_hours: 1, reference: A100}"`` -> mapping."""
+    import yaml
+
+    if "=" in text and not text.strip().startswith("{"):
+        out: dict[str, Any] = {}
+        for part in text.split(","):
+            key, _, value = part.partition("=")
+            out[key.strip()] = yaml.safe_load(value)
+        return out
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise UserError("--budget", None, f"cannot read {text!r}", fix="use e.g. --budget steps=200 or epochs=3")
+    return value
+
+
+def _load_spec(space: str, *, num_samples: int | None = None, budget: str | None = None) -> Any:
+    from tune_lip.budget import parse_budget
+    from tune_lip.launch import study_metrics
+    from tune_lip.spec import load_spec
+
+    spec = load_spec(space, studies=study_metrics())
+    parsed_budget = parse_budget(parse_budget_flag(budget), where="--budget", key="budget") if budget else None
+    if num_samples is not None and num_samples < 1:
+        raise UserError("--num-samples", None, f"must be >= 1, got {num_samples}")
+    return spec.with_overrides(num_samples=num_samples, budget=parsed_budget)
+
+
+def _summary(path: Path, *, metric: str | None, mode: str, top: int) -> str:
+    import pandas as pd
+
+    from tune_lip.analysis import last_reports, load
+
+    df = load(path)
+    if df.empty:
+        return f"{path}: no results yet"
+    last = last_reports(df)
+    metric = metric or next((m for m in ("certified_acc", "test_acc") if m in last), None)
+    lines = [f"{path}: {last['trial_id'].nunique()} trials, {len(df)} reports"]
+    if "diverged" in last:
+        lines.append(f"diverged: {int(last['diverged'].astype(bool).sum())}")
+    if metric and metric in last:
+        config_cols = [c for c in last.columns if c.startswith("config/") and last[c].nunique(dropna=False) > 1]
+        best = last.sort_values(metric, ascending=(mode == "min")).head(top)
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            lines.append(f"best {top} by {metric} ({mode}):")
+            lines.append(best[["trial_id", metric, *config_cols]].to_string(index=False))
+    return "\n".join(lines)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from tune_lip.launch import DEFAULT_STORAGE, run_search
+
+    if args.list:
+        from tune_lip.search_spaces import available
+
+        print("\n".join(available()))
+        return 0
+    if not args.space:
+        raise UserError("tune-lip search", "SPACE", "missing", fix="name a shipped space (tune-lip search --list) "
+                        "or a YAML file")
+    spec = _load_spec(args.space, num_samples=args.num_samples, budget=args.budget)
+    storage = Path(args.storage_path or DEFAULT_STORAGE)
+    grid = run_search(spec, name=args.name, storage_path=storage, address=args.address, resume=args.resume,
+                      wandb=args.wandb, mlflow=args.mlflow)
+    experiment = Path(grid.experiment_path)
+    print(_summary(experiment, metric=spec.metric, mode=spec.mode, top=5))
+    print(f"\nresults: {experiment}  (tune_lip.analysis.load({str(experiment)!r}))")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tune_lip.demo import run_demo
+
+    run_demo(storage_path=args.storage_path, quick=args.quick, num_cpus=args.num_cpus)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from tune_lip.calibrate import append_table, time_batch_all
+    from tune_lip.launch import DEFAULT_STORAGE, check_spec
+    from tune_lip.spec import set_in
+
+    spec = _load_spec(args.space)
+    base = check_spec(spec)
+    points = spec.grid_points()
+    if args.batch_sizes:
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        points = [{**p, "dataset.batch_size": b} for p in points for b in sizes]
+        points = [dict(t) for t in {tuple(sorted(p.items())) for p in points}]
+    configs = []
+    for point in sorted(points, key=lambda p: sorted(p.items())):
+        cfg = json.loads(json.dumps(base))
+        for key, value in point.items():
+            set_in(cfg, key, value)
+        configs.append(cfg)
+    table = time_batch_all(configs, warmup_steps=args.warmup, timed_steps=args.steps, accelerator=args.accelerator)
+    out = append_table(table, args.out or Path(DEFAULT_STORAGE) / "calibration.parquet")
+    print(table[["accelerator", "model_key", "batch_size", "step_seconds"]].to_string(index=False))
+    print(f"\ncalibration table: {out}")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from tune_lip.analysis import load
+
+    path = Path(args.path)
+    if not path.is_dir():
+        raise UserError(str(path), None, "no such experiment directory", fix="pass tune_lip_results/<name>")
+    print(_summary(path, metric=args.metric, mode=args.mode, top=args.top))
+    if args.csv or args.parquet:
+        df = load(path)
+        for target, write in ((args.csv, df.to_csv), (args.parquet, df.to_parquet)):
+            if target:
+                if Path(target).exists() and not args.force:
+                    raise UserError(str(target), None, "exists already", fix="choose another file or pass --force")
+                write(target, index=False)
+                print(f"wrote {target} ({len(df)} rows)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tune-lip", description="Training-regime studies on Ray Tune.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("search", help="run a search space on Ray Tune")
+    p.add_argument("space", nargs="?", help="a shipped space name (see --list) or a YAML file")
+    p.add_argument("--list", action="store_true", help="list the shipped search spaces")
+    p.add_argument("--name", help="experiment name (default: <space>-<timestamp>)")
+    p.add_argument("--storage-path", help="where experiments live (default: ./tune_lip_results)")
+    p.add_argument("--address", help="Ray address: 'auto' on a cluster node; default: a private local Ray")
+    p.add_argument("--num-samples", type=int, help="override num_samples (per grid point)")
+    p.add_argument("--budget", help="override the budget, e.g. steps=200 or epochs=3")
+    p.add_argument("--resume", action="store_true", help="continue the experiment --name")
+    p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (Ray's callback)")
+    p.add_argument("--mlflow", action="store_true", help="also log to MLflow (Ray's callback)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("demo", help="a few-minute AOL-MLP search on the bundled digits data, with plots")
+    p.add_argument("--storage-path", default="tune_lip_results")
+    p.add_argument("--quick", action="store_true", help="a smaller search (for tests)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("calibrate", help="time training steps per batch size on this accelerator")
+    p.add_argument("space", help="search space whose models and batch sizes to time")
+    p.add_argument("--batch-sizes", help="comma-separated, default: the space's grid")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    p.add_argument("--accelerator", help="name to record (default: detected, e.g. A100 or CPU)")
+    p.add_argument("--out", help="table path (default: tune_lip_results/calibration.parquet)")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("results", help="summarise an experiment; export CSV/Parquet")
+    p.add_argument("path", help="experiment directory, e.g. tune_lip_results/demo-20260101-120000")
+    p.add_argument("--metric", help="rank trials by this metric (default: certified_acc)")
+    p.add_argument("--mode", choices=("max", "min"), default="max")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--csv", help="write all reports to this CSV file")
+    p.add_argument("--parquet", help="write all reports to this Parquet file")
+    p.add_argument("--force", action="store_true", help="overwrite existing export files")
+    p.set_defaults(func=cmd_results)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"tune-lip: error: {exc.line()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

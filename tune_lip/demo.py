@@ -1,0 +1,46 @@
+"""``tune-lip demo``: the shipped ``demo.yaml`` search end to end, then its analysis and plots.
+
+AOL-MLPs on scikit-learn's bundled digits (offline), learning rate x three batch sizes,
+ASHA + one Optuna TPE search per batch size, on a private local Ray. A few minutes on
+2 CPU cores; ``quick=True`` is a smaller version for the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tune_lip.budget import parse_budget
+from tune_lip.launch import experiment_name, run_search
+from tune_lip.spec import load_spec
+
+__all__ = ["run_demo"]
+
+
+def run_demo(*, storage_path: str | Path = "tune_lip_results", quick: bool = False,
+             num_cpus: int | None = None, verbose: int = 1) -> Path:
+    """Run the demo search; print the best trial per batch size; return the experiment dir."""
+    from tune_lip.analysis import last_reports, load
+    from tune_lip.analysis.plots import plot_metric_vs_lr
+
+    spec = load_spec("demo")
+    if quick:
+        spec = spec.with_overrides(num_samples=2, budget=parse_budget({"epochs": 2}, where="demo --quick"))
+    name = experiment_name(spec)
+    grid = run_search(spec, name=name, storage_path=storage_path, num_cpus=num_cpus, verbose=verbose)
+    experiment = Path(grid.experiment_path)
+
+    df = load(experiment)
+    last = last_reports(df)
+    b, lr, metric = "config/dataset/batch_size", "config/optimizer/lr", spec.metric
+    best = last.sort_values(metric, ascending=(spec.mode == "min")).groupby(b).head(1).sort_values(b)
+    print(f"\nBest trial per batch size ({metric}, {spec.mode}; {len(last)} trials, "
+          f"{int(last['diverged'].astype(bool).sum())} diverged):")
+    print(best[[b, lr, metric, "test_acc", "steps", "trial_id"]].to_string(index=False))
+    plots = experiment / "plots"
+    plot_metric_vs_lr(df, metric=metric, title=f"{experiment.name}: {metric} vs learning rate",
+                      out=plots / "metric_vs_lr")
+    print(f"\nresults: {experiment}")
+    print(f"  pandas:  tune_lip.analysis.load({str(experiment)!r})")
+    print(f"  summary: tune-lip results {experiment}")
+    print(f"plots:   {plots}/metric_vs_lr.png (.pdf)")
+    return experiment

@@ -1,0 +1,276 @@
+"""SearchSpec -> `ray.tune.Tuner`: scheduler, searcher, resources, callbacks; resume.
+
+`run_search` is what ``tune-lip search`` calls: it validates the spec against its study,
+starts (or joins) Ray, builds the Tuner and fits it. The experiment lives in
+``<storage_path>/<name>`` (Ray's own layout, plus Parquet results from
+`ParquetResultsCallback`).
+
+Example:
+    >>> from tune_lip.spec import load_spec
+    >>> spec = load_spec("demo")                                            # doctest: +SKIP
+    >>> grid = run_search(spec, name="demo-1", storage_path="tune_lip_results")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tune_lip.errors import UserError
+from tune_lip.spec import SearchSpec
+
+__all__ = ["STUDIES", "Study", "check_spec", "start_ray", "build_tuner", "run_search", "experiment_name",
+           "DEFAULT_STORAGE"]
+
+DEFAULT_STORAGE = "tune_lip_results"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study: its Trainable (imported lazily, so the CLI starts fast) and what it reports."""
+
+    trainable: str                 # "module:Class"
+    metrics: frozenset[str]
+
+    def load_trainable(self) -> Any:
+        module, cls = self.trainable.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+_LIPSCHITZ_METRICS = frozenset({
+    "certified_acc", "test_acc", "test_loss", "train_acc", "train_loss", "weight_norm",
+})
+STUDIES: dict[str, Study] = {
+    "lipschitz": Study("tune_lip.trainables.lipschitz:LipschitzTrainable", _LIPSCHITZ_METRICS),
+}
+
+
+def study_metrics() -> dict[str, set[str] | None]:
+    """Valid study names and their metric names, as `tune_lip.spec.load_spec` wants them."""
+    return {name: set(s.metrics) for name, s in STUDIES.items()}
+
+
+# ---------------------------------------------------------------------------- validation
+
+def _check_section(spec: SearchSpec, section: str, check: Any) -> None:
+    try:
+        check()
+    except (ValueError, TypeError) as exc:
+        raise UserError(spec.path, section, str(exc).split("\n")[0]) from None
+
+
+def check_spec(spec: SearchSpec) -> dict[str, Any]:
+    """Validate the space against its study's config; return the representative trial config.
+
+    Every section is checked on its own so the error names the key (``model``,
+    ``optimizer``, ...). Data files are checked here too, before any trial starts.
+    """
+    from tune_lip.augment import AugmentConfig
+    from tune_lip.budget import ScheduleConfig
+    from tune_lip.models.registry import MODELS, model_options
+    from tune_lip.optim import OptimizerConfig
+    from tune_lip.train_loop import LipschitzConfig
+
+    config = {**spec.representative_config(), "budget": spec.budget.to_dict(), "reports": spec.reports}
+    model = config.get("model") or {}
+
+    def check_model() -> None:
+        name = model.get("name", "aol_mlp")
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+        unknown = set(model) - {"name"} - set(model_options(name))
+        if unknown:
+            raise ValueError(f"unknown option {sorted(unknown)[0]!r} for model {name}; "
+                             f"valid: {', '.join(model_options(name))}")
+
+    _check_section(spec, "model", check_model)
+    _check_section(spec, "optimizer", lambda: OptimizerConfig.from_dict(config.get("optimizer") or {}))
+    _check_section(spec, "augmentation", lambda: config.get("augmentation") is None
+                   or AugmentConfig.from_dict(config["augmentation"]))
+    _check_section(spec, "schedule", lambda: ScheduleConfig.from_dict(config.get("schedule")))
+    _check_section(spec, "space", lambda: LipschitzConfig.from_dict(config))
+    return config
+
+
+def _num_train(config: dict[str, Any], where: str) -> int:
+    from tune_lip.data import load_dataset
+
+    ds = dict(config.get("dataset") or {})
+    name = ds.pop("name", "digits")
+    ds.pop("batch_size", None)
+    data_dir = ds.pop("data_dir", "data")
+    download = ds.pop("download", False)
+    try:
+        return load_dataset(name, data_dir=data_dir, download=download, **ds).num_train
+    except ValueError as exc:
+        raise UserError(where, "dataset", str(exc)) from None
+
+
+def _resolve_calibration(spec: SearchSpec, storage_path: Path, config: dict[str, Any]) -> SearchSpec:
+    """Absolute calibration path for reference_hours budgets, checked for every grid point."""
+    if spec.budget.kind != "reference_hours":
+        return spec
+    from tune_lip.budget import lookup_step_seconds, read_calibration
+    from tune_lip.train_loop import LipschitzConfig, model_key
+
+    raw = spec.budget.calibration
+    path = Path(raw).expanduser() if raw else storage_path / "calibration.parquet"
+    if not path.is_absolute():
+        path = (Path(spec.path).parent / path) if (Path(spec.path).parent / path).exists() else path.resolve()
+    table = read_calibration(path)
+    for point in spec.grid_points():
+        cfg_dict = {**config}
+        for key, value in point.items():
+            cfg_dict = _with(cfg_dict, key, value)
+        cfg = LipschitzConfig.from_dict(cfg_dict)
+        assert spec.budget.reference is not None
+        lookup_step_seconds(table, accelerator=spec.budget.reference, model_key=model_key(cfg),
+                            batch_size=cfg.dataset.batch_size, where=str(path))
+    return replace(spec, budget=replace(spec.budget, calibration=str(path.resolve())))
+
+
+def _with(config: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    import copy
+
+    from tune_lip.spec import set_in
+
+    out = copy.deepcopy(config)
+    set_in(out, dotted, value)
+    return out
+
+
+# ---------------------------------------------------------------------------- Ray
+
+def start_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Join the cluster at ``address`` ("auto" on a cluster node), or start a private local Ray.
+
+    A local Ray binds only to 127.0.0.1 and runs no dashboard.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address in (None, "local"):
+        # Keeps every local node on loopback (ray 2.60); see DESIGN.md "Testing".
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                 log_to_driver=True, configure_logging=False)
+    else:
+        ray.init(address=address)
+
+
+def experiment_name(spec: SearchSpec) -> str:
+    stem = Path(spec.path).stem or "search"
+    return f"{stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _logger_callbacks(wandb: bool, mlflow: bool, name: str) -> list[Any]:
+    callbacks: list[Any] = []
+    if wandb:
+        try:
+            from ray.air.integrations.wandb import WandbLoggerCallback
+            import wandb as _  # noqa: F401
+        except ImportError:
+            raise UserError("--wandb", None, "the wandb package is not installed",
+                            fix="pip install wandb, then wandb login") from None
+        callbacks.append(WandbLoggerCallback(project="tune-lip", group=name))
+    if mlflow:
+        try:
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+            import mlflow as _m  # noqa: F401
+        except ImportError:
+            raise UserError("--mlflow", None, "the mlflow package is not installed", fix="pip install mlflow") from None
+        callbacks.append(MLflowLoggerCallback(experiment_name=name))
+    return callbacks
+
+
+def _trainable(spec: SearchSpec) -> Any:
+    from ray import tune
+
+    resources = {k: v for k, v in spec.resources.items() if k in ("cpu", "gpu")}
+    if "memory_gb" in spec.resources:
+        resources["memory"] = spec.resources["memory_gb"] * 2**30
+    resources.setdefault("cpu", 1)
+    return tune.with_resources(STUDIES[spec.study].load_trainable(), resources)
+
+
+def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
+                extra_callbacks: list[Any] | None = None, verbose: int = 1) -> Any:
+    """The `ray.tune.Tuner` for ``spec``; the experiment goes to ``storage_path/name``."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from tune_lip.callbacks import ParquetResultsCallback
+    from tune_lip.searchers import GroupedOptunaSearch, random_search, to_tune_space
+
+    storage = Path(storage_path).expanduser().resolve()
+    config = check_spec(spec)
+    spec = _resolve_calibration(spec, storage, config)
+    fixed = {"budget": spec.budget.to_dict(), "reports": spec.reports}
+
+    if spec.searcher.name == "optuna":
+        search_alg: Any = GroupedOptunaSearch(spec.space, per=spec.searcher.per, samples_per_group=spec.num_samples,
+                                              seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials)
+        num_samples = search_alg.total_samples
+        param_space = fixed
+    else:
+        search_alg = random_search(spec.searcher.seed)
+        num_samples = spec.num_samples
+        param_space = {**to_tune_space(spec.space), **fixed}
+
+    if spec.scheduler.name == "asha":
+        num_train = _num_train(config, spec.path) if spec.budget.kind == "epochs" else None
+        max_t = spec.budget.progress_max(num_train=num_train)
+        scheduler: Any = ASHAScheduler(time_attr=spec.budget.progress_attr, max_t=max_t,
+                                       grace_period=max(spec.scheduler.grace_fraction * max_t, 1e-9),
+                                       reduction_factor=spec.scheduler.reduction_factor,
+                                       brackets=spec.scheduler.brackets)
+    else:
+        scheduler = FIFOScheduler()
+
+    experiment_dir = storage / name
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=str(storage),
+        callbacks=[ParquetResultsCallback(experiment_dir), *(extra_callbacks or [])],
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.checkpoint_every,
+                                                checkpoint_at_end=True, num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=2),
+        verbose=verbose,
+    )
+    tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
+                                  num_samples=num_samples, max_concurrent_trials=spec.max_concurrent_trials,
+                                  reuse_actors=True)
+    return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str | Path = DEFAULT_STORAGE,
+               address: str | None = None, resume: bool = False, num_cpus: int | None = None,
+               wandb: bool = False, mlflow: bool = False, verbose: int = 1) -> Any:
+    """Run (or with ``resume=True`` continue) the search; returns Ray's ResultGrid."""
+    from ray import tune
+
+    storage = Path(storage_path).expanduser().resolve()
+    name = name or experiment_name(spec)
+    experiment_dir = storage / name
+    if resume:
+        if not tune.Tuner.can_restore(str(experiment_dir)):
+            raise UserError(str(experiment_dir), None, "no experiment to resume here",
+                            fix="pass the --name (and --storage-path) of the killed search")
+        start_ray(address, num_cpus=num_cpus)
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=_trainable(spec), resume_unfinished=True,
+                                   resume_errored=True)
+        return tuner.fit()
+    if experiment_dir.exists():
+        raise UserError(str(experiment_dir), None, "an experiment with this name exists already",
+                        fix="pass --resume to continue it, or choose another --name")
+    check_spec(spec)
+    start_ray(address, num_cpus=num_cpus)
+    tuner = build_tuner(spec, name=name, storage_path=storage,
+                        extra_callbacks=_logger_callbacks(wandb, mlflow, name), verbose=verbose)
+    return tuner.fit()
+

@@ -1,0 +1,190 @@
+"""Search algorithms: spec domains -> Ray Tune / Optuna, and a per-grid-point Optuna searcher.
+
+Ray's OptunaSearch rejects ``tune.grid_search``, yet a scaling-law study needs the best LR
+*at each* batch size. `GroupedOptunaSearch` keeps one Optuna study (TPE, seeded) per point
+of the grid over the ``per`` keys and hands out suggestions round-robin, so every batch
+size gets its own ``num_samples`` LR search. It uses Optuna's ask/tell API directly.
+
+Early-stopped trials: when ASHA stops a trial, Tune calls ``on_trial_complete`` with a
+partial result. Telling Optuna that value as COMPLETE would let a 10%-trained trial compete
+with finished ones in TPE's model, so such trials are told as PRUNED (their intermediate
+values were reported with ``report``; TPE ranks pruned trials behind complete ones by the
+step they reached). A trial is complete when its last result has ``done=True`` (the
+Trainable ends at its budget or on divergence).
+
+Example:
+    >>> from tune_lip.spec import LogUniform, Grid
+    >>> s = GroupedOptunaSearch({"lr": LogUniform(1e-3, 1.0), "b": Grid((16, 64))},
+    ...     per=["b"], samples_per_group=2, metric="acc", mode="max", seed=0)
+    >>> sorted(s.suggest("t1"))
+    ['b', 'lr']
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from tune_lip.spec import Choice, Grid, LogUniform, RandInt, Uniform, get_in, set_in
+
+__all__ = ["GroupedOptunaSearch", "to_tune_space", "flat_domains"]
+
+_DOMAINS = (LogUniform, Uniform, Choice, Grid, RandInt)
+
+
+def flat_domains(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted path -> domain for every domain in a nested space."""
+    out: dict[str, Any] = {}
+    for key, value in space.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, _DOMAINS):
+            out[path] = value
+        elif isinstance(value, Mapping):
+            out.update(flat_domains(value, prefix=f"{path}."))
+    return out
+
+
+def _to_tune(domain: Any) -> Any:
+    if isinstance(domain, LogUniform):
+        return tune.loguniform(domain.lo, domain.hi)
+    if isinstance(domain, Uniform):
+        return tune.uniform(domain.lo, domain.hi)
+    if isinstance(domain, Choice):
+        return tune.choice(list(domain.values))
+    if isinstance(domain, Grid):
+        return tune.grid_search(list(domain.values))
+    if isinstance(domain, RandInt):
+        return tune.randint(domain.lo, domain.hi)
+    raise TypeError(f"not a domain: {domain!r}")
+
+
+def to_tune_space(space: Mapping[str, Any]) -> dict[str, Any]:
+    """The nested space with every domain replaced by its Ray Tune equivalent."""
+    return {k: (_to_tune(v) if isinstance(v, _DOMAINS) else to_tune_space(v) if isinstance(v, Mapping)
+                else copy.deepcopy(v)) for k, v in space.items()}
+
+
+def _to_optuna(domain: Any) -> BaseDistribution:
+    if isinstance(domain, LogUniform):
+        return FloatDistribution(domain.lo, domain.hi, log=True)
+    if isinstance(domain, Uniform):
+        return FloatDistribution(domain.lo, domain.hi)
+    if isinstance(domain, Choice):
+        return CategoricalDistribution(list(domain.values))
+    if isinstance(domain, RandInt):
+        return IntDistribution(domain.lo, domain.hi - 1)
+    raise TypeError(f"{domain!r} cannot be searched by Optuna; list its key in searcher.per")
+
+
+def random_search(seed: int) -> BasicVariantGenerator:
+    """Tune's own random/grid generator (grid domains are crossed, num_samples per point)."""
+    return BasicVariantGenerator(random_state=seed)
+
+
+class GroupedOptunaSearch(Searcher):
+    """One seeded Optuna TPE study per grid point of the ``per`` keys; see the module docstring.
+
+    space: nested dict whose leaves are spec domains or fixed values.
+    per: dotted keys of Grid domains; their cartesian product defines the groups.
+    samples_per_group: trials per group (the spec's ``num_samples``).
+    """
+
+    def __init__(self, space: Mapping[str, Any], *, per: Sequence[str], samples_per_group: int,
+                 metric: str | None = None, mode: str | None = None, seed: int = 0,
+                 n_startup_trials: int = 5) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self._space = copy.deepcopy(dict(space))
+        domains = flat_domains(self._space)
+        self._per = list(per)
+        self._searched = {k: _to_optuna(d) for k, d in domains.items() if k not in self._per}
+        grids = [list(get_in(self._space, k).values) for k in self._per]
+        self._groups = [dict(zip(self._per, values)) for values in itertools.product(*grids)] or [{}]
+        self._samples_per_group = samples_per_group
+        self._seed = seed
+        self._n_startup = n_startup_trials
+        self._studies: list[optuna.Study] | None = None
+        self._suggested = [0] * len(self._groups)
+        self._live: dict[str, tuple[int, optuna.trial.Trial]] = {}
+
+    @property
+    def total_samples(self) -> int:
+        return self._samples_per_group * len(self._groups)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        self._metric = metric or self._metric
+        self._mode = mode or self._mode
+        return True
+
+    def _ensure_studies(self) -> list[optuna.Study]:
+        if self._studies is None:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            direction = "maximize" if self._mode == "max" else "minimize"
+            self._studies = [
+                optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(
+                    seed=self._seed + i, n_startup_trials=self._n_startup))
+                for i in range(len(self._groups))
+            ]
+        return self._studies
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        studies = self._ensure_studies()
+        open_groups = [i for i, n in enumerate(self._suggested) if n < self._samples_per_group]
+        if not open_groups:
+            return Searcher.FINISHED
+        group = min(open_groups, key=lambda i: (self._suggested[i], i))  # round-robin
+        trial = studies[group].ask(self._searched)
+        self._suggested[group] += 1
+        self._live[trial_id] = (group, trial)
+        config = copy.deepcopy(self._space)
+        for key, value in {**trial.params, **self._groups[group]}.items():
+            set_in(config, key, value)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self._live and self._metric in result:
+            _, trial = self._live[trial_id]
+            trial.report(float(result[self._metric]), int(result.get("training_iteration", 0)))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id not in self._live:
+            return
+        group, trial = self._live.pop(trial_id)
+        study = self._ensure_studies()[group]
+        if error:
+            study.tell(trial, state=TrialState.FAIL)
+        elif result and result.get("done") and self._metric in result:
+            study.tell(trial, float(result[self._metric]))
+        else:  # stopped early by the scheduler (or no metric): not a finished evaluation
+            study.tell(trial, state=TrialState.PRUNED)
+
+    def studies(self) -> list[tuple[dict[str, Any], optuna.Study]]:
+        """(group values, Optuna study) pairs, for inspection in a notebook."""
+        return list(zip(self._groups, self._ensure_studies()))
+
+    def get_state(self) -> dict[str, Any]:
+        return {"studies": self._ensure_studies(), "suggested": self._suggested, "live": self._live,
+                "metric": self._metric, "mode": self._mode}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._studies = state["studies"]
+        self._suggested = state["suggested"]
+        self._live = state["live"]
+        self._metric, self._mode = state["metric"], state["mode"]
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))

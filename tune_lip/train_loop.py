@@ -1,0 +1,379 @@
+"""The Lipschitz study's budgeted training loop, free of Ray.
+
+One trial = one `LipschitzLoop`: it builds data (uint8, on the training device), the
+1-Lipschitz model, the optimizer and the LR schedule from a typed `LipschitzConfig`, then
+trains in slices: ``train_for(steps)`` returns the slice's training metrics,
+``evaluate()`` the test metrics (clean and certified accuracy), and
+``state_dict()``/``load_state_dict()`` continue a run bit-identically. The Ray Trainable in
+`tune_lip.trainables.lipschitz` is a thin adapter around it.
+
+Determinism: the model is initialised from ``seed``; the order of examples is a stream of
+per-epoch permutations each drawn from ``(seed, epoch)``, so the batch at step t depends only
+on (seed, t); augmentation draws from one generator whose state is checkpointed.
+
+Example:
+    >>> cfg = LipschitzConfig.from_dict({"dataset": {"name": "synthetic", "batch_size": 32},
+    ...     "model": {"name": "aol_mlp", "width": 64, "depth": 2}, "budget": {"steps": 4}})
+    >>> loop = LipschitzLoop(cfg)
+    >>> sorted(loop.train_for(4))[:3]
+    ['diverged', 'lr', 'train_acc']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+
+from tune_lip.augment import AugmentConfig, augment_batch
+from tune_lip.budget import Budget, ScheduleConfig, lr_at, parse_budget
+from tune_lip.data import ImageData, convert_and_center, load_dataset
+from tune_lip.losses import OffsetCrossEntropy, certified_correct, correct
+from tune_lip.models import build_model
+from tune_lip.optim import OptimizerConfig, build_optimizer
+
+__all__ = [
+    "DIVERGED_LOSS",
+    "ModelConfig",
+    "DataConfig",
+    "LossConfig",
+    "EvalConfig",
+    "LipschitzConfig",
+    "LipschitzLoop",
+    "model_key",
+    "pick_device",
+]
+
+# A diverged trial reports this finite loss (and zero accuracies): Ray's ASHA and Optuna
+# silently mishandle NaN, so the trial must end with a finite worst value and diverged=True.
+DIVERGED_LOSS = 1e6
+
+
+def _from_dict(cls: Any, raw: Any, section: str, *, free: str | None = None) -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys go to field ``free`` or fail."""
+    if raw is None:
+        return cls()
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{section} must be a mapping, got {raw!r}")
+    names = {f.name for f in fields(cls)} - ({free} if free else set())
+    known = {k: v for k, v in raw.items() if k in names}
+    rest = {k: v for k, v in raw.items() if k not in names}
+    if rest and free is None:
+        raise ValueError(f"unknown {section} option {sorted(rest)[0]!r}; valid: {', '.join(sorted(names))}")
+    return cls(**known, **({free: rest} if free else {}))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "aol_mlp"
+    options: dict[str, Any] = field(default_factory=dict)  # constructor options, e.g. width, depth
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"
+    batch_size: int = 256       # examples per optimizer step
+    data_dir: str = "data"      # where CIFAR-10/100 and converted npz files live
+    download: bool = False      # let torchvision download CIFAR (never in tests or the demo)
+    options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. path for generated
+
+    def __post_init__(self) -> None:
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ValueError(f"dataset.batch_size must be a positive integer, got {self.batch_size}")
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "offset_ce"
+    eps: float = 36 / 255       # l2 training radius; logit offset = sqrt(2) * eps
+    temperature: float = 0.25   # T in T * CE((s - offset * onehot) / T)
+
+    def __post_init__(self) -> None:
+        if self.name != "offset_ce":
+            raise ValueError(f"unknown loss {self.name!r}; valid losses: offset_ce")
+        if self.eps < 0 or not self.temperature > 0:
+            raise ValueError("loss.eps must be >= 0 and loss.temperature > 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eps: float = 36 / 255                 # headline l2 radius of certified_acc
+    extra_eps: tuple[float, ...] = ()     # more radii, reported as certified_acc@<eps>
+    batch_size: int = 1024                # examples per evaluation forward pass
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_eps", tuple(float(e) for e in self.extra_eps))
+
+
+@dataclass(frozen=True)
+class LipschitzConfig:
+    """Everything one Lipschitz trial needs; `from_dict` takes a trial's (Ray) config."""
+
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DataConfig = field(default_factory=DataConfig)
+    preprocessing: str = "convert_and_center"   # x / 255 - per-channel mean, on the device
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    budget: Budget = field(default_factory=lambda: Budget("epochs", 1.0))
+    reports: int = 20           # train slices per trial (each ends with an evaluation)
+    device: str = "auto"        # auto = cuda when visible, else cpu
+
+    def __post_init__(self) -> None:
+        if self.preprocessing != "convert_and_center":
+            raise ValueError(f"unknown preprocessing {self.preprocessing!r}; valid: convert_and_center")
+        if self.reports < 1:
+            raise ValueError(f"reports must be >= 1, got {self.reports}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LipschitzConfig:
+        """Build from a nested mapping (a trial's config); raises ValueError naming the key."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown config key {sorted(unknown)[0]!r}; valid: {', '.join(sorted(known))}")
+        aug = raw.get("augmentation")
+        budget = raw.get("budget")
+        return cls(
+            seed=int(raw.get("seed", 0)),
+            model=_from_dict(ModelConfig, raw.get("model"), "model", free="options"),
+            dataset=_from_dict(DataConfig, raw.get("dataset"), "dataset", free="options"),
+            preprocessing=raw.get("preprocessing", "convert_and_center"),
+            augmentation=AugmentConfig() if aug is None else AugmentConfig.from_dict(aug),
+            optimizer=OptimizerConfig.from_dict(raw.get("optimizer") or {}),
+            schedule=ScheduleConfig.from_dict(raw.get("schedule")),
+            loss=_from_dict(LossConfig, raw.get("loss"), "loss"),
+            eval=_from_dict(EvalConfig, raw.get("eval"), "eval"),
+            budget=Budget("epochs", 1.0) if budget is None else parse_budget(budget, where="config"),
+            reports=int(raw.get("reports", 20)),
+            device=str(raw.get("device", "auto")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["budget"] = self.budget.to_dict()
+        out["optimizer"] = self.optimizer.to_dict()
+        return json.loads(json.dumps(out, default=list))
+
+
+def model_key(cfg: LipschitzConfig) -> str:
+    """Identifies what a calibrated step time depends on: model, its options, input shape."""
+    options = json.dumps(cfg.model.options, sort_keys=True)
+    return f"{cfg.model.name}{options}@{cfg.dataset.name}"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+_DATA_CACHE: dict[str, ImageData] = {}
+
+
+def _dataset(cfg: DataConfig, device: torch.device) -> ImageData:
+    """Load once per process and device (a reused Ray actor keeps it across trials)."""
+    key = json.dumps([cfg.name, cfg.data_dir, cfg.options, str(device)], sort_keys=True, default=str)
+    if key not in _DATA_CACHE:
+        data = load_dataset(cfg.name, data_dir=cfg.data_dir, download=cfg.download, **cfg.options)
+        _DATA_CACHE.clear()  # keep one data set on the device, not one per config ever seen
+        _DATA_CACHE[key] = data.to(device)
+    return _DATA_CACHE[key]
+
+
+class LipschitzLoop:
+    """Budgeted training of one 1-Lipschitz network; see the module docstring.
+
+    step_seconds: the reference accelerator's calibrated seconds per step; needed for a
+    ``reference_hours`` budget and then reported as ``reference_seconds``.
+    """
+
+    def __init__(self, cfg: LipschitzConfig, *, step_seconds: float | None = None,
+                 data: ImageData | None = None) -> None:
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.data = data.to(self.device) if data is not None else _dataset(cfg.dataset, self.device)
+        self.step_seconds = step_seconds
+        if cfg.budget.kind == "reference_hours" and step_seconds is None:
+            raise ValueError("a reference_hours budget needs step_seconds from the calibration table")
+        b = cfg.dataset.batch_size
+        self.total_steps = cfg.budget.total_steps(batch_size=b, num_train=self.data.num_train,
+                                                  step_seconds=step_seconds)
+        self.wall_budget = cfg.budget.amount * 3600.0 if cfg.budget.kind == "wall_hours" else None
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model.name, input_shape=self.data.input_shape,
+                                 num_classes=self.data.num_classes, **cfg.model.options).to(self.device)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
+        self.loss_fn = OffsetCrossEntropy(eps=cfg.loss.eps, temperature=cfg.loss.temperature)
+        self.mean = torch.tensor(self.data.mean, dtype=torch.float32, device=self.device)  # (C,)
+        self.aug_generator = torch.Generator(device=self.device)
+        self.aug_generator.manual_seed(cfg.seed + 1)
+        self.augment = cfg.augmentation != AugmentConfig()
+
+        self.steps = 0
+        self.wall_seconds = 0.0     # training time only; evaluation is not charged to the budget
+        self.diverged = False
+        self._epoch_perm: tuple[int, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ progress
+    @property
+    def examples(self) -> int:
+        return self.steps * self.cfg.dataset.batch_size
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the budget done, in [0, 1]."""
+        if self.total_steps is not None:
+            return min(self.steps / self.total_steps, 1.0)
+        assert self.wall_budget is not None
+        return min(self.wall_seconds / self.wall_budget, 1.0)
+
+    @property
+    def finished(self) -> bool:
+        return self.diverged or self.fraction >= 1.0
+
+    def progress(self) -> dict[str, float]:
+        out: dict[str, float] = {"steps": self.steps, "examples": self.examples,
+                                 "wall_seconds": self.wall_seconds}
+        if self.step_seconds is not None:
+            out["reference_seconds"] = self.steps * self.step_seconds
+        return out
+
+    # ------------------------------------------------------------------ data order
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if self._epoch_perm is None or self._epoch_perm[0] != epoch:
+            g = torch.Generator(device=self.device)
+            g.manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._epoch_perm = (epoch, torch.randperm(self.data.num_train, generator=g, device=self.device))
+        return self._epoch_perm[1]
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Indices of the examples in step ``step``'s batch: (B,), a pure function of (seed, step)."""
+        n, b = self.data.num_train, self.cfg.dataset.batch_size
+        start, stop = step * b, (step + 1) * b
+        parts = []
+        while start < stop:
+            epoch, offset = divmod(start, n)
+            take = min(stop - start, n - offset)
+            parts.append(self._perm(epoch)[offset:offset + take])
+            start += take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    # ------------------------------------------------------------------ training
+    def _set_lr(self) -> float:
+        lr = lr_at(self.fraction, peak_lr=self.cfg.optimizer.lr, schedule=self.cfg.schedule,
+                   total_steps=self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_for(self, steps: int) -> dict[str, float]:
+        """Train ``steps`` optimizer steps (fewer if the budget ends); the slice's metrics.
+
+        Returns train_loss / train_acc averaged over the slice's (augmented) batches, the
+        last lr, the progress counters and ``diverged``. One host sync at the end.
+        """
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct_sum = torch.zeros((), device=self.device, dtype=torch.long)
+        done = 0
+        lr = self._set_lr()
+        start = time.perf_counter()
+        for _ in range(steps):
+            if self.total_steps is not None and self.steps >= self.total_steps:
+                break
+            lr = self._set_lr()
+            idx = self.batch_indices(self.steps)
+            x = self.data.train_images[idx]                      # (B, H, W, C) uint8
+            y = self.data.train_labels[idx]                      # (B,)
+            if self.augment:
+                x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
+            scores = self.model(convert_and_center(x, self.mean))  # (B, num_classes)
+            loss = self.loss_fn(scores, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach()
+            correct_sum += correct(scores.detach(), y).sum()
+            self.steps += 1
+            done += 1
+        mean_loss = (loss_sum / max(done, 1)).item()             # host sync: once per slice
+        self.wall_seconds += time.perf_counter() - start
+        if not math.isfinite(mean_loss):
+            self.diverged = True
+        out: dict[str, float] = dict(self.progress())
+        out.update(lr=lr, diverged=self.diverged,
+                   train_loss=DIVERGED_LOSS if self.diverged else mean_loss,
+                   train_acc=0.0 if self.diverged else correct_sum.item() / max(done * self.cfg.dataset.batch_size, 1))
+        return out
+
+    def train_for_seconds(self, seconds: float, *, chunk: int = 10) -> dict[str, float]:
+        """Train until ``seconds`` more wall-clock training time has passed (wall budgets)."""
+        target = min(self.wall_seconds + seconds, self.wall_budget or math.inf)
+        out = self.train_for(0)
+        while self.wall_seconds < target and not self.diverged:
+            out = self.train_for(chunk)
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Test loss, clean accuracy and certified accuracy at ``eval.eps`` and extra radii."""
+        ev = self.cfg.eval
+        if self.diverged:
+            out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0, "certified_acc": 0.0,
+                   "weight_norm": DIVERGED_LOSS}
+            out.update({f"certified_acc@{e:g}": 0.0 for e in ev.extra_eps})
+            return out
+        self.model.eval()
+        n = len(self.data.test_labels)
+        loss_sum = torch.zeros((), device=self.device)
+        counts = torch.zeros(2 + len(ev.extra_eps), device=self.device, dtype=torch.long)
+        for start in range(0, n, ev.batch_size):
+            x = convert_and_center(self.data.test_images[start:start + ev.batch_size], self.mean)
+            y = self.data.test_labels[start:start + ev.batch_size]
+            scores = self.model(x)
+            loss_sum += self.loss_fn(scores, y) * len(y)
+            counts[0] += correct(scores, y).sum()
+            counts[1] += certified_correct(scores, y, ev.eps).sum()
+            for i, e in enumerate(ev.extra_eps):
+                counts[2 + i] += certified_correct(scores, y, e).sum()
+        self.model.train()
+        c = (counts.double() / n).tolist()                        # host sync
+        weight_norm = torch.sqrt(sum(p.detach().double().pow(2).sum() for p in self.model.parameters()))
+        test_loss = (loss_sum / n).item()
+        out = {"test_loss": test_loss if math.isfinite(test_loss) else DIVERGED_LOSS,
+               "test_acc": c[0], "certified_acc": c[1], "weight_norm": float(weight_norm)}
+        out.update({f"certified_acc@{e:g}": c[2 + i] for i, e in enumerate(ev.extra_eps)})
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aug_generator": self.aug_generator.get_state(),
+            "steps": self.steps,
+            "wall_seconds": self.wall_seconds,
+            "diverged": self.diverged,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.aug_generator.set_state(state["aug_generator"])
+        self.steps = int(state["steps"])
+        self.wall_seconds = float(state["wall_seconds"])
+        self.diverged = bool(state["diverged"])
