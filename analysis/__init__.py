@@ -15,6 +15,8 @@ from tune_lip.analysis.results import (
     flatten_result,
     last_reports,
     load,
+    ran_full_budget,
 )
 
-__all__ = ["PARQUET_DIR", "best_reports", "config_column", "flatten_result", "last_reports", "load"]
+__all__ = ["PARQUET_DIR", "best_reports", "config_column", "flatten_result", "last_reports", "load",
+           "ran_full_budget"]

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-from tune_lip.analysis.results import config_column, last_reports
+from tune_lip.analysis.results import config_column, last_reports, ran_full_budget
 
 __all__ = ["plot_metric_vs_lr", "save_figure"]
 
@@ -55,7 +55,7 @@ def plot_metric_vs_lr(df: pd.DataFrame, *, metric: str, lr: str = "optimizer.lr"
         fig = ax.get_figure()
     cmap = plt.get_cmap("viridis")
     sizes = sorted(last[b_col].unique())
-    finished = last["done"].astype(bool) if "done" in last else pd.Series(True, index=last.index)
+    finished = pd.Series([ran_full_budget(row) for row in last.to_dict("records")], index=last.index)
     for i, b in enumerate(sizes):
         color = cmap(i / max(len(sizes) - 1, 1))
         rows = last[last[b_col] == b].sort_values(lr_col)

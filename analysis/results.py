@@ -21,7 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["PARQUET_DIR", "flatten_result", "load", "last_reports", "best_reports", "config_column"]
+__all__ = ["PARQUET_DIR", "flatten_result", "load", "last_reports", "best_reports", "config_column",
+           "ran_full_budget"]
 
 PARQUET_DIR = "tune_lip_results"
 
@@ -88,6 +89,21 @@ def load(path: str | Path, *, source: str = "auto") -> pd.DataFrame:
         return df
     df = df.drop_duplicates(subset=["trial_id", "training_iteration"], keep="last")
     return df.sort_values(["trial_id", "training_iteration"], kind="stable").reset_index(drop=True)
+
+
+def ran_full_budget(result: Mapping[str, Any]) -> bool:
+    """Whether a trial's last report ends its budget (or it diverged), i.e. was not stopped early.
+
+    Ray marks the last result of a trial that ASHA stopped with ``done=True`` too, so ``done``
+    cannot tell; a trial that trained its whole budget has made all ``config.reports`` reports.
+    Works on a nested result (as Tune passes it) and on a flat row of `load`'s frame.
+    """
+    reports = result.get("config/reports")
+    if reports is None:
+        reports = (result.get("config") or {}).get("reports")
+    if bool(result.get("diverged", False)):
+        return True
+    return reports is not None and int(result.get("training_iteration", 0)) >= int(reports)
 
 
 def last_reports(df: pd.DataFrame) -> pd.DataFrame:

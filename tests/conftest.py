@@ -9,6 +9,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# The tests' tensors are tiny: OpenMP threads fighting over 2 cores only slow them down.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,9 @@ def test_scheduler_stopped_trials_are_pruned_not_complete():
     s.suggest("a")
     s.suggest("b")
     s.on_trial_result("a", {"acc": 0.3, "training_iteration": 1})
-    s.on_trial_complete("a", {"acc": 0.3, "done": False})   # ASHA stopped it
-    s.on_trial_complete("b", {"acc": 0.9, "done": True})    # ran its whole budget
+    # Ray sets done=True on a trial ASHA stopped, too: only the report count tells them apart.
+    s.on_trial_complete("a", {"acc": 0.3, "done": True, "training_iteration": 1, "config": {"reports": 4}})
+    s.on_trial_complete("b", {"acc": 0.9, "done": True, "training_iteration": 4, "config": {"reports": 4}})
     states = {g["dataset.batch_size"]: [t.state for t in st.trials] for g, st in s.studies()}
     assert states == {16: [TrialState.PRUNED], 64: [TrialState.COMPLETE]}
 
@@ -50,7 +51,7 @@ def test_state_survives_pickle_round_trip(tmp_path):
     s.save(str(tmp_path / "s.pkl"))
     restored = _searcher()
     restored.restore(str(tmp_path / "s.pkl"))
-    restored.on_trial_complete("a", {"acc": 0.5, "done": True})  # a trial from before the restore
+    restored.on_trial_complete("a", {"acc": 0.5, "diverged": True})  # a trial from before the restore
     assert restored.studies()[0][1].trials[0].state == TrialState.COMPLETE
     assert pickle.loads(pickle.dumps(restored.get_state()))["suggested"] == [1, 0]
 

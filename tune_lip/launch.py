@@ -23,7 +23,7 @@ from typing import Any
 from tune_lip.errors import UserError
 from tune_lip.spec import SearchSpec
 
-__all__ = ["STUDIES", "Study", "check_spec", "start_ray", "build_tuner", "run_search", "experiment_name",
+__all__ = ["STUDIES", "Study", "check_spec", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
            "DEFAULT_STORAGE"]
 
 DEFAULT_STORAGE = "tune_lip_results"
@@ -198,27 +198,44 @@ def _trainable(spec: SearchSpec) -> Any:
     return tune.with_resources(STUDIES[spec.study].load_trainable(), resources)
 
 
+def _trial_dirname(trial: Any) -> str:
+    """Short trial folders (Ray's default packs the whole config into the name)."""
+    return f"{trial.trainable_name}_{trial.trial_id}"
+
+
+def make_search_alg(spec: SearchSpec) -> Any:
+    """The spec's searcher: a `GroupedOptunaSearch`, or Tune's random/grid generator."""
+    from tune_lip.searchers import GroupedOptunaSearch, random_search
+
+    if spec.searcher.name == "optuna":
+        return GroupedOptunaSearch(spec.space, per=spec.searcher.per, samples_per_group=spec.num_samples,
+                                   seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials)
+    return random_search(spec.searcher.seed)
+
+
 def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
-                extra_callbacks: list[Any] | None = None, verbose: int = 1) -> Any:
-    """The `ray.tune.Tuner` for ``spec``; the experiment goes to ``storage_path/name``."""
+                extra_callbacks: list[Any] | None = None, verbose: int = 1, search_alg: Any = None) -> Any:
+    """The `ray.tune.Tuner` for ``spec``; the experiment goes to ``storage_path/name``.
+
+    search_alg: default `make_search_alg(spec)`; pass your own to inspect it afterwards
+    (e.g. the Optuna studies of a `GroupedOptunaSearch`).
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from tune_lip.callbacks import ParquetResultsCallback
-    from tune_lip.searchers import GroupedOptunaSearch, random_search, to_tune_space
+    from tune_lip.searchers import GroupedOptunaSearch, to_tune_space
 
     storage = Path(storage_path).expanduser().resolve()
     config = check_spec(spec)
     spec = _resolve_calibration(spec, storage, config)
     fixed = {"budget": spec.budget.to_dict(), "reports": spec.reports}
 
-    if spec.searcher.name == "optuna":
-        search_alg: Any = GroupedOptunaSearch(spec.space, per=spec.searcher.per, samples_per_group=spec.num_samples,
-                                              seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials)
+    search_alg = search_alg or make_search_alg(spec)
+    if isinstance(search_alg, GroupedOptunaSearch):
         num_samples = search_alg.total_samples
         param_space = fixed
     else:
-        search_alg = random_search(spec.searcher.seed)
         num_samples = spec.num_samples
         param_space = {**to_tune_space(spec.space), **fixed}
 
@@ -244,7 +261,7 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     )
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
                                   num_samples=num_samples, max_concurrent_trials=spec.max_concurrent_trials,
-                                  reuse_actors=True)
+                                  reuse_actors=True, trial_dirname_creator=_trial_dirname)
     return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 

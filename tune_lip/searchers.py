@@ -9,11 +9,12 @@ Early-stopped trials: when ASHA stops a trial, Tune calls ``on_trial_complete`` 
 partial result. Telling Optuna that value as COMPLETE would let a 10%-trained trial compete
 with finished ones in TPE's model, so such trials are told as PRUNED (their intermediate
 values were reported with ``report``; TPE ranks pruned trials behind complete ones by the
-step they reached). A trial is complete when its last result has ``done=True`` (the
-Trainable ends at its budget or on divergence).
+step they reached). A trial is complete when it made all its reports or diverged
+(`tune_lip.analysis.ran_full_budget`; Ray's ``done`` flag is set for stopped trials too).
 
 Example:
-    >>> from tune_lip.spec import LogUniform, Grid
+    >>> from tune_lip.analysis.results import ran_full_budget
+from tune_lip.spec import LogUniform, Grid
     >>> s = GroupedOptunaSearch({"lr": LogUniform(1e-3, 1.0), "b": Grid((16, 64))},
     ...     per=["b"], samples_per_group=2, metric="acc", mode="max", seed=0)
     >>> sorted(s.suggest("t1"))
@@ -35,6 +36,7 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from tune_lip.analysis.results import ran_full_budget
 from tune_lip.spec import Choice, Grid, LogUniform, RandInt, Uniform, get_in, set_in
 
 __all__ = ["GroupedOptunaSearch", "to_tune_space", "flat_domains"]
@@ -162,7 +164,7 @@ class GroupedOptunaSearch(Searcher):
         study = self._ensure_studies()[group]
         if error:
             study.tell(trial, state=TrialState.FAIL)
-        elif result and result.get("done") and self._metric in result:
+        elif result and ran_full_budget(result) and self._metric in result:
             study.tell(trial, float(result[self._metric]))
         else:  # stopped early by the scheduler (or no metric): not a finished evaluation
             study.tell(trial, state=TrialState.PRUNED)

@@ -1,0 +1,585 @@
+"""Image data sets as uint8 tensors that live on the training device.
+
+Every data set loads into one `ImageData`: uint8 images (N, H, W, C), int64 labels (N,) and
+the per-channel mean of the training images. Training keeps the images as uint8 on the
+device; `convert_and_center` turns a batch into float32 (B, C, H, W) there, and
+`tune_lip.augment` augments it there, so the host never touches a pixel during training.
+
+Data sets (the `DATASETS` registry; options are keyword arguments of `load_dataset`):
+
+- ``"digits"``: scikit-learn's bundled 8x8 digits (offline), pixels 0..16 scaled to 0..255,
+  a fixed stratified 80/20 train/test split (1437 / 360 images).
+- ``"cifar10"``, ``"cifar100"``: the official python-format directories
+  (``cifar-10-batches-py``, ``cifar-100-python``) under ``data_dir``, read by torchvision.
+  torchvision refuses files whose md5 differs from the official release; such a directory
+  (e.g. re-pickled, or only the test batch present) is read by our own reader of the same
+  format, with a warning. Missing files raise `UserError` unless ``download=True``.
+- ``"generated"``: DM-Improves-AT style npz files (``image`` N x 32 x 32 x 3 uint8,
+  ``label`` N), options ``path`` (relative paths are taken relative to ``data_dir``),
+  ``num_train`` (the first n images), ``test`` (only ``"cifar10"``: the CIFAR-10 test set from
+  ``data_dir``) and ``cache_dir`` (default ``<data_dir>/npy_cache``). The npz is converted once
+  by `convert_npz` to plain ``.npy`` files that are memory-mapped, so 20M images (61 GB) are
+  paged in from disk on demand instead of sitting in RAM twice.
+- ``"synthetic"``: a deterministic, learnable toy set for tests (class mean images + noise).
+
+Example:
+    >>> data = load_dataset("digits")
+    >>> data.train_images.shape, data.train_images.dtype, data.input_shape
+    (torch.Size([1437, 8, 8, 1]), torch.uint8, (1, 8, 8))
+    >>> x = convert_and_center(data.train_images[:4], data.mean_tensor())
+    >>> x.shape, x.dtype
+    (torch.Size([4, 1, 8, 8]), torch.float32)
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import pickle
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from tune_lip.errors import UserError
+
+__all__ = [
+    "DATASETS",
+    "ImageData",
+    "load_dataset",
+    "convert_npz",
+    "convert_and_center",
+]
+
+
+@dataclass(eq=False)  # tensors have no single truth value, so no generated __eq__
+class ImageData:
+    """A labelled image data set, kept as uint8 so that all of it fits on the device.
+
+    train_images / test_images: uint8 (N, H, W, C), pixel values 0..255.
+    train_labels / test_labels: int64 (N,), values in [0, num_classes).
+    mean: per-channel mean of the training images in [0, 1] (length C), for `convert_and_center`.
+
+    Example:
+        >>> d = load_dataset("synthetic", num_train=20, num_test=10)
+        >>> d.num_train, d.input_shape, len(d.mean)
+        (20, (1, 8, 8), 1)
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+    name: str
+    mean: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        # Shape and dtype checks only: they read metadata, never data, so they cost no host sync.
+        for split in ("train", "test"):
+            images: torch.Tensor = getattr(self, f"{split}_images")
+            labels: torch.Tensor = getattr(self, f"{split}_labels")
+            if images.dtype != torch.uint8 or images.ndim != 4:
+                raise ValueError(f"{self.name}: {split}_images must be uint8 (N, H, W, C), "
+                                 f"got {images.dtype} {tuple(images.shape)}")
+            if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
+                raise ValueError(f"{self.name}: {split}_labels must be int64 ({images.shape[0]},), "
+                                 f"got {labels.dtype} {tuple(labels.shape)}")
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise ValueError(f"{self.name}: train images {tuple(self.train_images.shape[1:])} and "
+                             f"test images {tuple(self.test_images.shape[1:])} differ in shape")
+        if len(self.mean) != self.train_images.shape[3]:
+            raise ValueError(f"{self.name}: mean has {len(self.mean)} entries for "
+                             f"{self.train_images.shape[3]} channels")
+
+    def to(self, device: torch.device | str) -> ImageData:
+        """The same data set with every tensor on ``device`` (images stay uint8)."""
+        return replace(
+            self,
+            train_images=self.train_images.to(device),
+            train_labels=self.train_labels.to(device),
+            test_images=self.test_images.to(device),
+            test_labels=self.test_labels.to(device),
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W): the shape of one image after `convert_and_center`."""
+        _, h, w, c = self.train_images.shape
+        return (c, h, w)
+
+    @property
+    def num_train(self) -> int:
+        return self.train_images.shape[0]
+
+    @property
+    def num_test(self) -> int:
+        return self.test_images.shape[0]
+
+    def mean_tensor(self) -> torch.Tensor:
+        """`mean` as float32 (C,) on the images' device; build it once, not per batch."""
+        return torch.tensor(self.mean, dtype=torch.float32, device=self.train_images.device)
+
+
+def convert_and_center(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, C) -> float32 (B, C, H, W) with value x / 255 - mean[c].
+
+    Runs on the images' device with no host sync. ``mean`` is float (C,) in [0, 1]; pass it
+    already on the images' device (`ImageData.mean_tensor`), else it is copied there per call.
+
+    Example:
+        >>> x = torch.full((2, 4, 4, 3), 255, dtype=torch.uint8)
+        >>> convert_and_center(x, torch.tensor([0.5, 0.25, 0.0]))[0, :, 0, 0]
+        tensor([0.5000, 0.7500, 1.0000])
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 (B, H, W, C), "
+                         f"got {images.dtype} {tuple(images.shape)}")
+    if mean.shape != (images.shape[3],):
+        raise ValueError(f"mean must have shape ({images.shape[3]},), got {tuple(mean.shape)}")
+    mean = mean.to(device=images.device, dtype=torch.float32)
+    # Contiguous NCHW so that models may flatten or convolve without another copy.
+    x = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+    return x.div_(255.0).sub_(mean.view(-1, 1, 1))  # (B, C, H, W)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+
+Loader = Callable[..., ImageData]
+
+
+def load_dataset(name: str, *, data_dir: str | Path = "data", download: bool = False,
+                 **options: Any) -> ImageData:
+    """Load data set ``name`` from ``data_dir`` (see the module docstring for names and options).
+
+    ``download=True`` lets torchvision fetch CIFAR when its files are missing; nothing is
+    ever downloaded otherwise. Returns an `ImageData` on the CPU.
+    Raises ValueError for an unknown name or option, `UserError` for missing or bad data files.
+
+    Example:
+        >>> load_dataset("synthetic", num_train=64, channels=3).train_images.shape
+        torch.Size([64, 8, 8, 3])
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}")
+    loader = DATASETS[name]
+    valid = _option_names(loader)
+    for key in options:
+        if key not in valid:
+            raise ValueError(f"dataset {name!r}: unknown option {key!r}; "
+                             f"valid: {', '.join(valid) if valid else 'none'}")
+    return loader(data_dir=Path(data_dir), download=download, **options)
+
+
+def _option_names(loader: Loader) -> list[str]:
+    params = inspect.signature(loader).parameters.values()
+    return [p.name for p in params
+            if p.kind is p.KEYWORD_ONLY and p.name not in ("data_dir", "download")]
+
+
+# ---------------------------------------------------------------------------------------------
+# digits and synthetic
+
+
+def _load_digits(*, data_dir: Path, download: bool) -> ImageData:
+    from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # 0..16 -> 0..255, so that digits look like any other uint8 image set.
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # (N, 8, 8, 1)
+    labels = digits.target.astype(np.int64)
+    # A fixed seed makes the split identical in every trial and on every machine.
+    tr_x, te_x, tr_y, te_y = train_test_split(images, labels, test_size=0.2, stratify=labels,
+                                              random_state=0)
+    return _image_data("digits", tr_x, tr_y, te_x, te_y, num_classes=10)
+
+
+def _load_synthetic(*, data_dir: Path, download: bool, num_train: int = 512, num_test: int = 128,
+                    image_size: int = 8, channels: int = 1, num_classes: int = 10,
+                    seed: int = 0) -> ImageData:
+    for key, value in [("num_train", num_train), ("num_test", num_test), ("image_size", image_size),
+                       ("channels", channels), ("num_classes", num_classes)]:
+        _check_positive_int("synthetic", key, value)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"dataset 'synthetic': option seed must be an integer, got {seed!r}")
+    rng = np.random.default_rng(seed)
+    shape = (image_size, image_size, channels)
+    # Class means far apart relative to the noise: a linear model learns the set in a few steps.
+    centers = rng.uniform(40.0, 215.0, size=(num_classes, *shape))  # (K, H, W, C)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)  # balanced
+        noise = rng.normal(0.0, 30.0, size=(n, *shape))
+        images = np.clip(np.rint(centers[labels] + noise), 0, 255).astype(np.uint8)  # (n, H, W, C)
+        return images, labels
+
+    tr_x, tr_y = draw(num_train)
+    te_x, te_y = draw(num_test)
+    return _image_data("synthetic", tr_x, tr_y, te_x, te_y, num_classes=num_classes)
+
+
+def _check_positive_int(dataset: str, key: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"dataset {dataset!r}: option {key} must be a positive integer, "
+                         f"got {value!r}")
+
+
+def _image_data(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                test_y: np.ndarray, *, num_classes: int,
+                mean: tuple[float, ...] | None = None) -> ImageData:
+    """Wrap numpy arrays without copying them (a memory-mapped array stays memory-mapped)."""
+    return ImageData(
+        train_images=torch.from_numpy(np.ascontiguousarray(train_x)),
+        train_labels=torch.from_numpy(np.ascontiguousarray(train_y, dtype=np.int64)),
+        test_images=torch.from_numpy(np.ascontiguousarray(test_x)),
+        test_labels=torch.from_numpy(np.ascontiguousarray(test_y, dtype=np.int64)),
+        num_classes=num_classes,
+        name=name,
+        mean=_channel_mean(train_x) if mean is None else mean,
+    )
+
+
+def _channel_mean(images: np.ndarray, chunk: int = 1 << 15) -> tuple[float, ...]:
+    """Per-channel mean of uint8 (N, H, W, C) in [0, 1], exact, in chunks of ``chunk`` images.
+
+    Integer sums make the result exact and independent of chunking; chunks keep a
+    memory-mapped set from being paged in all at once.
+    """
+    n, h, w, c = images.shape
+    total = np.zeros(c, dtype=np.int64)
+    for start in range(0, n, chunk):
+        total += images[start:start + chunk].sum(axis=(0, 1, 2), dtype=np.int64)
+    return tuple(float(t) / (n * h * w * 255.0) for t in total)
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR
+
+
+@dataclass(frozen=True)
+class _CifarFormat:
+    folder: str                 # the directory the official archive unpacks to
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+    num_classes: int
+
+
+_CIFAR = {
+    "cifar10": _CifarFormat("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
+                            ("test_batch",), "labels", 10),
+    "cifar100": _CifarFormat("cifar-100-python", ("train",), ("test",), "fine_labels", 100),
+}
+
+
+def _read_cifar(name: str, root: Path, *, train: bool,
+                download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One split of CIFAR-10/100 as (uint8 (N, 32, 32, 3), int64 (N,)) numpy arrays."""
+    import torchvision  # imported here: only the CIFAR loaders need it
+
+    fmt = _CIFAR[name]
+    folder = root / fmt.folder
+    files = fmt.train_files if train else fmt.test_files
+    missing = [f for f in files if not (folder / f).is_file()]
+    fix = f"pass download: true or put {fmt.folder} under data_dir ({root})"
+    if missing and not download:
+        raise UserError(str(folder), "dataset", f"{name} files missing: {', '.join(missing)}",
+                        fix=fix)
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        # download only when files are missing: torchvision would otherwise re-download over a
+        # user's own (md5-different) copy of the official format.
+        ds = cls(root=str(root), train=train, download=bool(missing))
+    except OSError as err:
+        raise UserError(str(folder), "dataset", f"{name} download failed ({err})", fix=fix) from err
+    except RuntimeError as err:  # torchvision's md5 check: a file is missing or not byte-identical
+        if missing:
+            raise UserError(str(folder), "dataset", f"{name} download incomplete ({err})",
+                            fix=fix) from err
+        warnings.warn(f"{folder}: torchvision's md5 check failed (a file is missing or differs "
+                      f"from the official release); reading {', '.join(files)} with tune_lip's "
+                      f"reader of the official format", stacklevel=2)
+        images, labels = _read_cifar_batches(folder, files, fmt.label_key)
+    else:
+        images = np.ascontiguousarray(ds.data)  # torchvision's NHWC array is a transposed view
+        labels = np.asarray(ds.targets, dtype=np.int64)
+    _check_labels(labels, fmt.num_classes, where=str(folder / files[0]), key=fmt.label_key)
+    return images, labels
+
+
+def _read_cifar_batches(folder: Path, files: tuple[str, ...],
+                        label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR batch files in the official python format without md5 checks.
+
+    Each file is a pickled dict with ``data`` uint8 (N, 3072) (channel-major: 1024 R, G, B
+    values per image) and a list of N labels under ``label_key``; keys may be str or bytes.
+    """
+    all_images, all_labels = [], []
+    for file in files:
+        path = folder / file
+        fix = "the file is corrupt or not in the CIFAR python format; download it again"
+        try:
+            with open(path, "rb") as f:
+                # latin1 as torchvision does: the official files are Python 2 pickles.
+                entry = pickle.load(f, encoding="latin1")
+        except Exception as err:  # noqa: BLE001 -- a damaged pickle can fail in almost any way
+            raise UserError(str(path), None, f"cannot unpickle ({type(err).__name__}: {err})",
+                            fix=fix) from err
+        if not isinstance(entry, dict):
+            raise UserError(str(path), None, f"expected a pickled dict, got {type(entry).__name__}",
+                            fix=fix)
+        entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+        data = entry.get("data")
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+                or data.shape[1] != 3 * 32 * 32:
+            got = (f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray)
+                   else type(data).__name__)
+            raise UserError(str(path), "data", f"expected uint8 array (N, 3072), got {got}",
+                            fix=fix)
+        labels = entry.get(label_key)
+        if labels is None or len(labels) != data.shape[0]:
+            got = "nothing" if labels is None else f"{len(labels)} labels"
+            raise UserError(str(path), label_key, f"expected {data.shape[0]} labels, got {got}",
+                            fix=fix)
+        all_images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 32, 32, 3)
+        all_labels.append(np.asarray(labels, dtype=np.int64))
+    return np.ascontiguousarray(np.concatenate(all_images)), np.concatenate(all_labels)
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, *, where: str, key: str) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(where, key, f"labels must lie in [0, {num_classes}), "
+                        f"found [{labels.min()}, {labels.max()}]")
+
+
+def _load_cifar(name: str) -> Loader:
+    def load(*, data_dir: Path, download: bool) -> ImageData:
+        train_x, train_y = _read_cifar(name, data_dir, train=True, download=download)
+        test_x, test_y = _read_cifar(name, data_dir, train=False, download=download)
+        return _image_data(name, train_x, train_y, test_x, test_y,
+                           num_classes=_CIFAR[name].num_classes)
+
+    load.__name__ = f"_load_{name}"
+    return load
+
+
+# ---------------------------------------------------------------------------------------------
+# generated (DM-Improves-AT npz)
+
+_IMAGES, _LABELS, _MARKER, _MEANS = "images.npy", "labels.npy", "source.json", "means.json"
+_NPZ_FIX = "the npz needs arrays 'image' (N, H, W, C) uint8 and 'label' (N,) integer"
+_CHUNK_BYTES = 64 << 20  # per read while converting: bounded memory for any N
+
+
+def convert_npz(npz_path: str | Path, cache_dir: str | Path) -> Path:
+    """Convert an npz with ``image`` uint8 (N, H, W, C) and ``label`` (N,) to ``.npy`` files.
+
+    Writes ``<cache_dir>/<npz stem>/images.npy`` (uint8) and ``labels.npy`` (int64) and returns
+    that directory; load them with ``np.load(..., mmap_mode=...)``. The image array is
+    streamed in 64 MB chunks, so converting 20M images never holds them in RAM. A conversion
+    newer than the npz (and of the same source size) is reused. Every file is written to a
+    temporary name and renamed, and a marker file is written last, so a crash leaves either
+    the old conversion or none. Raises `UserError` naming the file and key for a missing,
+    truncated or malformed npz.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> np.savez(d / "gen.npz", image=np.zeros((5, 32, 32, 3), np.uint8), label=np.arange(5))
+        >>> out = convert_npz(d / "gen.npz", d / "cache")
+        >>> np.load(out / "images.npy", mmap_mode="r").shape
+        (5, 32, 32, 3)
+    """
+    npz_path = Path(npz_path)
+    if not npz_path.is_file():
+        raise UserError(str(npz_path), "path", "file not found",
+                        fix="give the path of a DM-Improves-AT style npz file")
+    out_dir = Path(cache_dir) / npz_path.stem
+    if _conversion_is_fresh(npz_path, out_dir):
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Invalidate first: from here until the new marker exists, nothing counts as converted.
+    (out_dir / _MARKER).unlink(missing_ok=True)
+    (out_dir / _MEANS).unlink(missing_ok=True)
+    tmp = f".tmp{os.getpid()}"
+    images_tmp, labels_tmp = out_dir / (_IMAGES + tmp), out_dir / (_LABELS + tmp)
+    try:
+        try:
+            with zipfile.ZipFile(npz_path) as zf:
+                labels = _read_label_member(zf, npz_path)
+                with _npy_member(zf, "image", npz_path) as (f, shape, dtype):
+                    if dtype != np.uint8 or len(shape) != 4 or shape[0] == 0:
+                        raise UserError(str(npz_path), "image", f"expected uint8 (N, H, W, C) "
+                                        f"with N > 0, got {dtype} {shape}", fix=_NPZ_FIX)
+                    if shape[0] != len(labels):
+                        raise UserError(str(npz_path), "label", f"{len(labels)} labels for "
+                                        f"{shape[0]} images", fix=_NPZ_FIX)
+                    _stream_to_npy(f, shape, images_tmp, npz_path)
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as err:
+            raise UserError(str(npz_path), None, f"unreadable npz ({type(err).__name__}: {err})",
+                            fix="the file looks truncated or corrupt; copy it again") from err
+        with open(labels_tmp, "wb") as label_file:
+            np.save(label_file, labels)
+        os.replace(labels_tmp, out_dir / _LABELS)
+        os.replace(images_tmp, out_dir / _IMAGES)
+        stat = npz_path.stat()
+        _write_json_atomic(out_dir / _MARKER, {
+            "source": str(npz_path.resolve()), "source_bytes": stat.st_size,
+            "num_images": int(len(labels)),
+        })
+    finally:
+        images_tmp.unlink(missing_ok=True)
+        labels_tmp.unlink(missing_ok=True)
+    return out_dir
+
+
+def _conversion_is_fresh(npz_path: Path, out_dir: Path) -> bool:
+    try:
+        marker = json.loads((out_dir / _MARKER).read_text())
+        npz_stat = npz_path.stat()
+        outputs = [(out_dir / name).stat() for name in (_IMAGES, _LABELS, _MARKER)]
+    except (OSError, ValueError):
+        return False
+    return (marker.get("source_bytes") == npz_stat.st_size
+            and all(s.st_mtime_ns >= npz_stat.st_mtime_ns for s in outputs))
+
+
+@contextmanager
+def _npy_member(zf: zipfile.ZipFile, key: str,
+                npz_path: Path) -> Iterator[tuple[IO[bytes], tuple[int, ...], np.dtype]]:
+    """Open ``<key>.npy`` inside an npz and parse its header.
+
+    Yields (file positioned at the array data, shape, dtype); the caller reads the data.
+    """
+    names = zf.namelist()
+    if f"{key}.npy" not in names:
+        found = ", ".join(sorted(n.removesuffix(".npy") for n in names)) or "nothing"
+        raise UserError(str(npz_path), key, f"key missing (found: {found})", fix=_NPZ_FIX)
+    with zf.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise UserError(str(npz_path), key, f"unsupported .npy format version {version}",
+                            fix="save the npz with numpy.savez or numpy.savez_compressed")
+        if fortran or dtype.hasobject:
+            raise UserError(str(npz_path), key, "Fortran-ordered or object arrays are not "
+                            "supported", fix="save a C-ordered numeric array")
+        yield f, tuple(shape), dtype
+
+
+def _read_label_member(zf: zipfile.ZipFile, npz_path: Path) -> np.ndarray:
+    with _npy_member(zf, "label", npz_path) as (f, shape, dtype):
+        if len(shape) != 1 or not np.issubdtype(dtype, np.integer):
+            raise UserError(str(npz_path), "label", f"expected integer (N,), got {dtype} {shape}",
+                            fix=_NPZ_FIX)
+        labels = np.empty(shape, dtype=dtype)
+        _read_exact(f, memoryview(labels).cast("B"), npz_path, "label")
+        _expect_end(f, npz_path, "label")
+    labels = labels.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise UserError(str(npz_path), "label", f"labels must be >= 0, found {labels.min()}",
+                        fix=_NPZ_FIX)
+    return labels
+
+
+def _stream_to_npy(f: IO[bytes], shape: tuple[int, ...], out_path: Path, npz_path: Path) -> None:
+    out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=shape)
+    flat = memoryview(out.reshape(-1))  # type: ignore[arg-type]  # (N*H*W*C,) bytes
+    for start in range(0, len(flat), _CHUNK_BYTES):
+        _read_exact(f, flat[start:start + _CHUNK_BYTES], npz_path, "image")
+    _expect_end(f, npz_path, "image")
+    out.flush()
+    del flat, out  # unmap before the rename
+
+
+def _read_exact(f: IO[bytes], buf: memoryview, npz_path: Path, key: str) -> None:
+    filled = 0
+    while filled < len(buf):
+        n = f.readinto(buf[filled:])  # type: ignore[attr-defined]
+        if not n:
+            raise UserError(str(npz_path), key, f"array data ends early ({filled} of "
+                            f"{len(buf)} bytes)", fix="the file looks truncated; copy it again")
+        filled += n
+
+
+def _expect_end(f: IO[bytes], npz_path: Path, key: str) -> None:
+    # Reading past the end also makes zipfile verify the member's CRC.
+    if f.read(1):
+        raise UserError(str(npz_path), key, "unexpected bytes after the array data", fix=_NPZ_FIX)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def _cached_mean(out_dir: Path, images: np.ndarray) -> tuple[float, ...]:
+    """`_channel_mean` of the first n converted images, cached per n next to the conversion.
+
+    Computing it reads every image (minutes for 20M), so each trial should not redo it.
+    """
+    path, key = out_dir / _MEANS, str(images.shape[0])
+    try:
+        means = json.loads(path.read_text())
+    except (OSError, ValueError):
+        means = {}
+    if key not in means:
+        means[key] = list(_channel_mean(images))
+        # Concurrent trials may race here; each write is whole, the last one wins.
+        _write_json_atomic(path, means)
+    return tuple(float(m) for m in means[key])
+
+
+def _load_generated(*, data_dir: Path, download: bool, path: str | Path | None = None,
+                    num_train: int | None = None, test: str = "cifar10",
+                    cache_dir: str | Path | None = None) -> ImageData:
+    if path is None:
+        raise ValueError("dataset 'generated' needs option path (the npz file)")
+    if test != "cifar10":
+        raise ValueError(f"dataset 'generated': unknown test set {test!r}; valid: cifar10")
+    npz_path = Path(path) if Path(path).is_absolute() else data_dir / path
+    out_dir = convert_npz(npz_path,
+                          data_dir / "npy_cache" if cache_dir is None else Path(cache_dir))
+    # Copy-on-write mapping: pages come from disk on demand and an accidental in-place write
+    # changes a private copy instead of crashing on read-only memory.
+    images = np.load(out_dir / _IMAGES, mmap_mode="c")  # (N, H, W, C) uint8, not in RAM
+    labels = np.load(out_dir / _LABELS)                 # (N,) int64
+    _check_labels(labels, 10, where=str(npz_path), key="label")
+    if num_train is not None:
+        if not isinstance(num_train, int) or isinstance(num_train, bool) or num_train < 1:
+            raise ValueError(f"dataset 'generated': option num_train must be a positive integer, "
+                             f"got {num_train!r}")
+        if num_train > len(labels):
+            raise UserError(str(npz_path), "num_train", f"asked for {num_train} images, the file "
+                            f"has {len(labels)}", fix=f"use num_train <= {len(labels)}")
+        images, labels = images[:num_train], labels[:num_train]
+    test_x, test_y = _read_cifar("cifar10", data_dir, train=False, download=download)
+    if images.shape[1:] != test_x.shape[1:]:
+        raise UserError(str(npz_path), "image", f"images are {images.shape[1:]}, the CIFAR-10 test "
+                        f"set's are {test_x.shape[1:]}", fix=_NPZ_FIX)
+    return _image_data("generated", images, labels, test_x, test_y, num_classes=10,
+                       mean=_cached_mean(out_dir, images))
+
+
+DATASETS: dict[str, Loader] = {
+    "digits": _load_digits,
+    "cifar10": _load_cifar("cifar10"),
+    "cifar100": _load_cifar("cifar100"),
+    "generated": _load_generated,
+    "synthetic": _load_synthetic,
+}

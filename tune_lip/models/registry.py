@@ -1,0 +1,56 @@
+"""Models by name, so search spaces can say ``model: {name: aol_mlp, width: 3072}``.
+
+Contract: ``build_model(name, input_shape=..., num_classes=..., **options)`` returns an
+untrained ``nn.Module`` mapping (B, C, H, W) -> (B, num_classes). An unknown name or option
+raises ``ValueError`` listing the valid ones; the options are the constructor's keyword
+arguments other than ``input_shape`` and ``num_classes``.
+
+Example:
+    >>> model = build_model("aol_mlp", input_shape=(1, 8, 8), num_classes=10, width=64, depth=2)
+    >>> model_options("aol_mlp")
+    ['width', 'depth']
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from tune_lip.models.networks import AOLMLP, CPLConvNet
+
+__all__ = ["MODELS", "build_model", "model_options"]
+
+MODELS: dict[str, type[nn.Module]] = {"aol_mlp": AOLMLP, "cpl_convnet": CPLConvNet}
+
+_DATA_ARGS = ("input_shape", "num_classes")  # supplied by the dataset, not the search space
+
+
+def _model_class(name: str) -> type[nn.Module]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def model_options(name: str) -> list[str]:
+    """The option names ``build_model`` accepts for model ``name``, in signature order."""
+    params = inspect.signature(_model_class(name)).parameters
+    return [p for p in params if p not in _DATA_ARGS]
+
+
+def build_model(
+    name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any
+) -> nn.Module:
+    """Build model ``name`` for images of ``input_shape`` (C, H, W) and ``num_classes`` classes."""
+    valid = model_options(name)
+    unknown = [key for key in options if key not in valid]
+    if unknown:
+        raise ValueError(
+            f"unknown option {unknown[0]!r} for model {name!r}; valid options: {', '.join(valid)}"
+        )
+    c, h, w = input_shape
+    return _model_class(name)(
+        input_shape=(int(c), int(h), int(w)), num_classes=num_classes, **options
+    )
