@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["UserError", "EXIT_USER_ERROR"]
+__all__ = ["UserError", "ConfigError", "EXIT_USER_ERROR"]
 
 EXIT_USER_ERROR = 2
 
@@ -34,3 +34,16 @@ class UserError(Exception):
         if self.fix:
             text += f"; {self.fix}"
         return text
+
+
+class ConfigError(ValueError):
+    """A trial config that a study cannot build; ``key`` is the dotted config key at fault.
+
+    Study configs raise it from ``from_dict`` so the launcher can name the key in the
+    user's YAML file (it becomes a `UserError` there).
+    """
+
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tune_lip.errors import UserError
+from tune_lip.errors import ConfigError, UserError
 from tune_lip.spec import SearchSpec
 
 __all__ = ["STUDIES", "Study", "check_spec", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
@@ -33,19 +33,28 @@ DEFAULT_STORAGE = "tune_lip_results"
 class Study:
     """A study: its Trainable (imported lazily, so the CLI starts fast) and what it reports."""
 
-    trainable: str                 # "module:Class"
+    trainable: str                 # "module:Class", a ray.tune.Trainable
+    config_class: str              # "module:Class" with from_dict(raw) raising ConfigError
     metrics: frozenset[str]
 
     def load_trainable(self) -> Any:
-        module, cls = self.trainable.split(":")
-        return getattr(importlib.import_module(module), cls)
+        return _import(self.trainable)
+
+    def load_config_class(self) -> Any:
+        return _import(self.config_class)
+
+
+def _import(target: str) -> Any:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 _LIPSCHITZ_METRICS = frozenset({
     "certified_acc", "test_acc", "test_loss", "train_acc", "train_loss", "weight_norm",
 })
 STUDIES: dict[str, Study] = {
-    "lipschitz": Study("tune_lip.trainables.lipschitz:LipschitzTrainable", _LIPSCHITZ_METRICS),
+    "lipschitz": Study("tune_lip.trainables.lipschitz:LipschitzTrainable",
+                       "tune_lip.train_loop:LipschitzConfig", _LIPSCHITZ_METRICS),
 }
 
 
@@ -56,43 +65,17 @@ def study_metrics() -> dict[str, set[str] | None]:
 
 # ---------------------------------------------------------------------------- validation
 
-def _check_section(spec: SearchSpec, section: str, check: Any) -> None:
-    try:
-        check()
-    except (ValueError, TypeError) as exc:
-        raise UserError(spec.path, section, str(exc).split("\n")[0]) from None
-
-
 def check_spec(spec: SearchSpec) -> dict[str, Any]:
     """Validate the space against its study's config; return the representative trial config.
 
-    Every section is checked on its own so the error names the key (``model``,
-    ``optimizer``, ...). Data files are checked here too, before any trial starts.
+    The study's config class builds the representative trial config (every domain at a
+    valid value); its ConfigError becomes a UserError naming the YAML file and key.
     """
-    from tune_lip.augment import AugmentConfig
-    from tune_lip.budget import ScheduleConfig
-    from tune_lip.models.registry import MODELS, model_options
-    from tune_lip.optim import OptimizerConfig
-    from tune_lip.train_loop import LipschitzConfig
-
     config = {**spec.representative_config(), "budget": spec.budget.to_dict(), "reports": spec.reports}
-    model = config.get("model") or {}
-
-    def check_model() -> None:
-        name = model.get("name", "aol_mlp")
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
-        unknown = set(model) - {"name"} - set(model_options(name))
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r} for model {name}; "
-                             f"valid: {', '.join(model_options(name))}")
-
-    _check_section(spec, "model", check_model)
-    _check_section(spec, "optimizer", lambda: OptimizerConfig.from_dict(config.get("optimizer") or {}))
-    _check_section(spec, "augmentation", lambda: config.get("augmentation") is None
-                   or AugmentConfig.from_dict(config["augmentation"]))
-    _check_section(spec, "schedule", lambda: ScheduleConfig.from_dict(config.get("schedule")))
-    _check_section(spec, "space", lambda: LipschitzConfig.from_dict(config))
+    try:
+        STUDIES[spec.study].load_config_class().from_dict(config)
+    except ConfigError as exc:
+        raise UserError(spec.path, exc.key, exc.problem) from None
     return config
 
 

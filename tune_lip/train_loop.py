@@ -33,7 +33,8 @@ from tune_lip.augment import AugmentConfig, augment_batch
 from tune_lip.budget import Budget, ScheduleConfig, lr_at, parse_budget
 from tune_lip.data import ImageData, convert_and_center, load_dataset
 from tune_lip.losses import OffsetCrossEntropy, certified_correct, correct
-from tune_lip.models import build_model
+from tune_lip.errors import ConfigError
+from tune_lip.models import MODELS, build_model, model_options
 from tune_lip.optim import OptimizerConfig, build_optimizer
 
 __all__ = [
@@ -67,6 +68,27 @@ def _from_dict(cls: Any, raw: Any, section: str, *, free: str | None = None) -> 
     if rest and free is None:
         raise ValueError(f"unknown {section} option {sorted(rest)[0]!r}; valid: {', '.join(sorted(names))}")
     return cls(**known, **({free: rest} if free else {}))
+
+
+def _section(key: str, build: Any) -> Any:
+    """Run ``build()``; a ValueError/TypeError becomes a ConfigError naming ``key``."""
+    try:
+        return build()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(key, str(exc).split("\n")[0]) from None
+
+
+def _model_config(raw: Any) -> ModelConfig:
+    cfg = _from_dict(ModelConfig, raw, "model", free="options")
+    if cfg.name not in MODELS:
+        raise ValueError(f"unknown model {cfg.name!r}; valid models: {', '.join(sorted(MODELS))}")
+    unknown = set(cfg.options) - set(model_options(cfg.name))
+    if unknown:
+        raise ValueError(f"unknown option {sorted(unknown)[0]!r} for model {cfg.name}; "
+                         f"valid: {', '.join(model_options(cfg.name))}")
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -137,27 +159,26 @@ class LipschitzConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LipschitzConfig:
-        """Build from a nested mapping (a trial's config); raises ValueError naming the key."""
+        """Build from a nested mapping (a trial's config); raises ConfigError naming the key."""
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:
-            raise ValueError(f"unknown config key {sorted(unknown)[0]!r}; valid: {', '.join(sorted(known))}")
-        aug = raw.get("augmentation")
-        budget = raw.get("budget")
-        return cls(
+            raise ConfigError(sorted(unknown)[0], f"unknown config key; valid: {', '.join(sorted(known))}")
+        aug, budget, model = raw.get("augmentation"), raw.get("budget"), raw.get("model")
+        return _section("config", lambda: cls(
             seed=int(raw.get("seed", 0)),
-            model=_from_dict(ModelConfig, raw.get("model"), "model", free="options"),
-            dataset=_from_dict(DataConfig, raw.get("dataset"), "dataset", free="options"),
+            model=_section("model", lambda: _model_config(model)),
+            dataset=_section("dataset", lambda: _from_dict(DataConfig, raw.get("dataset"), "dataset", free="options")),
             preprocessing=raw.get("preprocessing", "convert_and_center"),
-            augmentation=AugmentConfig() if aug is None else AugmentConfig.from_dict(aug),
-            optimizer=OptimizerConfig.from_dict(raw.get("optimizer") or {}),
-            schedule=ScheduleConfig.from_dict(raw.get("schedule")),
-            loss=_from_dict(LossConfig, raw.get("loss"), "loss"),
-            eval=_from_dict(EvalConfig, raw.get("eval"), "eval"),
+            augmentation=_section("augmentation", lambda: AugmentConfig.from_dict(aug)),
+            optimizer=_section("optimizer", lambda: OptimizerConfig.from_dict(raw.get("optimizer") or {})),
+            schedule=_section("schedule", lambda: ScheduleConfig.from_dict(raw.get("schedule"))),
+            loss=_section("loss", lambda: _from_dict(LossConfig, raw.get("loss"), "loss")),
+            eval=_section("eval", lambda: _from_dict(EvalConfig, raw.get("eval"), "eval")),
             budget=Budget("epochs", 1.0) if budget is None else parse_budget(budget, where="config"),
             reports=int(raw.get("reports", 20)),
             device=str(raw.get("device", "auto")),
-        )
+        ))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
