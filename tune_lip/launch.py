@@ -248,6 +248,20 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
+SPEC_FILE = "search_space.yaml"
+
+
+def save_spec(spec: SearchSpec, experiment_dir: Path) -> Path:
+    """Record the searched spec (after CLI overrides) in the experiment, for the analysis."""
+    import yaml
+
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    path = experiment_dir / SPEC_FILE
+    header = f"# searched from {spec.path}\n"
+    path.write_text(header + yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    return path
+
+
 def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str | Path = DEFAULT_STORAGE,
                address: str | None = None, resume: bool = False, num_cpus: int | None = None,
                wandb: bool = False, mlflow: bool = False, verbose: int = 1) -> Any:
@@ -270,6 +284,7 @@ def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str |
                         fix="pass --resume to continue it, or choose another --name")
     check_spec(spec)
     start_ray(address, num_cpus=num_cpus)
+    save_spec(spec, experiment_dir)
     tuner = build_tuner(spec, name=name, storage_path=storage,
                         extra_callbacks=_logger_callbacks(wandb, mlflow, name), verbose=verbose)
     return tuner.fit()
