@@ -1,13 +1,18 @@
 """Analysis of tune-lip experiments: results as pandas, fits and plots.
 
-Imports only numpy, pandas, pyarrow and matplotlib (no torch, no Ray), so a notebook loads
-results in a blink.
+Imports only numpy, pandas, scipy, pyarrow and matplotlib (no torch, no Ray), so a notebook
+loads results in a blink.
 
 Example:
-    >>> from tune_lip.analysis import load, last_reports                       # doctest: +SKIP
+    >>> from tune_lip.analysis import load, fit_lr_scaling                      # doctest: +SKIP
     >>> df = load("tune_lip_results/demo")                                    # doctest: +SKIP
+    >>> fit = fit_lr_scaling(df, metric="certified_acc", mode="max")          # doctest: +SKIP
+    >>> print(fit.summary()); fit.plot(); fit.plot_metric(df)                 # doctest: +SKIP
 """
 
+from tune_lip.analysis.lr_scaling import LRScalingFit, fit_lr_scaling, split_groups, trial_outcomes
+from tune_lip.analysis.plots import plot_lr_scaling, plot_metric_vs_lr, save_figure
+from tune_lip.analysis.report import write_lr_scaling_report
 from tune_lip.analysis.results import (
     PARQUET_DIR,
     best_reports,
@@ -18,5 +23,7 @@ from tune_lip.analysis.results import (
     ran_full_budget,
 )
 
-__all__ = ["PARQUET_DIR", "best_reports", "config_column", "flatten_result", "last_reports", "load",
-           "ran_full_budget"]
+__all__ = ["PARQUET_DIR", "LRScalingFit", "best_reports", "config_column", "fit_lr_scaling",
+           "flatten_result", "last_reports", "load", "plot_lr_scaling", "plot_metric_vs_lr",
+           "ran_full_budget", "save_figure", "split_groups", "trial_outcomes",
+           "write_lr_scaling_report"]

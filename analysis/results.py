@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["PARQUET_DIR", "flatten_result", "load", "last_reports", "best_reports", "config_column",
+__all__ = ["PARQUET_DIR", "flatten_result", "load", "read_ray_results", "last_reports", "best_reports", "config_column",
            "ran_full_budget"]
 
 PARQUET_DIR = "tune_lip_results"
@@ -61,7 +61,8 @@ def _from_parquet(folder: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _from_ray(exp: Path) -> pd.DataFrame:
+def read_ray_results(exp: Path) -> pd.DataFrame:
+    """All reports from Ray's own per-trial result.json files, flattened like `load`."""
     rows: list[dict[str, Any]] = []
     for result_file in sorted(exp.glob("*/result.json")):
         with open(result_file) as f:
@@ -84,7 +85,7 @@ def load(path: str | Path, *, source: str = "auto") -> pd.DataFrame:
         raise ValueError(f"source must be auto, parquet or ray, got {source!r}")
     folder = exp / PARQUET_DIR
     use_parquet = source == "parquet" or (source == "auto" and any(folder.glob("part-*.parquet")))
-    df = _from_parquet(folder) if use_parquet else _from_ray(exp)
+    df = _from_parquet(folder) if use_parquet else read_ray_results(exp)
     if df.empty:
         return df
     df = df.drop_duplicates(subset=["trial_id", "training_iteration"], keep="last")

@@ -6,6 +6,9 @@ this callback writes the same rows, flattened as Ray flattens them, to
 ``flush_rows`` results, every ``flush_seconds``, when a trial ends and when the experiment
 ends; each part is written to a temporary name and renamed, so a crash never leaves a
 half-written file that `tune_lip.analysis.load` would trip on.
+
+When a killed experiment is resumed, results reported before the kill but not yet
+flushed are recovered in ``setup`` from Ray's own ``result.json`` files.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
-from tune_lip.analysis.results import PARQUET_DIR, flatten_result
+import pandas as pd
+
+from tune_lip.analysis.results import PARQUET_DIR, flatten_result, load, read_ray_results
 
 __all__ = ["ParquetResultsCallback"]
 
@@ -34,6 +39,22 @@ class ParquetResultsCallback(Callback):
         self.flush_seconds = flush_seconds
         self._rows: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
+
+    def setup(self, **info: Any) -> None:
+        """Backfill rows Ray recorded but this callback never flushed (a killed driver)."""
+        experiment = self.folder.parent
+        if not any(experiment.glob("*/result.json")):
+            return
+        ray_rows = read_ray_results(experiment)
+        if ray_rows.empty:
+            return
+        ours = load(experiment, source="parquet") if any(self.folder.glob("part-*.parquet")) else None
+        if ours is not None and not ours.empty:
+            have = set(zip(ours["trial_id"], ours["training_iteration"]))
+            keys = zip(ray_rows["trial_id"], ray_rows["training_iteration"])
+            ray_rows = ray_rows[[k not in have for k in keys]]
+        self._rows.extend(_records(ray_rows))
+        self.flush()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._rows.append(flatten_result(result))
@@ -70,3 +91,9 @@ def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     floaty = {c for c in columns if any(isinstance(r.get(c), float) for r in rows)}
     return [{c: (float(r[c]) if c in floaty and isinstance(r.get(c), int) and not isinstance(r.get(c), bool)
                  else r.get(c)) for c in columns} for r in rows]
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame rows as dicts without the NaN padding of columns a row never had."""
+    return [{k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}
+            for row in df.to_dict("records")]

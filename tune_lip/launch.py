@@ -55,6 +55,8 @@ _LIPSCHITZ_METRICS = frozenset({
 STUDIES: dict[str, Study] = {
     "lipschitz": Study("tune_lip.trainables.lipschitz:LipschitzTrainable",
                        "tune_lip.train_loop:LipschitzConfig", _LIPSCHITZ_METRICS),
+    "nqm": Study("tune_lip.trainables.nqm:NQMTrainable", "tune_lip.nqm:NQMConfig",
+                 frozenset({"train_loss", "test_loss"})),
 }
 
 
@@ -238,7 +240,8 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
         storage_path=str(storage),
         callbacks=[ParquetResultsCallback(experiment_dir), *(extra_callbacks or [])],
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.checkpoint_every,
-                                                checkpoint_at_end=True, num_to_keep=2),
+                                                checkpoint_at_end=True,
+                                                num_to_keep=spec.keep_checkpoints),
         failure_config=tune.FailureConfig(max_failures=2),
         verbose=verbose,
     )

@@ -232,6 +232,9 @@ class SearchSpec:
     resources: per trial: ``cpu``, ``gpu``, ``memory_gb``, ``min_gpu_memory_gb`` as floats,
     ``accelerator`` as a tuple of accelerator types (any of them will do).
     checkpoint_every: reports between checkpoints; 0 = only at the end.
+    keep_checkpoints: newest checkpoints kept per trial; None = all. Ray deletes older ones
+    as new ones land; a driver killed between a deletion and Tune's next experiment snapshot
+    can leave a trial pointing at a deleted checkpoint, so None is the safe default.
     space: the nested config with Domain objects where the search varies it.
     description: the ``description`` key, else the file's first line if it is a comment.
     """
@@ -250,6 +253,7 @@ class SearchSpec:
     checkpoint_every: int
     space: dict[str, Any]
     description: str = ""
+    keep_checkpoints: int | None = None
 
     def domains(self) -> dict[str, Domain]:
         """Dotted path (without ``space.``) -> domain, in file order.
@@ -316,6 +320,7 @@ class SearchSpec:
             "max_concurrent_trials": self.max_concurrent_trials,
             "resources": resources,
             "checkpoint_every": self.checkpoint_every,
+            "keep_checkpoints": self.keep_checkpoints,
             "space": _to_raw(self.space),
             "description": self.description,
         }
@@ -358,7 +363,7 @@ def set_in(d: dict[str, Any], dotted: str, value: Any) -> None:
 
 TOP_LEVEL_KEYS = (
     "study", "metric", "mode", "budget", "reports", "scheduler", "searcher", "num_samples",
-    "max_concurrent_trials", "resources", "checkpoint_every", "space", "description",
+    "max_concurrent_trials", "resources", "checkpoint_every", "keep_checkpoints", "space", "description",
 )
 REQUIRED_KEYS = ("study", "metric", "mode", "budget", "space")
 _REQUIRED_EXAMPLES = {
@@ -545,6 +550,10 @@ def _parse(
     checkpoint_every = _int(raw.get("checkpoint_every", 5), where=where, key="checkpoint_every",
                             minimum=0,
                             fix="use e.g. checkpoint_every: 5 (reports; 0 = only at the end)")
+    keep_raw = raw.get("keep_checkpoints")
+    keep_checkpoints = None if keep_raw is None else _int(
+        keep_raw, where=where, key="keep_checkpoints", minimum=1,
+        fix="use e.g. keep_checkpoints: 2, or leave it out to keep every checkpoint")
     num_samples = _int(raw.get("num_samples", 1), where=where, key="num_samples", minimum=1,
                        fix="use e.g. num_samples: 12 (trials per grid point)")
     mct_raw = raw.get("max_concurrent_trials")
@@ -570,7 +579,7 @@ def _parse(
         path=path, study=study, metric=metric, mode=mode, budget=budget, scheduler=scheduler,
         searcher=searcher, num_samples=num_samples, max_concurrent_trials=max_concurrent,
         resources=resources, reports=reports, checkpoint_every=checkpoint_every, space=space,
-        description=desc,
+        description=desc, keep_checkpoints=keep_checkpoints,
     )
 
 

@@ -1,0 +1,695 @@
+"""How the optimal learning rate scales with batch size: lr*(b) = exp(intercept) · b**alpha.
+
+Per batch size, lr* is the vertex of a quadratic in log lr fitted to the trials around the best
+one (every trial in that window counts, not just the argmax); a bootstrap over trials gives its
+95% interval. A weighted least-squares line through (log b, log lr*), weighted by those
+intervals, gives alpha; refitting it on every bootstrap replicate gives alpha's interval. The
+verdict says which of alpha = 1/2 (square-root scaling) and alpha = 1 (linear scaling) that
+interval holds. Where a broken power law (slope alpha up to a critical batch size b_c, flat or
+shallower above) beats the single law by AICc, b_c is reported with a bootstrap interval and
+alpha is the slope below it.
+
+Hand-written on purpose: the bootstrap draws how often each trial is picked (multinomial
+counts), so one batched weighted least squares gives the vertex of every replicate at once, and
+the same replicates are reused across batch sizes for alpha and b_c. ``scipy.stats.bootstrap``
+resamples values one statistic at a time and would not let the replicates be shared that way.
+
+Example:
+    >>> from tune_lip.analysis import fit_lr_scaling, load                 # doctest: +SKIP
+    >>> fit = fit_lr_scaling(load("tune_lip_results/demo"), metric="certified_acc",
+    ...                      mode="max")                                    # doctest: +SKIP
+    >>> print(fit.summary()); fit.plot()                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from tune_lip.analysis.results import config_column, ran_full_budget
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["LRScalingFit", "fit_lr_scaling", "split_groups", "trial_outcomes"]
+
+Mode = Literal["max", "min"]
+Use = Literal["last", "best"]
+
+_Z95 = 1.959963984540054  # normal quantile: a 95% interval is +-1.96 sigma wide
+_MIN_DISTINCT_LRS = 3  # a quadratic needs three distinct learning rates
+_VERDICT_TEXT = {
+    "sqrt": "supports alpha = 1/2 (square-root scaling), not alpha = 1",
+    "linear": "supports alpha = 1 (linear scaling), not alpha = 1/2",
+    "both": "holds both alpha = 1/2 and alpha = 1: cannot tell them apart (add batch sizes or trials)",
+    "neither": "holds neither alpha = 1/2 nor alpha = 1",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# One row per trial
+# ---------------------------------------------------------------------------------------------
+
+def _require_columns(df: pd.DataFrame, needed: Mapping[str, str]) -> None:
+    """``needed`` maps column -> what the user called it; raise naming the first missing one."""
+    config_cols = sorted(c for c in df.columns if str(c).startswith("config/"))
+    for col, asked in needed.items():
+        if col in df.columns:
+            continue
+        if col.startswith("config/"):
+            raise ValueError(f"column {col!r} (for {asked!r}) not in the results; config columns: "
+                             f"{', '.join(config_cols) or '(none)'}")
+        others = sorted(str(c) for c in df.columns if not str(c).startswith("config/"))
+        raise ValueError(f"column {col!r} ({asked}) not in the results; other columns: "
+                         f"{', '.join(others) or '(none)'}")
+
+
+def _by_columns(by: str | Sequence[str] | None) -> list[str]:
+    if by is None:
+        return []
+    keys = [by] if isinstance(by, str) else list(by)
+    return [config_column(k) for k in keys]
+
+
+def trial_outcomes(df: pd.DataFrame, *, metric: str, mode: Mode = "max", lr: str = "optimizer.lr",
+                   batch_size: str = "dataset.batch_size", by: str | Sequence[str] | None = None,
+                   use: Use = "last") -> pd.DataFrame:
+    """One row per trial, as `fit_lr_scaling` sees it.
+
+    Columns: ``trial_id``, ``lr``, ``batch_size``, the ``by`` config columns, ``value`` (the
+    metric from the trial's last report, or its best by ``mode`` with ``use="best"``; NaN where
+    it is not finite), ``finished`` (the trial ran its whole budget or diverged, see
+    `ran_full_budget`; True for every trial when the frame has no ``config/reports`` or
+    ``training_iteration`` to tell) and ``diverged``.
+
+    Raises ValueError for a missing column, a bad ``mode``/``use``, or a non-positive lr.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"trial_id": ["a", "a", "b"], "training_iteration": [1, 2, 1],
+        ...                    "config/reports": 2, "acc": [0.5, 0.7, 0.1],
+        ...                    "config/optimizer/lr": [0.1, 0.1, 1.0],
+        ...                    "config/dataset/batch_size": 64})
+        >>> trial_outcomes(df, metric="acc")[["trial_id", "value", "finished"]].values.tolist()
+        [['a', 0.7, True], ['b', 0.1, False]]
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    if use not in ("last", "best"):
+        raise ValueError(f"use must be 'last' or 'best', got {use!r}")
+    lr_col, b_col = config_column(lr), config_column(batch_size)
+    by_cols = _by_columns(by)
+    needed = {"trial_id": "trial ids", metric: "the metric", lr_col: lr, b_col: batch_size}
+    needed.update({c: c for c in by_cols})
+    _require_columns(df, needed)
+
+    extra = [c for c in ("training_iteration", "config/reports", "diverged") if c in df.columns]
+    rep = df[list(dict.fromkeys([*needed, *extra]))].copy()
+    if "training_iteration" in rep:
+        rep = rep.sort_values(["trial_id", "training_iteration"], kind="stable")
+    raw = pd.to_numeric(rep[metric], errors="coerce").astype(float)
+    rep["_value"] = raw.where(np.isfinite(raw))
+    last = rep.groupby("trial_id", sort=True).tail(1).set_index("trial_id")
+    if use == "best":
+        # Sorting puts NaN last, so a trial's best is finite whenever it reported anything finite.
+        score = rep["_value"] if mode == "max" else -rep["_value"]
+        best = rep.assign(_score=score).sort_values("_score", ascending=False, na_position="last",
+                                                    kind="stable")
+        value = best.groupby("trial_id", sort=True).head(1).set_index("trial_id")["_value"]
+    else:
+        value = last["_value"]
+
+    if "diverged" in last:
+        diverged = pd.to_numeric(last["diverged"], errors="coerce").fillna(0).astype(bool)
+    else:
+        diverged = pd.Series(False, index=last.index)
+    if "config/reports" in last and "training_iteration" in last:
+        records = last[["config/reports", "training_iteration"]].assign(diverged=diverged)
+        finished = [ran_full_budget(r) for r in records.to_dict("records")]
+    else:
+        finished = [True] * len(last)
+
+    out = pd.DataFrame({
+        "trial_id": last.index,
+        "lr": pd.to_numeric(last[lr_col], errors="coerce").to_numpy(float),
+        "batch_size": pd.to_numeric(last[b_col], errors="coerce").to_numpy(float),
+        **{c: last[c].to_numpy() for c in by_cols},
+        "value": value.reindex(last.index).to_numpy(float),
+        "finished": np.asarray(finished, bool),
+        "diverged": diverged.to_numpy(bool),
+    })
+    bad_lr = ~(np.isfinite(out["lr"]) & (out["lr"] > 0))
+    if bad_lr.any():
+        raise ValueError(f"{lr_col}: {int(bad_lr.sum())} trial(s) have a missing or non-positive "
+                         f"learning rate (e.g. trial {out.loc[bad_lr, 'trial_id'].iloc[0]!r}); "
+                         f"a log-lr fit needs lr > 0")
+    bad_b = ~(np.isfinite(out["batch_size"]) & (out["batch_size"] > 0))
+    if bad_b.any():
+        raise ValueError(f"{b_col}: {int(bad_b.sum())} trial(s) have a missing or non-positive "
+                         f"batch size (e.g. trial {out.loc[bad_b, 'trial_id'].iloc[0]!r})")
+    return out
+
+
+def split_groups(df: pd.DataFrame, by: str | Sequence[str] | None
+                 ) -> list[tuple[Any, dict[str, Any], pd.DataFrame]]:
+    """``df`` split by the config keys ``by``: ``[(key, {config key: value}, rows), ...]``.
+
+    ``key`` is the group's value (a tuple for several keys); with ``by=None`` one group
+    ``(None, {}, df)``.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"config/budget/steps": [100, 200, 100]})
+        >>> [(k, g, len(rows)) for k, g, rows in split_groups(df, "budget.steps")]
+        [(100, {'budget.steps': 100}, 2), (200, {'budget.steps': 200}, 1)]
+    """
+    if by is None:
+        return [(None, {}, df)]
+    keys = [by] if isinstance(by, str) else list(by)
+    cols = _by_columns(keys)
+    _require_columns(df, {c: k for c, k in zip(cols, keys)})
+    out = []
+    for value, rows in df.groupby(cols if len(cols) > 1 else cols[0], sort=True, dropna=False):
+        values = value if isinstance(value, tuple) else (value,)
+        values = tuple(v.item() if isinstance(v, np.generic) else v for v in values)
+        group = {k.removeprefix("config/").replace("/", "."): v for k, v in zip(keys, values)}
+        out.append((values if len(values) > 1 else values[0], group, rows))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# lr* per batch size
+# ---------------------------------------------------------------------------------------------
+
+def _vertices(x: np.ndarray, y: np.ndarray, counts: np.ndarray, neighbours: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Estimate of the best log lr for each row of ``counts``.
+
+    x: (n,) log lr per trial; y: (n,) score per trial, higher is better; counts: (R, n) how often
+    each trial is drawn (all ones for the data itself). The centre is the distinct lr with the
+    best mean score. The window is ``neighbours`` drawn distinct lrs around it, half on each side
+    where the range allows; a weighted quadratic through the window's trials gives the vertex
+    when it is a maximum inside the window. Otherwise the window grows by one lr a side until it
+    does or holds every lr; failing that the centre is the estimate.
+
+    Returns (log lr* (R,), score at it (R,), whether a quadratic gave it (R,), centre index into
+    the sorted distinct lrs (R,)).
+    """
+    u, g = np.unique(x, return_inverse=True)
+    R, n, m = counts.shape[0], x.size, u.size
+    rows = np.arange(R)
+    onehot = np.zeros((n, m))
+    onehot[np.arange(n), g] = 1.0
+    drawn = counts @ onehot  # (R, m) draws per distinct lr
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(drawn > 0, ((counts * y) @ onehot) / drawn, -np.inf)
+    centre = mean.argmax(axis=1)  # (R,)
+    # Windows take drawn lrs by rank on both sides of the centre (shifted inward at the ends of
+    # the range), not the nearest in distance: in a random search the nearest are often all on
+    # one side, and a vertex bracketed on both sides is far better determined.
+    present = drawn > 0
+    n_present = present.sum(axis=1)
+    rank = np.cumsum(present, axis=1) - 1  # (R, m) rank among the drawn lrs
+    dx = x[None, :] - u[centre][:, None]  # (R, n), relative to the centre for conditioning
+    powers = [dx**p for p in range(5)]
+
+    est = u[centre].copy()
+    peak = mean[rows, centre]
+    quad = np.zeros(R, bool)
+    for size in range(neighbours, max(m, neighbours) + 2, 2):
+        todo = ~quad & (n_present >= _MIN_DISTINCT_LRS)
+        if not todo.any():
+            break
+        k = np.minimum(size, n_present)
+        start = np.clip(rank[rows, centre] - (size - 1) // 2, 0, n_present - k)
+        window = present & (rank >= start[:, None]) & (rank < (start + k)[:, None])
+        lo = np.where(window, u[None, :], np.inf).min(axis=1) - u[centre]
+        hi = np.where(window, u[None, :], -np.inf).max(axis=1) - u[centre]
+        # Weighted least squares of y on (1, dx, dx^2): the normal equations' entries are power
+        # sums, so one batched 3x3 solve serves every replicate.
+        w = (counts * window[:, g])[todo]
+        s = np.stack([(w * p[todo]).sum(axis=1) for p in powers], axis=1)  # (r, 5)
+        t = np.stack([(w * p[todo] * y).sum(axis=1) for p in powers[:3]], axis=1)  # (r, 3)
+        A = np.stack([s[:, 0:3], s[:, 1:4], s[:, 2:5]], axis=1)  # (r, 3, 3)
+        c0, c1, c2 = np.linalg.solve(A, t[..., None])[..., 0].T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vertex = -c1 / (2.0 * c2)
+            good = (c2 < 0) & (vertex >= lo[todo]) & (vertex <= hi[todo])
+        idx = np.flatnonzero(todo)[good]
+        est[idx] = u[centre[idx]] + vertex[good]
+        peak[idx] = (c0 + c1 * vertex + c2 * vertex**2)[good]
+        quad[idx] = True
+        if (k[todo] >= n_present[todo]).all():
+            break
+    return est, peak, quad, centre
+
+
+@dataclass(frozen=True)
+class _BatchEstimate:
+    batch_size: float
+    row: dict[str, Any]  # one per_batch row
+    boot: np.ndarray  # (n_boot,) bootstrap log lr*
+    sigma: float  # log-space standard error from the interval width (floored)
+
+
+def _estimate_batch(b: float, trials: pd.DataFrame, sign: float, *, neighbours: int, n_boot: int,
+                    rng: np.random.Generator) -> _BatchEstimate:
+    x = np.log(trials["lr"].to_numpy(float))
+    y = sign * trials["value"].to_numpy(float)
+    n = x.size
+    est, peak, quad, centre = _vertices(x, y, np.ones((1, n)), neighbours)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    boot, _, _, _ = _vertices(x, y, counts, neighbours)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    u = np.unique(x)
+    at_edge = (not quad[0]) and centre[0] in (0, u.size - 1)
+    if at_edge:
+        # The best lr is the smallest (largest) one tried: lr* may lie beyond the range, so only
+        # the bound on the sampled side means anything.
+        lo, hi = (math.nan, hi) if centre[0] == 0 else (lo, math.nan)
+    # A bootstrap that always lands on the same grid point gives a zero-width interval: a tenth
+    # of the lr grid spacing is the resolution, so it floors the error (no infinite weights).
+    floor = 0.1 * float(np.median(np.diff(u)))
+    sigma = max((hi - lo) / (2 * _Z95), floor) if not at_edge else math.nan
+    row = {
+        "batch_size": b,
+        "lr_star": float(np.exp(est[0])),
+        "lr_star_lo": float(np.exp(lo)),
+        "lr_star_hi": float(np.exp(hi)),
+        "n_trials": n,
+        "at_edge": bool(at_edge),
+        "estimate": "quadratic" if quad[0] else "best trial",
+        "metric_star": float(sign * peak[0]),
+    }
+    return _BatchEstimate(b, row, boot, sigma)
+
+
+# ---------------------------------------------------------------------------------------------
+# alpha, and a break in the power law
+# ---------------------------------------------------------------------------------------------
+
+def _design(x: np.ndarray, model: str, xc: float) -> np.ndarray:
+    if model == "power law":
+        return np.stack([np.ones_like(x), x], axis=1)
+    below = np.minimum(x, xc)
+    if model == "plateau":
+        return np.stack([np.ones_like(x), below], axis=1)
+    return np.stack([np.ones_like(x), below, np.maximum(x - xc, 0.0)], axis=1)
+
+
+def _wls(X: np.ndarray, w: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares for each row of Y (R, n): coefficients (R, p), weighted RSS (R,)."""
+    Xw = X * w[:, None]
+    H = np.linalg.solve(X.T @ Xw, Xw.T)  # (p, n): coefficients = H @ y
+    beta = Y @ H.T
+    rss = ((Y - beta @ X.T) ** 2 * w).sum(axis=1)
+    return beta, rss
+
+
+def _params(model: str, beta: np.ndarray, xc: np.ndarray | float) -> np.ndarray:
+    """Coefficients -> (R, 4) rows (intercept, alpha, slope above the break, log b_c)."""
+    R = beta.shape[0]
+    out = np.zeros((R, 4))
+    out[:, :2] = beta[:, :2]
+    out[:, 3] = xc
+    if model == "two slopes":
+        out[:, 2] = beta[:, 2]
+    return out
+
+
+def _predict_log(params: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """log lr* at log batch sizes ``x`` for (..., 4) parameter rows; broadcasts to (..., len(x))."""
+    p = params[..., None]
+    return p[..., 0, :] + p[..., 1, :] * np.minimum(x, p[..., 3, :]) \
+        + p[..., 2, :] * np.maximum(x - p[..., 3, :], 0.0)
+
+
+_N_PARAMS = {"power law": 3, "plateau": 4, "two slopes": 5}  # coefficients + b_c + residual scale
+
+
+def _aicc(rss: float, n: int, k: int) -> float:
+    # The residual scale is fitted (k counts it), so the per-batch intervals only need to be right
+    # relative to each other; floor the RSS so an exact fit does not give log(0).
+    return n * math.log(max(rss, 1e-9 * n) / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
+
+
+def _fit_law(xb: np.ndarray, yb: np.ndarray, w: np.ndarray, boot: np.ndarray, detect_break: bool
+             ) -> tuple[str, np.ndarray, np.ndarray, float, float]:
+    """Choose the law by AICc and fit it to the point estimates and to every replicate.
+
+    Returns (model, point params (4,), replicate params (R, 4), chi^2 per degree of freedom, its
+    goodness-of-fit p-value).
+    """
+    n = xb.size
+    candidates: dict[str, list[float]] = {"power law": [math.inf]}
+    if detect_break:
+        # A break at grid point j leaves >= 2 batch sizes to set the slope below it and >= 1 above.
+        breaks = [float(v) for v in xb[1:n - 1]]
+        for model in ("plateau", "two slopes"):
+            if breaks and n - _N_PARAMS[model] - 1 > 0:
+                candidates[model] = breaks
+    best: dict[str, tuple[float, float, float]] = {}  # model -> (aicc, xc, rss)
+    for model, xcs in candidates.items():
+        fits = [(_wls(_design(xb, model, xc), w, yb[None, :])[1][0], xc) for xc in xcs]
+        rss, xc = min(fits)
+        aicc = _aicc(rss, n, _N_PARAMS[model]) if n - _N_PARAMS[model] - 1 > 0 else math.inf
+        best[model] = (aicc, xc, rss)
+    model = "power law"
+    for other in ("plateau", "two slopes"):
+        # A break must beat the single law by more than 2 AICc units ("substantially better").
+        if other in best and best[other][0] < best[model][0] - (2.0 if model == "power law" else 0.0):
+            model = other
+    _, xc, rss = best[model]
+    beta, _ = _wls(_design(xb, model, xc), w, yb[None, :])
+    point = _params(model, beta, xc)[0]
+    # Each replicate picks its own break among the candidates: that spread is b_c's interval.
+    per_xc = [(_wls(_design(xb, model, c), w, boot), c) for c in candidates[model]]
+    rss_all = np.stack([r for (_, r), _ in per_xc])  # (C, R)
+    pick = rss_all.argmin(axis=0)
+    reps = np.stack([_params(model, b, c) for (b, _), c in per_xc])  # (C, R, 4)
+    boot_params = reps[pick, np.arange(boot.shape[0])]
+    dof = n - (beta.shape[1] + (model != "power law"))
+    chi2_dof = float(rss / dof) if dof > 0 else math.nan
+    fit_p = float(scipy.stats.chi2.sf(rss, dof)) if dof > 0 else math.nan
+    return model, point, boot_params, chi2_dof, fit_p
+
+
+def _verdict(lo: float, hi: float) -> str:
+    half, one = lo <= 0.5 <= hi, lo <= 1.0 <= hi
+    return "both" if half and one else "sqrt" if half else "linear" if one else "neither"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {(f"{k:g}" if isinstance(k, float) else str(k)): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _fmt(v: float) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.3g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The fit
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LRScalingFit:
+    """A fitted law lr*(b) = exp(intercept) · b**alpha (up to ``batch_break`` if there is one).
+
+    alpha, alpha_ci: the slope of log lr* on log b and its 95% bootstrap percentile interval; with
+        a critical batch size found, the slope below it.
+    intercept: natural log of lr* at b = 1 on the fitted law.
+    verdict: "sqrt", "linear", "both" or "neither": which of alpha = 1/2 and alpha = 1 lie in
+        alpha_ci.
+    per_batch: one row per batch size fitted: ``batch_size``, ``lr_star``, ``lr_star_lo``,
+        ``lr_star_hi`` (95% interval; NaN on the open side when ``at_edge``), ``n_trials``,
+        ``at_edge`` (the best lr is the smallest or largest tried and no interior maximum was
+        found: lr* may lie outside the range, the row is left out of the alpha fit),
+        ``estimate`` ("quadratic" or "best trial"), ``metric_star`` (the metric at lr*, fitted)
+        and ``used`` (in the alpha fit).
+    skipped: batch sizes left out, with the reason ("3 finished trials, need 4").
+    batch_break, batch_break_ci: the critical batch size and its 95% interval, or None when a
+        single power law is preferred (or too few batch sizes to tell: it needs >= 6).
+    alpha_above: the slope above batch_break (0.0 for a plateau), None without a break.
+    chi2_dof, fit_p: weighted residual sum of squares per degree of freedom, and the chi^2 test's
+        p-value: chi2_dof is about 1 when the per-batch intervals explain the scatter around the
+        law; a small fit_p says they do not (an outlying batch size, or the wrong law), and then
+        alpha_ci, which only propagates the per-batch intervals, is too narrow.
+    group: the ``by`` config values of this fit ({} without ``by``).
+    settings: the options of `fit_lr_scaling` that made it (lr, batch_size, use, ...).
+    boot_params: (n_boot, 4) bootstrap replicates of (intercept, alpha, alpha_above, log b_c).
+    """
+
+    metric: str
+    mode: str
+    alpha: float
+    alpha_ci: tuple[float, float]
+    intercept: float
+    verdict: str
+    per_batch: pd.DataFrame = field(repr=False, compare=False)
+    skipped: dict[float, str] = field(default_factory=dict)
+    n_boot: int = 1000
+    batch_break: float | None = None
+    batch_break_ci: tuple[float, float] | None = None
+    alpha_above: float | None = None
+    chi2_dof: float = math.nan
+    fit_p: float = math.nan
+    group: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    boot_params: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)), repr=False,
+                                    compare=False)
+
+    @property
+    def label(self) -> str:
+        """The group as text, ``budget.steps=1000`` (empty without ``by``)."""
+        return ", ".join(f"{k}={v}" for k, v in self.group.items())
+
+    def _params(self) -> np.ndarray:
+        xc = math.log(self.batch_break) if self.batch_break is not None else math.inf
+        return np.array([self.intercept, self.alpha, self.alpha_above or 0.0, xc])
+
+    def predict(self, batch_size: float | np.ndarray) -> np.ndarray:
+        """lr* of the fitted law at ``batch_size`` (examples per step)."""
+        x = np.log(np.atleast_1d(np.asarray(batch_size, float)))
+        return np.exp(_predict_log(self._params(), x))
+
+    def band(self, batch_size: float | np.ndarray, level: float = 0.95
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise bootstrap interval of the fitted law's lr* at ``batch_size``."""
+        x = np.log(np.atleast_1d(np.asarray(batch_size, float)))
+        curves = _predict_log(self.boot_params, x)  # (n_boot, len(x))
+        q = 100 * (1 - level) / 2
+        lo, hi = np.percentile(curves, [q, 100 - q], axis=0)
+        return np.exp(lo), np.exp(hi)
+
+    def plot(self, ax: Axes | None = None, *, title: str = "") -> Figure:
+        """lr* against batch size on log-log axes (`tune_lip.analysis.plots.plot_lr_scaling`)."""
+        from tune_lip.analysis.plots import plot_lr_scaling
+
+        return plot_lr_scaling(self, ax=ax, title=title)
+
+    def plot_metric(self, df: pd.DataFrame, ax: Axes | None = None, *, title: str = "") -> Figure:
+        """The metric against lr per batch size with the fitted optima (rows of ``df`` outside
+        this fit's group are dropped)."""
+        from tune_lip.analysis.plots import plot_metric_vs_lr
+
+        for key, value in self.group.items():
+            col = df[config_column(key)]
+            df = df[col.isna()] if pd.isna(value) else df[col == value]
+        return plot_metric_vs_lr(df, metric=self.metric, fit=self, ax=ax, title=title)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the replicates, as JSON-able Python values (non-finite -> None)."""
+        return _jsonable({
+            "metric": self.metric, "mode": self.mode, "group": self.group,
+            "alpha": self.alpha, "alpha_ci": list(self.alpha_ci), "intercept": self.intercept,
+            "verdict": self.verdict, "batch_break": self.batch_break,
+            "batch_break_ci": list(self.batch_break_ci) if self.batch_break_ci else None,
+            "alpha_above": self.alpha_above, "chi2_dof": self.chi2_dof,
+            "fit_p": self.fit_p, "n_boot": self.n_boot,
+            "per_batch": self.per_batch.to_dict("records"), "skipped": self.skipped,
+            "settings": self.settings,
+        })
+
+    def summary(self) -> str:
+        """A printable per-batch table, alpha with its interval and the verdict."""
+        use = self.settings.get("use", "last")
+        head = (f"lr* vs batch size: {self.metric} ({self.mode}), {use} report per trial, "
+                f"{self.n_boot} bootstrap draws" + (f" [{self.label}]" if self.label else ""))
+        lines = [head, f"{'batch':>8}  {'lr*':>9}  {'95% interval':<22} {'trials':>6}  note"]
+        for r in self.per_batch.itertuples(index=False):
+            interval = f"[{_fmt(r.lr_star_lo)}, {_fmt(r.lr_star_hi)}]"
+            if r.at_edge:
+                side = "smallest" if not math.isfinite(r.lr_star_lo) else "largest"
+                bound = "upper" if side == "smallest" else "lower"
+                note = (f"best at the {side} lr tried: lr* may lie beyond the range, "
+                        f"{bound} bound only; not in the alpha fit")
+            else:
+                note = "" if r.estimate == "quadratic" else "no interior maximum: best trial"
+            lines.append(f"{r.batch_size:>8g}  {r.lr_star:>9.3g}  {interval:<22} {r.n_trials:>6}"
+                         f"  {note}".rstrip())
+        lo, hi = self.alpha_ci
+        where = f" (below b_c)" if self.batch_break is not None else ""
+        lines.append(f"alpha{where} = {self.alpha:.3f}, 95% interval [{lo:.3f}, {hi:.3f}]: "
+                     f"{_VERDICT_TEXT[self.verdict]}")
+        lines.append(f"law: lr*(b) = {math.exp(self.intercept):.3g} * b^{self.alpha:.3f}"
+                     f"   (chi^2/dof = {_fmt(self.chi2_dof)}, p = {_fmt(self.fit_p)})")
+        if self.fit_p < 0.01:
+            lines.append("warning: the lr* scatter around the law exceeds their intervals "
+                         "(p < 0.01): alpha's interval is too narrow; look at the plot for an "
+                         "outlying batch size")
+        n_used = int(self.per_batch["used"].sum())
+        if n_used < 3:
+            lines.append(f"only {n_used} batch sizes in the fit: the interval rests on the per-batch "
+                         f"intervals alone; >= 3 recommended")
+        if self.batch_break is not None and self.batch_break_ci is not None:
+            blo, bhi = self.batch_break_ci
+            lines.append(f"critical batch size b_c = {self.batch_break:g} (95% interval "
+                         f"[{blo:g}, {bhi:g}]); slope above it {self.alpha_above:.3f}")
+        elif self.settings.get("detect_break", True):
+            lines.append("critical batch size: none (a single power law is preferred, "
+                         "or fewer than 6 batch sizes)")
+        for b, why in self.skipped.items():
+            lines.append(f"skipped batch {b:g}: {why}")
+        return "\n".join(lines)
+
+
+def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped: bool,
+               min_trials: int, neighbours: int, n_boot: int, seed: int | None,
+               detect_break: bool, group: dict[str, Any], settings: dict[str, Any]
+               ) -> LRScalingFit:
+    where = f" [{', '.join(f'{k}={v}' for k, v in group.items())}]" if group else ""
+    sign = 1.0 if mode == "max" else -1.0
+    finite = trials["value"].dropna()
+    if finite.empty:
+        raise ValueError(f"{metric}{where}: no trial reported a finite value")
+    # A non-finite metric (a NaN loss after divergence) is as bad as the worst value seen at that
+    # batch size (at any, where a batch size has none): the curve it joins is that batch size's.
+    worst = finite.min() if mode == "max" else finite.max()
+    per_batch_worst = trials.groupby("batch_size")["value"].transform("min" if mode == "max" else "max")
+    trials = trials.assign(value=trials["value"].fillna(per_batch_worst).fillna(worst))
+
+    rng = np.random.default_rng(seed)
+    estimates: list[_BatchEstimate] = []
+    skipped: dict[float, str] = {}
+    for b, rows in trials.groupby("batch_size", sort=True):
+        b = float(b)
+        stopped = int((~rows["finished"]).sum())
+        used = rows if include_stopped else rows[rows["finished"]]
+        distinct = used["lr"].nunique()
+        if len(used) < min_trials:
+            why = f"{len(used)} finished trials, need {min_trials}"
+            skipped[b] = why + (f" ({stopped} stopped early, left out)" if stopped and not include_stopped
+                                else "")
+        elif distinct < _MIN_DISTINCT_LRS:
+            skipped[b] = f"{distinct} distinct learning rates, need {_MIN_DISTINCT_LRS}"
+        else:
+            estimates.append(_estimate_batch(b, used, sign, neighbours=neighbours, n_boot=n_boot,
+                                             rng=rng))
+
+    fitted = [e for e in estimates if not e.row["at_edge"]]
+    if len(fitted) < 2:
+        edge = [f"{e.batch_size:g}" for e in estimates if e.row["at_edge"]]
+        details = "; ".join([f"batch {b:g}: {why}" for b, why in skipped.items()]
+                            + ([f"batch {', '.join(edge)}: best lr at the edge of the range tried "
+                                f"(widen it)"] if edge else []))
+        raise ValueError(f"{metric}{where}: a slope needs >= 2 batch sizes (>= 3 recommended) with "
+                         f"enough trials and an optimum inside the lr range; got {len(fitted)}"
+                         + (f" ({details})" if details else ""))
+
+    xb = np.log([e.batch_size for e in fitted])
+    yb = np.log([e.row["lr_star"] for e in fitted])
+    w = 1.0 / np.array([e.sigma for e in fitted]) ** 2
+    boot = np.stack([e.boot for e in fitted], axis=1)  # (n_boot, n_b): replicate r of each batch
+    model, point, boot_params, chi2_dof, fit_p = _fit_law(xb, yb, w, boot, detect_break)
+    alpha_lo, alpha_hi = (float(v) for v in np.percentile(boot_params[:, 1], [2.5, 97.5]))
+    brk = brk_ci = above = None
+    if model != "power law":
+        # Breaks sit at batch sizes tried: report those, not exp(log(b)) with rounding noise.
+        sizes = np.array([e.batch_size for e in fitted])
+        def snap(v: float) -> float:
+            return float(sizes[np.abs(xb - v).argmin()])
+
+        brk = snap(point[3])
+        brk_ci = (snap(np.percentile(boot_params[:, 3], 2.5, method="lower")),
+                  snap(np.percentile(boot_params[:, 3], 97.5, method="higher")))
+        above = float(point[2])
+
+    per_batch = pd.DataFrame([{**e.row, "used": not e.row["at_edge"]} for e in estimates])
+    return LRScalingFit(
+        metric=metric, mode=mode, alpha=float(point[1]), alpha_ci=(alpha_lo, alpha_hi),
+        intercept=float(point[0]), verdict=_verdict(alpha_lo, alpha_hi), per_batch=per_batch,
+        skipped=skipped, n_boot=n_boot, batch_break=brk, batch_break_ci=brk_ci, alpha_above=above,
+        chi2_dof=chi2_dof, fit_p=fit_p, group=group, settings=settings, boot_params=boot_params)
+
+
+@overload
+def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = ...,
+                   batch_size: str = ..., by: None = ..., use: Use = ...,
+                   include_stopped: bool = ..., min_trials: int = ..., neighbours: int = ...,
+                   n_boot: int = ..., seed: int | None = ..., detect_break: bool = ...
+                   ) -> LRScalingFit: ...
+
+
+@overload
+def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = ...,
+                   batch_size: str = ..., by: str | Sequence[str], use: Use = ...,
+                   include_stopped: bool = ..., min_trials: int = ..., neighbours: int = ...,
+                   n_boot: int = ..., seed: int | None = ..., detect_break: bool = ...
+                   ) -> dict[Any, LRScalingFit]: ...
+
+
+def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = "optimizer.lr",
+                   batch_size: str = "dataset.batch_size", by: str | Sequence[str] | None = None,
+                   use: Use = "last", include_stopped: bool = False, min_trials: int = 4,
+                   neighbours: int = 5, n_boot: int = 1000, seed: int | None = 0,
+                   detect_break: bool = True) -> LRScalingFit | dict[Any, LRScalingFit]:
+    """Fit lr*(b) = exp(c) · b**alpha to a search over learning rate and batch size.
+
+    df: what `load` returns (one row per report), or any frame with ``trial_id``, the metric and
+        the ``config/...`` columns. Each trial counts once: its last report (``use="last"``) or
+        its best (``use="best"``).
+    metric, mode: the metric and whether higher ("max") or lower ("min") is better. A non-finite
+        value counts as the worst value at its batch size; diverged trials are kept (they are real
+        outcomes at high lr).
+    lr, batch_size: config keys of the learning rate and the batch size (examples per step).
+    by: config key(s) to fit separately, e.g. "budget.steps"; then the result is a dict from the
+        group's value (a tuple for several keys) to its fit.
+    include_stopped: keep trials the scheduler stopped early (their metric is from a shorter run,
+        so they are left out by default).
+    min_trials: finished trials a batch size needs; with fewer it goes to ``fit.skipped``.
+    neighbours: distinct lrs around the best one that the quadratic in log lr goes through (>= 3);
+        where that quadratic has no maximum inside them, the window widens until it has.
+    n_boot, seed: bootstrap replicates (trials resampled within each batch size) and the seed of
+        ``numpy.random.default_rng``.
+    detect_break: compare the single power law with a broken one (needs >= 6 batch sizes).
+
+    Raises ValueError for a missing column (naming it and the ``config/`` columns there are) and
+    when fewer than 2 batch sizes have enough finished trials and an optimum inside the lr range.
+
+    Example:
+        >>> import numpy as np, pandas as pd
+        >>> rows = [{"trial_id": f"{b}-{i}", "training_iteration": 1, "config/reports": 1,
+        ...          "config/dataset/batch_size": b, "config/optimizer/lr": lr,
+        ...          "acc": 0.9 - 0.02 * np.log(lr / (1e-3 * b ** 0.5)) ** 2}
+        ...         for b in (32, 64, 128, 256, 512)
+        ...         for i, lr in enumerate(np.geomspace(1e-3, 1.0, 10))]
+        >>> fit = fit_lr_scaling(pd.DataFrame(rows), metric="acc", mode="max")
+        >>> round(fit.alpha, 3), fit.verdict
+        (0.5, 'sqrt')
+        >>> fit.per_batch[["batch_size", "lr_star", "n_trials"]].round(4).iloc[0].tolist()
+        [32.0, 0.0057, 10.0]
+    """
+    if neighbours < _MIN_DISTINCT_LRS:
+        raise ValueError(f"neighbours must be >= {_MIN_DISTINCT_LRS} (a quadratic needs 3 points), "
+                         f"got {neighbours}")
+    if min_trials < _MIN_DISTINCT_LRS:
+        raise ValueError(f"min_trials must be >= {_MIN_DISTINCT_LRS}, got {min_trials}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    trials = trial_outcomes(df, metric=metric, mode=mode, lr=lr, batch_size=batch_size, by=by,
+                            use=use)
+    settings = {"lr": lr, "batch_size": batch_size, "use": use, "include_stopped": include_stopped,
+                "min_trials": min_trials, "neighbours": neighbours, "seed": seed,
+                "detect_break": detect_break}
+    options = dict(metric=metric, mode=mode, include_stopped=include_stopped, min_trials=min_trials,
+                   neighbours=neighbours, n_boot=n_boot, seed=seed, detect_break=detect_break,
+                   settings=settings)
+    if by is None:
+        return _fit_group(trials, group={}, **options)
+    return {key: _fit_group(rows, group=group, **options)
+            for key, group, rows in split_groups(trials, by)}

@@ -1,0 +1,241 @@
+"""fit_lr_scaling on fabricated searches drawn from a known law lr*(b) = a · b**alpha."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+import tune_lip.analysis.lr_scaling as lr_scaling_module  # noqa: E402
+from tune_lip.analysis import (  # noqa: E402
+    LRScalingFit,
+    fit_lr_scaling,
+    plot_metric_vs_lr,
+    write_lr_scaling_report,
+)
+
+SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048)
+REPORTS = 10  # reports per trial that ran its whole budget
+
+
+def true_lr_star(b: float, alpha: float, *, a: float = 1e-3, plateau_at: float | None = None) -> float:
+    return a * (min(b, plateau_at) if plateau_at else b) ** alpha
+
+
+def search_frame(alpha: float, *, seed: int = 0, sizes: tuple[int, ...] = SIZES,
+                 trials: int | dict[int, int] = 12, noise: float = 0.01, budget: int = 1000,
+                 plateau_at: float | None = None, lr_offset: dict[int, float] | None = None
+                 ) -> pd.DataFrame:
+    """A random search in `load()`'s format: acc = 0.9 - 0.03 (ln lr - ln lr*(b))^2 + noise.
+
+    Each batch size searches lr log-uniformly over 3 decades around a guess of lr* that is off
+    by up to half an e-fold (``lr_offset`` shifts that range, in decades). Two reports per
+    trial, the last at iteration REPORTS.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b in sizes:
+        n = trials[b] if isinstance(trials, dict) else trials
+        star = true_lr_star(b, alpha, plateau_at=plateau_at)
+        centre = math.log(star) + rng.uniform(-0.5, 0.5) + (lr_offset or {}).get(b, 0.0) * math.log(10)
+        lrs = np.exp(centre + rng.uniform(-1.5, 1.5, n) * math.log(10))
+        acc = 0.9 - 0.03 * (np.log(lrs) - math.log(star)) ** 2 + rng.normal(0, noise, n)
+        for i, (lr, value) in enumerate(zip(lrs, acc)):
+            for it, v in ((REPORTS // 2, value - 0.2), (REPORTS, value)):
+                rows.append({"trial_id": f"{budget}_{b}_{i}", "training_iteration": it,
+                             "config/reports": REPORTS, "config/optimizer/lr": lr,
+                             "config/dataset/batch_size": b, "config/budget/steps": budget,
+                             "acc": v, "diverged": False})
+    return pd.DataFrame(rows)
+
+
+def fit(df: pd.DataFrame, **kw) -> LRScalingFit:
+    kw.setdefault("n_boot", 200)
+    return fit_lr_scaling(df, metric="acc", mode="max", **kw)
+
+
+@pytest.mark.parametrize("alpha, verdict", [(0.5, "sqrt"), (1.0, "linear")])
+def test_recovers_alpha_with_uneven_trial_counts(alpha, verdict):
+    counts = dict(zip(SIZES, (8, 16, 10, 12, 9, 14, 11, 20)))
+    f = fit(search_frame(alpha, seed=1, trials=counts))
+    assert abs(f.alpha - alpha) < 0.08
+    assert f.alpha_ci[0] < f.alpha < f.alpha_ci[1]
+    assert f.verdict == verdict
+    assert f.batch_break is None  # a single power law: no critical batch size invented
+    assert f.per_batch["n_trials"].tolist() == [counts[b] for b in SIZES]
+    truth = [true_lr_star(b, alpha) for b in SIZES]
+    # each lr* within a factor 1.6 of the truth (the search spans 3 decades)
+    assert np.all(np.abs(np.log(f.per_batch["lr_star"] / truth)) < math.log(1.6))
+    assert np.all(f.per_batch["lr_star_lo"] < f.per_batch["lr_star_hi"])
+    assert math.isclose(f.predict(64)[0], math.exp(f.intercept) * 64**f.alpha)
+
+
+def test_alpha_interval_covers_truth_in_most_repetitions():
+    intervals = [fit(search_frame(0.5, seed=100 + rep, noise=0.015), seed=rep).alpha_ci
+                 for rep in range(30)]
+    covered = sum(lo <= 0.5 <= hi for lo, hi in intervals)
+    assert covered >= 24  # a 95% interval; >= 80% of 30 leaves room for the bootstrap's own noise
+
+
+def test_verdict_both_when_two_batch_sizes_cannot_tell():
+    # 2 batch sizes a factor 2 apart with noisy curves: the slope is poorly pinned down.
+    f = fit(search_frame(0.75, seed=3, sizes=(64, 128), noise=0.03), detect_break=False)
+    assert f.alpha_ci[0] < 0.5 and f.alpha_ci[1] > 1.0
+    assert f.verdict == "both"
+    assert "only 2 batch sizes" in f.summary()
+
+
+def test_min_mode_on_a_loss():
+    df = search_frame(0.5, seed=4)
+    df["loss"] = 1.0 - df["acc"]  # same optimum, lower is better
+    f = fit_lr_scaling(df, metric="loss", mode="min", n_boot=200)
+    assert abs(f.alpha - 0.5) < 0.08 and f.verdict == "sqrt"
+    assert f.per_batch["metric_star"].between(0.05, 0.15).all()  # the fitted loss at lr*, ~0.1
+
+
+def test_stopped_trials_left_out_by_default():
+    df = search_frame(0.5, seed=5)
+    # Trials ASHA stopped after 3 reports at the lowest lrs, with a fake top score there: counted,
+    # they would drag lr* far down.
+    stopped = [{"trial_id": f"stop_{b}_{i}", "training_iteration": 3, "config/reports": REPORTS,
+                "config/optimizer/lr": true_lr_star(b, 0.5) / 30 * (1 + 0.1 * i),
+                "config/dataset/batch_size": b, "config/budget/steps": 1000, "acc": 0.99,
+                "diverged": False} for b in SIZES for i in range(3)]
+    df_all = pd.concat([df, pd.DataFrame(stopped)], ignore_index=True)
+    default = fit(df_all)
+    assert default.per_batch["n_trials"].tolist() == [12] * len(SIZES)
+    assert abs(default.alpha - 0.5) < 0.08
+    kept = fit(df_all, include_stopped=True)
+    assert kept.per_batch["n_trials"].tolist() == [15] * len(SIZES)
+    assert np.all(kept.per_batch["lr_star"] < default.per_batch["lr_star"])
+
+
+def test_diverged_kept_and_non_finite_counts_as_worst():
+    df = search_frame(0.5, seed=6)
+    # A NaN at the largest lr of each batch size, marked diverged: the trial still counts (as the
+    # worst value), and the fit neither crashes nor moves much.
+    last = df[df["training_iteration"] == REPORTS]
+    top = last.loc[last.groupby("config/dataset/batch_size")["config/optimizer/lr"].idxmax()]
+    df.loc[df["trial_id"].isin(top["trial_id"]), ["acc", "diverged"]] = [np.nan, True]
+    f = fit(df)
+    assert f.per_batch["n_trials"].tolist() == [12] * len(SIZES)
+    assert abs(f.alpha - 0.5) < 0.1 and f.verdict == "sqrt"
+
+
+def test_use_best_takes_each_trials_best_report():
+    df = search_frame(0.5, seed=7)
+    first = df["training_iteration"] == REPORTS // 2
+    df.loc[first, "acc"] += 0.5  # the earlier report is now the better one, by a constant
+    last, best = fit(df), fit(df, use="best")
+    assert best.per_batch["metric_star"].mean() == pytest.approx(last.per_batch["metric_star"].mean() + 0.3,
+                                                                 abs=0.01)
+    assert best.alpha == pytest.approx(last.alpha, abs=1e-9)  # same curves shifted: same optima
+
+
+def test_skipped_batch_sizes_are_recorded():
+    f = fit(search_frame(0.5, seed=8, trials={**dict.fromkeys(SIZES, 12), 2048: 3}))
+    assert 2048 not in f.per_batch["batch_size"].tolist()
+    assert f.skipped == {2048.0: "3 finished trials, need 4"}
+    assert "skipped batch 2048: 3 finished trials, need 4" in f.summary()
+
+
+def test_optimum_at_edge_is_flagged_and_not_fitted():
+    # At batch 2048 the search stops 2 decades below lr*: the best lr is the largest tried.
+    f = fit(search_frame(0.5, seed=9, lr_offset={2048: -2.0}))
+    row = f.per_batch.set_index("batch_size").loc[2048]
+    assert bool(row["at_edge"]) and not bool(row["used"]) and row["estimate"] == "best trial"
+    assert math.isnan(row["lr_star_hi"]) and row["lr_star_lo"] < row["lr_star"]  # lower bound only
+    assert f.per_batch["used"].sum() == len(SIZES) - 1
+    assert abs(f.alpha - 0.5) < 0.08
+    assert "lower bound only; not in the alpha fit" in f.summary()
+
+
+def test_missing_column_names_it_and_lists_config_columns():
+    df = search_frame(0.5).drop(columns="config/optimizer/lr")
+    with pytest.raises(ValueError, match=r"config/optimizer/lr.*config/dataset/batch_size"):
+        fit(df)
+    with pytest.raises(ValueError, match="'nope'"):
+        fit_lr_scaling(search_frame(0.5), metric="nope", mode="max")
+
+
+def test_one_batch_size_is_an_error():
+    with pytest.raises(ValueError, match=r">= 2 batch sizes \(>= 3 recommended\)"):
+        fit(search_frame(0.5, sizes=(64,)))
+    # Two batch sizes, one with too few trials: the message says why that one does not count.
+    with pytest.raises(ValueError, match="batch 128: 2 finished trials, need 4"):
+        fit(search_frame(0.5, sizes=(64, 128), trials={64: 12, 128: 2}))
+
+
+def test_critical_batch_size_found_on_a_broken_law():
+    f = fit(search_frame(1.0, seed=10, plateau_at=256))
+    assert f.batch_break is not None and f.batch_break_ci is not None
+    assert 128 <= f.batch_break <= 512
+    assert f.batch_break_ci[0] <= 256 <= f.batch_break_ci[1]
+    assert abs(f.alpha - 1.0) < 0.1 and f.verdict == "linear"  # the slope below b_c
+    assert abs(f.alpha_above) < 0.3
+    assert "critical batch size b_c" in f.summary()
+    # the single law through all points would have said "neither"
+    assert fit(search_frame(1.0, seed=10, plateau_at=256), detect_break=False).verdict == "neither"
+
+
+def test_by_groups_fit_separately():
+    df = pd.concat([search_frame(0.5, seed=11, budget=1000), search_frame(1.0, seed=12, budget=4000)],
+                   ignore_index=True)
+    fits = fit(df, by="budget.steps")
+    assert set(fits) == {1000, 4000}
+    assert fits[1000].verdict == "sqrt" and fits[4000].verdict == "linear"
+    assert fits[4000].group == {"budget.steps": 4000} and fits[4000].label == "budget.steps=4000"
+
+
+def test_to_dict_is_json_and_summary_reads():
+    f = fit(search_frame(0.5, seed=13))
+    d = json.loads(json.dumps(f.to_dict(), allow_nan=False))
+    assert d["verdict"] == "sqrt" and len(d["per_batch"]) == len(SIZES) and d["n_boot"] == 200
+    assert d["batch_break"] is None and d["settings"]["use"] == "last"
+    text = f.summary()
+    assert f"alpha = {f.alpha:.3f}" in text and "square-root" in text
+
+
+def test_fast_enough_with_default_bootstrap():
+    import time
+
+    df = search_frame(0.5, seed=14)
+    start = time.perf_counter()
+    fit_lr_scaling(df, metric="acc", mode="max")  # n_boot=1000
+    assert time.perf_counter() - start < 3.0  # ~0.2 s here; generous for slow CI machines
+
+
+def test_plots_written_as_png_and_pdf(tmp_path):
+    df = pd.concat([search_frame(1.0, seed=16, budget=4000),
+                    search_frame(0.5, seed=17, budget=9, sizes=(64,))], ignore_index=True)
+    report = write_lr_scaling_report(df, metric="acc", mode="max", out_dir=tmp_path,
+                                     by="budget.steps", title="synthetic", n_boot=100)
+    json.dumps(report, allow_nan=False)
+    assert set(report["fits"]) == {"4000"} and report["fits"]["4000"]["verdict"] == "linear"
+    assert "slope needs" in report["errors"]["9"]  # one batch size: no fit, but its curve is drawn
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["lr_scaling_4000.pdf", "lr_scaling_4000.png", "metric_vs_lr_4000.pdf",
+                     "metric_vs_lr_4000.png", "metric_vs_lr_9.pdf", "metric_vs_lr_9.png"]
+    assert sorted(report["plots"]) == sorted(str(tmp_path / n) for n in names)
+    assert all((tmp_path / n).stat().st_size > 1000 for n in names)
+
+
+def test_fit_methods_and_old_plot_call(tmp_path):
+    df = search_frame(0.5, seed=18)
+    f = fit(df)
+    assert f.plot().axes[0].get_xscale() == "log"
+    assert f.plot_metric(df).axes[0].get_xscale() == "log"
+    # the signature the demo uses keeps working
+    plot_metric_vs_lr(df, metric="acc", title="demo: acc vs learning rate", out=tmp_path / "m")
+    assert (tmp_path / "m.png").stat().st_size > 1000 and (tmp_path / "m.pdf").stat().st_size > 1000
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(lr_scaling_module).failed == 0

@@ -1,0 +1,73 @@
+"""A search whose driver is killed (SIGKILL) resumes with --resume and loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tune_lip.analysis import last_reports, load
+from tune_lip.train_loop import LipschitzConfig, LipschitzLoop
+
+pytestmark = pytest.mark.slow
+
+SPACE = """\
+study: lipschitz
+metric: certified_acc
+mode: max
+budget: {steps: 240}
+reports: 6
+searcher: {name: grid}
+max_concurrent_trials: 1
+checkpoint_every: 1
+space:
+  model: {name: aol_mlp, width: 64, depth: 2}
+  dataset: {name: synthetic, batch_size: {grid: [16, 32, 64]}, num_train: 256, num_test: 32}
+  optimizer: {lr: 0.1}
+"""
+TUNE_LIP = [sys.executable, "-m", "tune_lip.cli"]
+
+
+def _expected(batch_size: int) -> dict:
+    """What an uninterrupted run reports at its end (same seed and config -> same numbers)."""
+    loop = LipschitzLoop(LipschitzConfig.from_dict({
+        "model": {"name": "aol_mlp", "width": 64, "depth": 2}, "optimizer": {"lr": 0.1},
+        "dataset": {"name": "synthetic", "batch_size": batch_size, "num_train": 256, "num_test": 32},
+        "budget": {"steps": 240}, "reports": 6}))
+    for k in range(1, 7):
+        out = loop.train_for(40 * k - loop.steps)
+    out.update(loop.evaluate())
+    return out
+
+
+def test_killed_driver_resumes_and_completes(tmp_path: Path):
+    (tmp_path / "k.yaml").write_text(SPACE)
+    args = [*TUNE_LIP, "search", str(tmp_path / "k.yaml"), "--name", "k", "--storage-path", str(tmp_path)]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    with open(tmp_path / "first.log", "w") as log:
+        driver = subprocess.Popen(args, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        # kill once the second trial has a checkpoint: one trial done, one mid-way, one not started
+        while time.monotonic() < deadline and driver.poll() is None:
+            trials = sorted(tmp_path.glob("k/LipschitzTrainable_*"))
+            if len(trials) >= 2 and any(trials[1].glob("checkpoint_*")):
+                break
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait(timeout=60)
+    assert driver.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+
+    resumed = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    df = load(tmp_path / "k")
+    assert sorted(df.groupby("trial_id")["training_iteration"].apply(list).tolist()) == [list(range(1, 7))] * 3
+    for _, row in last_reports(df).iterrows():
+        expected = _expected(int(row["config/dataset/batch_size"]))
+        for metric in ("steps", "train_loss", "test_loss", "test_acc", "certified_acc", "weight_norm"):
+            assert row[metric] == pytest.approx(expected[metric], rel=1e-6), metric
