@@ -6,6 +6,7 @@ reads them back: one row per report, columns named as Ray names them in
 ``Result.metrics_dataframe`` (``config/optimizer/lr``, ``certified_acc``, ``trial_id``,
 ``training_iteration``, ...). Experiments without Parquet files (or with
 ``source="ray"``) are read from Ray's own per-trial ``result.json`` files instead.
+Paths may be local or URIs that pyarrow understands (``s3://bucket/tune-lip/<name>``).
 
 Example:
     >>> df = load("tune_lip_results/demo")                                   # doctest: +SKIP
@@ -20,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
-__all__ = ["PARQUET_DIR", "flatten_result", "load", "read_ray_results", "last_reports", "best_reports", "config_column",
+__all__ = ["PARQUET_DIR", "flatten_result", "load", "read_ray_results", "storage_location", "last_reports", "best_reports", "config_column",
            "ran_full_budget"]
 
 PARQUET_DIR = "tune_lip_results"
@@ -44,31 +47,48 @@ def config_column(key: str) -> str:
     return key if key.startswith("config/") else "config/" + key.replace(".", "/")
 
 
-def _experiment_dir(path: str | Path) -> Path:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such experiment directory (pass the folder Ray wrote, "
+def storage_location(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path in it) for a local path or a URI such as ``s3://bucket/x``."""
+    text = str(location)
+    if "://" in text:
+        return pafs.FileSystem.from_uri(text)
+    return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+
+
+def _experiment(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    fs, path = storage_location(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{location}: no such experiment directory (pass the folder Ray wrote, "
                                 f"e.g. tune_lip_results/<name>)")
-    return p
+    return fs, path
 
 
-def _from_parquet(folder: Path) -> pd.DataFrame:
-    parts = sorted(folder.glob("part-*.parquet"))
-    frames = [pd.read_parquet(p) for p in parts]
+def _children(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sorted(infos, key=lambda i: i.path)
+
+
+def _from_parquet(fs: pafs.FileSystem, folder: str) -> pd.DataFrame:
+    parts = [i.path for i in _children(fs, folder) if i.base_name.startswith("part-")
+             and i.base_name.endswith(".parquet")]
+    frames = [pq.read_table(p, filesystem=fs).to_pandas() for p in parts]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
 
 
-def read_ray_results(exp: Path) -> pd.DataFrame:
+def read_ray_results(location: str | Path) -> pd.DataFrame:
     """All reports from Ray's own per-trial result.json files, flattened like `load`."""
+    fs, exp = storage_location(location)
     rows: list[dict[str, Any]] = []
-    for result_file in sorted(exp.glob("*/result.json")):
-        with open(result_file) as f:
-            for line in f:
-                line = line.strip()
-                if line:
+    for trial in _children(fs, exp):
+        result_file = f"{trial.path}/result.json"
+        if trial.type != pafs.FileType.Directory or fs.get_file_info(result_file).type != pafs.FileType.File:
+            continue
+        with fs.open_input_stream(result_file) as f:
+            for line in f.read().decode().splitlines():
+                if line.strip():
                     rows.append(flatten_result(json.loads(line)))
     return pd.DataFrame(rows)
 
@@ -80,12 +100,12 @@ def load(path: str | Path, *, source: str = "auto") -> pd.DataFrame:
     A trial resumed from a checkpoint re-reports some iterations; the latest report of each
     (trial_id, training_iteration) is kept. Rows are sorted by trial and iteration.
     """
-    exp = _experiment_dir(path)
     if source not in ("auto", "parquet", "ray"):
         raise ValueError(f"source must be auto, parquet or ray, got {source!r}")
-    folder = exp / PARQUET_DIR
-    use_parquet = source == "parquet" or (source == "auto" and any(folder.glob("part-*.parquet")))
-    df = _from_parquet(folder) if use_parquet else read_ray_results(exp)
+    fs, exp = _experiment(path)
+    df = _from_parquet(fs, f"{exp}/{PARQUET_DIR}") if source != "ray" else pd.DataFrame()
+    if df.empty and source != "parquet":
+        df = read_ray_results(path)
     if df.empty:
         return df
     df = df.drop_duplicates(subset=["trial_id", "training_iteration"], keep="last")

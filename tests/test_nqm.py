@@ -81,19 +81,21 @@ def test_exact_optimal_lr_grows_linearly_then_saturates():
     assert lr[1024] < 2.0                                     # below the stability limit 2 / max h
     # It is a minimum: a little off either side is worse.
     for b, best in lr.items():
-        assert expected_loss_sgd(cfg, best, b) < min(expected_loss_sgd(cfg, best * f, b) for f in (0.97, 1.03))
+        nearby = min(expected_loss_sgd(cfg, best * f, b) for f in (0.97, 1.03))
+        assert expected_loss_sgd(cfg, best, b) < nearby
 
 
 def test_alpha_of_exact_optima_is_one_at_small_batches():
     # With a fixed examples budget and lr* ≪ 1/max h the dynamics are the SDE's, which depend on
     # lr/b only, so α = 1 exactly in the limit; the discrete-step correction grows with lr*·max h
-    # (≤ 0.18 here). Measured: α = 0.998 over b = 1..16, so 0.01 is a strict tolerance.
+    # (≤ 0.18 here). Measured: α = 0.996 over b = 1..16 (0.987 over 1..64), so 0.01 is a strict tolerance.
     lr_stars, alpha = exact_lr_scaling(NQMConfig.from_dict(SHIPPED), [1, 2, 4, 8, 16])
     assert abs(alpha - 1.0) < 0.01
     assert np.all(np.diff(lr_stars) > 0)
     # A fixed *steps* budget is a different question: a larger lr also travels further, so the
     # optimum grows much more slowly than b (measured α = 0.29 at 1000 steps).
-    _, alpha_steps = exact_lr_scaling(NQMConfig.from_dict({**SHIPPED, "budget": {"steps": 1000}}), [1, 2, 4, 8, 16])
+    steps_cfg = NQMConfig.from_dict({**SHIPPED, "budget": {"steps": 1000}})
+    _, alpha_steps = exact_lr_scaling(steps_cfg, [1, 2, 4, 8, 16])
     assert 0.1 < alpha_steps < 0.5
 
 
@@ -155,7 +157,8 @@ def test_adam_loss_is_a_seeded_chain_mean():
     cfg = _cfg(optimizer={"name": "adam", "lr": 0.01}, chains=16)
     m = NQMLoop(cfg).train_for(200)
     assert m["train_loss"] == monte_carlo_loss(cfg, chains=16)[0]        # same seed, same draws
-    assert m["train_loss"] != NQMLoop(_cfg(optimizer={"name": "adam", "lr": 0.01}, chains=16, seed=1)).train_for(200)["train_loss"]
+    other_seed = _cfg(optimizer={"name": "adam", "lr": 0.01}, chains=16, seed=1)
+    assert m["train_loss"] != NQMLoop(other_seed).train_for(200)["train_loss"]
     assert m["train_loss"] < NQMLoop(cfg).loss()                          # it learned
 
 

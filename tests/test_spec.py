@@ -32,6 +32,7 @@ from tune_lip.spec import (
 STUDIES: dict[str, set[str] | None] = {
     "lipschitz": {"certified_acc", "test_acc", "test_loss"},
     "sphere": None,
+    "nqm": None,
 }
 
 # A small valid spec; each mistake test breaks exactly one thing in a copy of it.

@@ -13,19 +13,17 @@ flushed are recovered in ``setup`` from Ray's own ``result.json`` files.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
-import pandas as pd
-
-from tune_lip.analysis.results import PARQUET_DIR, flatten_result, load, read_ray_results
+from tune_lip.analysis.results import PARQUET_DIR, flatten_result, load, read_ray_results, storage_location
 
 __all__ = ["ParquetResultsCallback"]
 
@@ -34,7 +32,7 @@ class ParquetResultsCallback(Callback):
     """Append results of every trial to Parquet parts under ``experiment_dir/tune_lip_results``."""
 
     def __init__(self, experiment_dir: str | Path, *, flush_rows: int = 500, flush_seconds: float = 10.0) -> None:
-        self.folder = Path(experiment_dir) / PARQUET_DIR
+        self.experiment = str(experiment_dir)  # a local path or a URI (s3://...)
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._rows: list[dict[str, Any]] = []
@@ -42,14 +40,14 @@ class ParquetResultsCallback(Callback):
 
     def setup(self, **info: Any) -> None:
         """Backfill rows Ray recorded but this callback never flushed (a killed driver)."""
-        experiment = self.folder.parent
-        if not any(experiment.glob("*/result.json")):
+        try:
+            ray_rows = read_ray_results(self.experiment)
+        except FileNotFoundError:
             return
-        ray_rows = read_ray_results(experiment)
         if ray_rows.empty:
             return
-        ours = load(experiment, source="parquet") if any(self.folder.glob("part-*.parquet")) else None
-        if ours is not None and not ours.empty:
+        ours = load(self.experiment, source="parquet")
+        if not ours.empty:
             have = set(zip(ours["trial_id"], ours["training_iteration"]))
             keys = zip(ray_rows["trial_id"], ray_rows["training_iteration"])
             ray_rows = ray_rows[[k not in have for k in keys]]
@@ -75,12 +73,14 @@ class ParquetResultsCallback(Callback):
         if not self._rows:
             return
         rows, self._rows = self._rows, []
-        self.folder.mkdir(parents=True, exist_ok=True)
+        fs, experiment = storage_location(self.experiment)
+        folder = f"{experiment}/{PARQUET_DIR}"
+        fs.create_dir(folder, recursive=True)
         table = pa.Table.from_pylist(_uniform(rows))
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.folder / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.folder / name)
+        tmp = f"{folder}/.{name}.tmp"  # object stores write whole objects; a rename keeps local files whole
+        pq.write_table(table, tmp, filesystem=fs)
+        fs.move(tmp, f"{folder}/{name}")
 
 
 def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

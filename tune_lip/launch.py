@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from tune_lip.errors import ConfigError, UserError
 from tune_lip.spec import SearchSpec
 
@@ -95,7 +97,7 @@ def _num_train(config: dict[str, Any], where: str) -> int:
         raise UserError(where, "dataset", str(exc)) from None
 
 
-def _resolve_calibration(spec: SearchSpec, storage_path: Path, config: dict[str, Any]) -> SearchSpec:
+def _resolve_calibration(spec: SearchSpec, storage_path: str, config: dict[str, Any]) -> SearchSpec:
     """Absolute calibration path for reference_hours budgets, checked for every grid point."""
     if spec.budget.kind != "reference_hours":
         return spec
@@ -103,7 +105,7 @@ def _resolve_calibration(spec: SearchSpec, storage_path: Path, config: dict[str,
     from tune_lip.train_loop import LipschitzConfig, model_key
 
     raw = spec.budget.calibration
-    path = Path(raw).expanduser() if raw else storage_path / "calibration.parquet"
+    path = Path(raw).expanduser() if raw else Path(storage_path) / "calibration.parquet"
     if not path.is_absolute():
         path = (Path(spec.path).parent / path) if (Path(spec.path).parent / path).exists() else path.resolve()
     table = read_calibration(path)
@@ -211,7 +213,7 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     from tune_lip.callbacks import ParquetResultsCallback
     from tune_lip.searchers import GroupedOptunaSearch, to_tune_space
 
-    storage = Path(storage_path).expanduser().resolve()
+    storage = _storage(storage_path)
     config = check_spec(spec)
     spec = _resolve_calibration(spec, storage, config)
     fixed = {"budget": spec.budget.to_dict(), "reports": spec.reports}
@@ -234,11 +236,10 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     else:
         scheduler = FIFOScheduler()
 
-    experiment_dir = storage / name
     run_config = tune.RunConfig(
         name=name,
-        storage_path=str(storage),
-        callbacks=[ParquetResultsCallback(experiment_dir), *(extra_callbacks or [])],
+        storage_path=storage,
+        callbacks=[ParquetResultsCallback(f"{storage}/{name}"), *(extra_callbacks or [])],
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.checkpoint_every,
                                                 checkpoint_at_end=True,
                                                 num_to_keep=spec.keep_checkpoints),
@@ -254,15 +255,24 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
 SPEC_FILE = "search_space.yaml"
 
 
-def save_spec(spec: SearchSpec, experiment_dir: Path) -> Path:
+def _storage(storage_path: str | Path) -> str:
+    """A URI (``s3://bucket/x``) as given; a local path made absolute, as Ray wants it."""
+    text = str(storage_path)
+    return text.rstrip("/") if "://" in text else str(Path(text).expanduser().resolve())
+
+
+def save_spec(spec: SearchSpec, experiment_dir: str) -> str:
     """Record the searched spec (after CLI overrides) in the experiment, for the analysis."""
     import yaml
 
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    path = experiment_dir / SPEC_FILE
-    header = f"# searched from {spec.path}\n"
-    path.write_text(header + yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    return path
+    from tune_lip.analysis.results import storage_location
+
+    fs, path = storage_location(experiment_dir)
+    fs.create_dir(path, recursive=True)
+    text = f"# searched from {spec.path}\n" + yaml.safe_dump(spec.to_dict(), sort_keys=False)
+    with fs.open_output_stream(f"{path}/{SPEC_FILE}") as out:
+        out.write(text.encode())
+    return f"{experiment_dir}/{SPEC_FILE}"
 
 
 def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str | Path = DEFAULT_STORAGE,
@@ -271,19 +281,22 @@ def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str |
     """Run (or with ``resume=True`` continue) the search; returns Ray's ResultGrid."""
     from ray import tune
 
-    storage = Path(storage_path).expanduser().resolve()
+    from tune_lip.analysis.results import storage_location
+
+    storage = _storage(storage_path)
     name = name or experiment_name(spec)
-    experiment_dir = storage / name
+    experiment_dir = f"{storage}/{name}"
     if resume:
-        if not tune.Tuner.can_restore(str(experiment_dir)):
+        if not tune.Tuner.can_restore(experiment_dir):
             raise UserError(str(experiment_dir), None, "no experiment to resume here",
                             fix="pass the --name (and --storage-path) of the killed search")
         start_ray(address, num_cpus=num_cpus)
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable=_trainable(spec), resume_unfinished=True,
+        tuner = tune.Tuner.restore(experiment_dir, trainable=_trainable(spec), resume_unfinished=True,
                                    resume_errored=True)
         return tuner.fit()
-    if experiment_dir.exists():
-        raise UserError(str(experiment_dir), None, "an experiment with this name exists already",
+    fs, path = storage_location(experiment_dir)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        raise UserError(experiment_dir, None, "an experiment with this name exists already",
                         fix="pass --resume to continue it, or choose another --name")
     check_spec(spec)
     start_ray(address, num_cpus=num_cpus)

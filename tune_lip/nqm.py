@@ -31,7 +31,8 @@ The NQM has no data set: ``test_loss`` is the same expected loss as ``train_loss
 under both names so every study speaks the DESIGN.md vocabulary), and ``train_loss`` is the
 loss *at the current iterate*, not an average over the slice. Budgets are ``{steps: N}`` or
 ``{examples: X}`` (steps = X // B). With an examples budget and small batches, SGD is in the
-SDE regime where the loss depends on (lr, B) only through lr/B, so lr* ∝ B exactly (α = 1)
+SDE regime where the loss depends on (lr, B) only through lr/B (the trajectory's time
+lr·X/B and its noise temperature lr/B both do), so lr* ∝ B exactly (α = 1)
 until lr* reaches the curvature limit (the critical batch size) and saturates. With a fixed
 *steps* budget the optimum grows more slowly than B (α < 1), since a larger lr also buys a
 longer trajectory.
@@ -61,6 +62,8 @@ from tune_lip.train_loop import DIVERGED_LOSS
 
 __all__ = [
     "NQM_OPTIMIZERS",
+    "DIVERGE_FACTOR",
+    "CHECK_EVERY",
     "NQMOptimizerConfig",
     "NQMDataConfig",
     "NQMConfig",
@@ -90,7 +93,8 @@ class NQMOptimizerConfig:
 
     def __post_init__(self) -> None:
         if self.name not in NQM_OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.name!r}; valid for the NQM: {', '.join(NQM_OPTIMIZERS)}")
+            raise ValueError(f"unknown optimizer {self.name!r}; "
+                             f"valid for the NQM: {', '.join(NQM_OPTIMIZERS)}")
         if not self.lr > 0:
             raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -98,7 +102,8 @@ class NQMOptimizerConfig:
         if self.name == "adam" and self.momentum != 0:
             raise ValueError("optimizer.momentum is for sgd; adam's momentum is betas[0]")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas) or self.eps < 0:
-            raise ValueError(f"optimizer.betas must be two numbers in [0, 1) and eps >= 0, got {self.betas}, {self.eps}")
+            raise ValueError("optimizer.betas must be two numbers in [0, 1) and eps >= 0, "
+                             f"got {self.betas}, {self.eps}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "momentum", float(self.momentum))
@@ -146,7 +151,7 @@ class NQMConfig:
     chains: int = 64         # simulated runs averaged for Adam (and for monte_carlo_loss)
 
     def __post_init__(self) -> None:
-        checks = {"dim": self.dim >= 1, "power": self.power >= 0, "noise": self.noise >= 0,
+        checks = {"seed": self.seed >= 0, "dim": self.dim >= 1, "power": self.power >= 0, "noise": self.noise >= 0,
                   "reports": self.reports >= 1, "chains": self.chains >= 1}
         for key, ok in checks.items():
             if not ok:
@@ -168,7 +173,8 @@ class NQMConfig:
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or kind(value) != value:
-                    raise ConfigError(key, f"must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+                    what = "an integer" if kind is int else "a number"
+                    raise ConfigError(key, f"must be {what}, got {value!r}")
                 scalars[key] = kind(value)
         schedule = raw.get("schedule")
         if isinstance(schedule, dict) and "name" not in schedule:
@@ -363,7 +369,8 @@ class _Chains:
         self.rng.bit_generator.state = state["rng"]
 
 
-def monte_carlo_loss(cfg: NQMConfig, *, steps: int | None = None, chains: int | None = None) -> tuple[float, float]:
+def monte_carlo_loss(cfg: NQMConfig, *, steps: int | None = None,
+                     chains: int | None = None) -> tuple[float, float]:
     """Mean and standard error over ``chains`` simulated runs of the loss after ``steps``.
 
     Any optimizer (the check of the exact SGD moments; the only estimate for Adam). Seeded
