@@ -156,7 +156,7 @@ def test_missing_required_key(tmp_path: Path, key: str) -> None:
 
 def test_unknown_study_lists_valid(tmp_path: Path) -> None:
     path, err = error_for(tmp_path, lambda r: r.update(study="lipschits"))
-    assert_user_line(err, path, "study", "did you mean 'lipschitz'", "lipschitz, sphere")
+    assert_user_line(err, path, "study", "did you mean 'lipschitz'", "lipschitz, nqm, sphere")
 
 
 def test_metric_not_reported_by_study(tmp_path: Path) -> None:
