@@ -48,7 +48,8 @@ _MIN_DISTINCT_LRS = 3  # a quadratic needs three distinct learning rates
 _VERDICT_TEXT = {
     "sqrt": "supports alpha = 1/2 (square-root scaling), not alpha = 1",
     "linear": "supports alpha = 1 (linear scaling), not alpha = 1/2",
-    "both": "holds both alpha = 1/2 and alpha = 1: cannot tell them apart (add batch sizes or trials)",
+    "both": ("holds both alpha = 1/2 and alpha = 1: cannot tell them apart "
+             "(add batch sizes or trials)"),
     "neither": "holds neither alpha = 1/2 nor alpha = 1",
 }
 
@@ -188,16 +189,17 @@ def split_groups(df: pd.DataFrame, by: str | Sequence[str] | None
 # lr* per batch size
 # ---------------------------------------------------------------------------------------------
 
-def _vertices(x: np.ndarray, y: np.ndarray, counts: np.ndarray, neighbours: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _vertices(x: np.ndarray, y: np.ndarray, counts: np.ndarray, neighbours: int,
+              window_frac: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Estimate of the best log lr for each row of ``counts``.
 
     x: (n,) log lr per trial; y: (n,) score per trial, higher is better; counts: (R, n) how often
     each trial is drawn (all ones for the data itself). The centre is the distinct lr with the
-    best mean score. The window is ``neighbours`` drawn distinct lrs around it, half on each side
-    where the range allows; a weighted quadratic through the window's trials gives the vertex
-    when it is a maximum inside the window. Otherwise the window grows by one lr a side until it
-    does or holds every lr; failing that the centre is the estimate.
+    best mean score. The window is ``neighbours`` drawn distinct lrs around it (or ``window_frac``
+    of all of them, if more), half on each side where the range allows; a weighted quadratic
+    through the window's trials gives the vertex when it is a maximum inside the window.
+    Otherwise the window grows by one lr a side until it does or holds every lr; failing that
+    the centre is the estimate.
 
     Returns (log lr* (R,), score at it (R,), whether a quadratic gave it (R,), centre index into
     the sorted distinct lrs (R,)).
@@ -223,7 +225,10 @@ def _vertices(x: np.ndarray, y: np.ndarray, counts: np.ndarray, neighbours: int
     est = u[centre].copy()
     peak = mean[rows, centre]
     quad = np.zeros(R, bool)
-    for size in range(neighbours, max(m, neighbours) + 2, 2):
+    # A window of a fixed count would shrink (in log lr) as a search gets denser, until the
+    # curvature drowns in the noise; a fixed share of the lrs keeps its width.
+    first = max(neighbours, math.ceil(window_frac * m))
+    for size in range(first, max(m, first) + 2, 2):
         todo = ~quad & (n_present >= _MIN_DISTINCT_LRS)
         if not todo.any():
             break
@@ -257,16 +262,17 @@ class _BatchEstimate:
     row: dict[str, Any]  # one per_batch row
     boot: np.ndarray  # (n_boot,) bootstrap log lr*
     sigma: float  # log-space standard error from the interval width (floored)
+    floor: float  # the smallest log-space error this batch size's lr grid can resolve
 
 
-def _estimate_batch(b: float, trials: pd.DataFrame, sign: float, *, neighbours: int, n_boot: int,
-                    rng: np.random.Generator) -> _BatchEstimate:
+def _estimate_batch(b: float, trials: pd.DataFrame, sign: float, *, neighbours: int,
+                    window_frac: float, n_boot: int, rng: np.random.Generator) -> _BatchEstimate:
     x = np.log(trials["lr"].to_numpy(float))
     y = sign * trials["value"].to_numpy(float)
     n = x.size
-    est, peak, quad, centre = _vertices(x, y, np.ones((1, n)), neighbours)
+    est, peak, quad, centre = _vertices(x, y, np.ones((1, n)), neighbours, window_frac)
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-    boot, _, _, _ = _vertices(x, y, counts, neighbours)
+    boot, _, _, _ = _vertices(x, y, counts, neighbours, window_frac)
     lo, hi = np.percentile(boot, [2.5, 97.5])
     u = np.unique(x)
     at_edge = (not quad[0]) and centre[0] in (0, u.size - 1)
@@ -288,7 +294,7 @@ def _estimate_batch(b: float, trials: pd.DataFrame, sign: float, *, neighbours: 
         "estimate": "quadratic" if quad[0] else "best trial",
         "metric_star": float(sign * peak[0]),
     }
-    return _BatchEstimate(b, row, boot, sigma)
+    return _BatchEstimate(b, row, boot, sigma, floor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,11 +347,10 @@ def _aicc(rss: float, n: int, k: int) -> float:
 
 
 def _fit_law(xb: np.ndarray, yb: np.ndarray, w: np.ndarray, boot: np.ndarray, detect_break: bool
-             ) -> tuple[str, np.ndarray, np.ndarray, float, float]:
+             ) -> tuple[str, np.ndarray, np.ndarray, int]:
     """Choose the law by AICc and fit it to the point estimates and to every replicate.
 
-    Returns (model, point params (4,), replicate params (R, 4), chi^2 per degree of freedom, its
-    goodness-of-fit p-value).
+    Returns (model, point params (4,), replicate params (R, 4), residual degrees of freedom).
     """
     n = xb.size
     candidates: dict[str, list[float]] = {"power law": [math.inf]}
@@ -364,7 +369,8 @@ def _fit_law(xb: np.ndarray, yb: np.ndarray, w: np.ndarray, boot: np.ndarray, de
     model = "power law"
     for other in ("plateau", "two slopes"):
         # A break must beat the single law by more than 2 AICc units ("substantially better").
-        if other in best and best[other][0] < best[model][0] - (2.0 if model == "power law" else 0.0):
+        margin = 2.0 if model == "power law" else 0.0
+        if other in best and best[other][0] < best[model][0] - margin:
             model = other
     _, xc, rss = best[model]
     beta, _ = _wls(_design(xb, model, xc), w, yb[None, :])
@@ -376,9 +382,7 @@ def _fit_law(xb: np.ndarray, yb: np.ndarray, w: np.ndarray, boot: np.ndarray, de
     reps = np.stack([_params(model, b, c) for (b, _), c in per_xc])  # (C, R, 4)
     boot_params = reps[pick, np.arange(boot.shape[0])]
     dof = n - (beta.shape[1] + (model != "power law"))
-    chi2_dof = float(rss / dof) if dof > 0 else math.nan
-    fit_p = float(scipy.stats.chi2.sf(rss, dof)) if dof > 0 else math.nan
-    return model, point, boot_params, chi2_dof, fit_p
+    return model, point, boot_params, dof
 
 
 def _verdict(lo: float, hi: float) -> str:
@@ -427,8 +431,9 @@ class LRScalingFit:
     alpha_above: the slope above batch_break (0.0 for a plateau), None without a break.
     chi2_dof, fit_p: weighted residual sum of squares per degree of freedom, and the chi^2 test's
         p-value: chi2_dof is about 1 when the per-batch intervals explain the scatter around the
-        law; a small fit_p says they do not (an outlying batch size, or the wrong law), and then
-        alpha_ci, which only propagates the per-batch intervals, is too narrow.
+        law; a small fit_p says they do not (an outlying batch size, a curved law, or lr*
+        estimates shifted by a lopsided metric curve, which the intervals do not include).
+        alpha_ci propagates the per-batch intervals only.
     group: the ``by`` config values of this fit ({} without ``by``).
     settings: the options of `fit_lr_scaling` that made it (lr, batch_size, use, ...).
     boot_params: (n_boot, 4) bootstrap replicates of (intercept, alpha, alpha_above, log b_c).
@@ -528,28 +533,32 @@ class LRScalingFit:
                      f"{_VERDICT_TEXT[self.verdict]}")
         lines.append(f"law: lr*(b) = {math.exp(self.intercept):.3g} * b^{self.alpha:.3f}"
                      f"   (chi^2/dof = {_fmt(self.chi2_dof)}, p = {_fmt(self.fit_p)})")
-        if self.fit_p < 0.01:
-            lines.append("warning: the lr* scatter around the law exceeds their intervals "
-                         "(p < 0.01): alpha's interval is too narrow; look at the plot for an "
-                         "outlying batch size")
+        if self.fit_p < 1e-3:
+            lines.append("the lr* scatter around the law exceeds their intervals (p < 0.001): "
+                         "look at the plot for an outlying batch size or a curved law")
         n_used = int(self.per_batch["used"].sum())
         if n_used < 3:
-            lines.append(f"only {n_used} batch sizes in the fit: the interval rests on the per-batch "
-                         f"intervals alone; >= 3 recommended")
+            lines.append(f"only {n_used} batch sizes in the fit: the interval rests on the "
+                         f"per-batch intervals alone; >= 3 recommended")
         if self.batch_break is not None and self.batch_break_ci is not None:
             blo, bhi = self.batch_break_ci
             lines.append(f"critical batch size b_c = {self.batch_break:g} (95% interval "
                          f"[{blo:g}, {bhi:g}]); slope above it {self.alpha_above:.3f}")
-        elif self.settings.get("detect_break", True):
-            lines.append("critical batch size: none (a single power law is preferred, "
-                         "or fewer than 6 batch sizes)")
+        elif not self.settings.get("detect_break", True):
+            pass
+        elif n_used < 6:
+            lines.append(f"critical batch size: not tested (needs >= 6 batch sizes in the fit, "
+                         f"got {n_used})")
+        else:
+            lines.append("critical batch size: none (AICc prefers a single power law)")
         for b, why in self.skipped.items():
             lines.append(f"skipped batch {b:g}: {why}")
         return "\n".join(lines)
 
 
 def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped: bool,
-               min_trials: int, neighbours: int, n_boot: int, seed: int | None,
+               min_trials: int, neighbours: int, window_frac: float, n_boot: int,
+               seed: int | None,
                detect_break: bool, group: dict[str, Any], settings: dict[str, Any]
                ) -> LRScalingFit:
     where = f" [{', '.join(f'{k}={v}' for k, v in group.items())}]" if group else ""
@@ -560,8 +569,8 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
     # A non-finite metric (a NaN loss after divergence) is as bad as the worst value seen at that
     # batch size (at any, where a batch size has none): the curve it joins is that batch size's.
     worst = finite.min() if mode == "max" else finite.max()
-    per_batch_worst = trials.groupby("batch_size")["value"].transform("min" if mode == "max" else "max")
-    trials = trials.assign(value=trials["value"].fillna(per_batch_worst).fillna(worst))
+    at_batch = trials.groupby("batch_size")["value"].transform("min" if mode == "max" else "max")
+    trials = trials.assign(value=trials["value"].fillna(at_batch).fillna(worst))
 
     rng = np.random.default_rng(seed)
     estimates: list[_BatchEstimate] = []
@@ -573,13 +582,14 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
         distinct = used["lr"].nunique()
         if len(used) < min_trials:
             why = f"{len(used)} finished trials, need {min_trials}"
-            skipped[b] = why + (f" ({stopped} stopped early, left out)" if stopped and not include_stopped
-                                else "")
+            if stopped and not include_stopped:
+                why += f" ({stopped} stopped early, left out)"
+            skipped[b] = why
         elif distinct < _MIN_DISTINCT_LRS:
             skipped[b] = f"{distinct} distinct learning rates, need {_MIN_DISTINCT_LRS}"
         else:
-            estimates.append(_estimate_batch(b, used, sign, neighbours=neighbours, n_boot=n_boot,
-                                             rng=rng))
+            estimates.append(_estimate_batch(b, used, sign, neighbours=neighbours,
+                                             window_frac=window_frac, n_boot=n_boot, rng=rng))
 
     fitted = [e for e in estimates if not e.row["at_edge"]]
     if len(fitted) < 2:
@@ -595,7 +605,16 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
     yb = np.log([e.row["lr_star"] for e in fitted])
     w = 1.0 / np.array([e.sigma for e in fitted]) ** 2
     boot = np.stack([e.boot for e in fitted], axis=1)  # (n_boot, n_b): replicate r of each batch
-    model, point, boot_params, chi2_dof, fit_p = _fit_law(xb, yb, w, boot, detect_break)
+    model, point, boot_params, dof = _fit_law(xb, yb, w, boot, detect_break)
+    # Goodness of fit against each batch size's interval on the side the law passes: bootstrap
+    # intervals are often lopsided, and their mean half-width would overstate the misfit.
+    resid = _predict_log(point, xb) - yb
+    lo_b = np.log([e.row["lr_star_lo"] for e in fitted])
+    hi_b = np.log([e.row["lr_star_hi"] for e in fitted])
+    half = np.maximum(np.where(resid > 0, hi_b - yb, yb - lo_b) / _Z95, [e.floor for e in fitted])
+    chi2 = float(((resid / half) ** 2).sum())
+    chi2_dof = chi2 / dof if dof > 0 else math.nan
+    fit_p = float(scipy.stats.chi2.sf(chi2, dof)) if dof > 0 else math.nan
     alpha_lo, alpha_hi = (float(v) for v in np.percentile(boot_params[:, 1], [2.5, 97.5]))
     brk = brk_ci = above = None
     if model != "power law":
@@ -621,7 +640,8 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
 def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = ...,
                    batch_size: str = ..., by: None = ..., use: Use = ...,
                    include_stopped: bool = ..., min_trials: int = ..., neighbours: int = ...,
-                   n_boot: int = ..., seed: int | None = ..., detect_break: bool = ...
+                   window_frac: float = ..., n_boot: int = ..., seed: int | None = ...,
+                   detect_break: bool = ...
                    ) -> LRScalingFit: ...
 
 
@@ -629,14 +649,16 @@ def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = ...,
 def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = ...,
                    batch_size: str = ..., by: str | Sequence[str], use: Use = ...,
                    include_stopped: bool = ..., min_trials: int = ..., neighbours: int = ...,
-                   n_boot: int = ..., seed: int | None = ..., detect_break: bool = ...
+                   window_frac: float = ..., n_boot: int = ..., seed: int | None = ...,
+                   detect_break: bool = ...
                    ) -> dict[Any, LRScalingFit]: ...
 
 
 def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = "optimizer.lr",
                    batch_size: str = "dataset.batch_size", by: str | Sequence[str] | None = None,
                    use: Use = "last", include_stopped: bool = False, min_trials: int = 4,
-                   neighbours: int = 5, n_boot: int = 1000, seed: int | None = 0,
+                   neighbours: int = 5, window_frac: float = 1 / 3, n_boot: int = 1000,
+                   seed: int | None = 0,
                    detect_break: bool = True) -> LRScalingFit | dict[Any, LRScalingFit]:
     """Fit lr*(b) = exp(c) · b**alpha to a search over learning rate and batch size.
 
@@ -652,8 +674,9 @@ def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = "opti
     include_stopped: keep trials the scheduler stopped early (their metric is from a shorter run,
         so they are left out by default).
     min_trials: finished trials a batch size needs; with fewer it goes to ``fit.skipped``.
-    neighbours: distinct lrs around the best one that the quadratic in log lr goes through (>= 3);
-        where that quadratic has no maximum inside them, the window widens until it has.
+    neighbours, window_frac: the quadratic in log lr goes through the trials at the distinct lrs
+        around the best one: at least ``neighbours`` (>= 3) of them and at least ``window_frac``
+        of all; where it has no maximum inside them, the window widens until it has.
     n_boot, seed: bootstrap replicates (trials resampled within each batch size) and the seed of
         ``numpy.random.default_rng``.
     detect_break: compare the single power law with a broken one (needs >= 6 batch sizes).
@@ -679,16 +702,19 @@ def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = "opti
                          f"got {neighbours}")
     if min_trials < _MIN_DISTINCT_LRS:
         raise ValueError(f"min_trials must be >= {_MIN_DISTINCT_LRS}, got {min_trials}")
+    if not 0.0 <= window_frac <= 1.0:
+        raise ValueError(f"window_frac must be in [0, 1], got {window_frac}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     trials = trial_outcomes(df, metric=metric, mode=mode, lr=lr, batch_size=batch_size, by=by,
                             use=use)
     settings = {"lr": lr, "batch_size": batch_size, "use": use, "include_stopped": include_stopped,
-                "min_trials": min_trials, "neighbours": neighbours, "seed": seed,
+                "min_trials": min_trials, "neighbours": neighbours, "window_frac": window_frac,
+                "seed": seed,
                 "detect_break": detect_break}
-    options = dict(metric=metric, mode=mode, include_stopped=include_stopped, min_trials=min_trials,
-                   neighbours=neighbours, n_boot=n_boot, seed=seed, detect_break=detect_break,
-                   settings=settings)
+    options = dict(metric=metric, mode=mode, include_stopped=include_stopped,
+                   min_trials=min_trials, neighbours=neighbours, window_frac=window_frac,
+                   n_boot=n_boot, seed=seed, detect_break=detect_break, settings=settings)
     if by is None:
         return _fit_group(trials, group={}, **options)
     return {key: _fit_group(rows, group=group, **options)

@@ -9,7 +9,8 @@ Example:
     >>> from tune_lip.analysis import fit_lr_scaling, load                 # doctest: +SKIP
     >>> df = load("tune_lip_results/demo")                                  # doctest: +SKIP
     >>> fit = fit_lr_scaling(df, metric="certified_acc", mode="max")        # doctest: +SKIP
-    >>> plot_metric_vs_lr(df, metric="certified_acc", fit=fit, out="plots/metric_vs_lr")  # doctest: +SKIP
+    >>> plot_metric_vs_lr(df, metric="certified_acc", fit=fit,
+    ...                   out="plots/metric_vs_lr")                          # doctest: +SKIP
     >>> plot_lr_scaling(fit, title="demo", out="plots/lr_scaling")          # doctest: +SKIP
 """
 
@@ -89,10 +90,11 @@ def plot_metric_vs_lr(df: pd.DataFrame, *, metric: str, lr: str = "optimizer.lr"
         mode, use = fit.mode, fit.settings.get("use", use)
     trials = trial_outcomes(df, metric=metric, mode=mode, lr=lr,  # type: ignore[arg-type]
                             batch_size=batch_size, use=use)  # type: ignore[arg-type]
-    finite = trials["value"].dropna()
-    worst = (finite.min() if mode == "max" else finite.max()) if not finite.empty else 0.0
+    # Non-finite values are drawn where the fit counts them: at the batch size's worst value.
+    worst = "min" if mode == "max" else "max"
+    at_batch = trials.groupby("batch_size")["value"].transform(worst)
     bad = trials["diverged"] | trials["value"].isna()
-    trials = trials.assign(value=trials["value"].fillna(worst))
+    trials = trials.assign(value=trials["value"].fillna(at_batch).fillna(trials["value"].agg(worst)))
 
     fig, ax = _axes(ax)
     cmap = plt.get_cmap("viridis")
@@ -113,7 +115,8 @@ def plot_metric_vs_lr(df: pd.DataFrame, *, metric: str, lr: str = "optimizer.lr"
             s = stars.loc[b]
             lo = s["lr_star_lo"] if math.isfinite(s["lr_star_lo"]) else s["lr_star"]
             hi = s["lr_star_hi"] if math.isfinite(s["lr_star_hi"]) else s["lr_star"]
-            marker = "*" if not s["at_edge"] else (">" if not math.isfinite(s["lr_star_hi"]) else "<")
+            # at the edge, a triangle points to where lr* may lie beyond the range
+            marker = "*" if not s["at_edge"] else ">" if not math.isfinite(s["lr_star_hi"]) else "<"
             ax.errorbar([s["lr_star"]], [s["metric_star"]],
                         xerr=[[s["lr_star"] - lo], [hi - s["lr_star"]]], fmt=marker, ms=13,
                         color=color, mec="black", mew=0.8, capsize=3, elinewidth=1.2, zorder=5)
@@ -150,7 +153,8 @@ def plot_lr_scaling(fit: LRScalingFit, *, ax: Axes | None = None, title: str = "
 
     Example:
         >>> from tune_lip.analysis import fit_lr_scaling                   # doctest: +SKIP
-        >>> plot_lr_scaling(fit_lr_scaling(df, metric="acc", mode="max"), title="demo")  # doctest: +SKIP
+        >>> fit = fit_lr_scaling(df, metric="acc", mode="max")              # doctest: +SKIP
+        >>> plot_lr_scaling(fit, title="demo", out="plots/lr_scaling")      # doctest: +SKIP
     """
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -172,7 +176,8 @@ def plot_lr_scaling(fit: LRScalingFit, *, ax: Axes | None = None, title: str = "
         xb = xb[xb <= math.log(fit.batch_break)]
     x0 = float(xb.mean())
     y0 = float(np.log(fit.predict(math.exp(x0)))[0])
-    for slope, style, label in ((0.5, "--", "√b reference (α = ½)"), (1.0, ":", "b reference (α = 1)")):
+    references = ((0.5, "--", "√b reference (α = ½)"), (1.0, ":", "b reference (α = 1)"))
+    for slope, style, label in references:
         ax.plot(grid, np.exp(y0 + slope * (np.log(grid) - x0)), style, color="0.35", lw=1.3,
                 label=label)
 
@@ -200,7 +205,8 @@ def plot_lr_scaling(fit: LRScalingFit, *, ax: Axes | None = None, title: str = "
     ax.set_xlabel(BATCH_LABEL)
     ax.set_ylabel("optimal learning rate lr* (per step)")
     verdict = {"sqrt": "supports √b scaling", "linear": "supports linear scaling",
-               "both": "cannot tell √b from linear", "neither": "neither √b nor linear"}[fit.verdict]
+               "both": "cannot tell √b from linear",
+               "neither": "neither √b nor linear"}[fit.verdict]
     head = title or f"lr* vs batch size for {fit.metric} ({fit.mode})"
     if fit.label:
         head += f" [{fit.label}]"

@@ -6,7 +6,8 @@ figure at once.
 Example:
     >>> from tune_lip.analysis import load, write_lr_scaling_report        # doctest: +SKIP
     >>> report = write_lr_scaling_report(load("tune_lip_results/demo"), metric="certified_acc",
-    ...                                  mode="max", out_dir="plots", title="demo")  # doctest: +SKIP
+    ...                                  mode="max", out_dir="plots",
+    ...                                  title="demo")                      # doctest: +SKIP
     >>> report["plots"]                                                     # doctest: +SKIP
     ['plots/metric_vs_lr.png', 'plots/metric_vs_lr.pdf', 'plots/lr_scaling.png', ...]
 """
@@ -53,7 +54,8 @@ def write_lr_scaling_report(df: pd.DataFrame, *, metric: str, mode: Mode, out_di
     report: dict[str, Any] = {"fits": {}, "plots": [], "errors": {}}
     groups = split_groups(df, by)
     for key, group, rows in groups:
-        name = "all" if by is None else "_".join(map(str, key if isinstance(key, tuple) else (key,)))
+        values = key if isinstance(key, tuple) else (key,)
+        name = "all" if by is None else "_".join(map(str, values))
         suffix = "" if by is None else _file_suffix(key)
         label = ", ".join(f"{k}={v}" for k, v in group.items())
         head = ": ".join(p for p in (title, f"{metric} vs learning rate") if p)
