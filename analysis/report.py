@@ -42,7 +42,8 @@ def write_lr_scaling_report(df: pd.DataFrame, *, metric: str, mode: Mode, out_di
     ``<group>`` is the group's value, e.g. ``lr_scaling_1000.png`` for ``by="budget.steps"``.
     ``fit_options`` go to `fit_lr_scaling` (``use``, ``n_boot``, ``include_stopped``, ...).
 
-    Returns ``{"fits": {group: fit.to_dict()}, "plots": [paths as str], "errors": {group: why}}``,
+    Returns ``{"fits": {group: fit.to_dict()}, "summaries": {group: fit.summary()},
+    "plots": [paths as str], "errors": {group: why}}``,
     JSON-able; the group is ``"all"`` without ``by``. A group whose fit fails (too few batch sizes)
     still gets its metric-vs-lr figure and lands in ``errors``. Raises ValueError when there is no
     group to fit (the fit's own message, or every group's).
@@ -51,7 +52,7 @@ def write_lr_scaling_report(df: pd.DataFrame, *, metric: str, mode: Mode, out_di
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"fits": {}, "plots": [], "errors": {}}
+    report: dict[str, Any] = {"fits": {}, "summaries": {}, "plots": [], "errors": {}}
     groups = split_groups(df, by)
     for key, group, rows in groups:
         values = key if isinstance(key, tuple) else (key,)
@@ -69,6 +70,7 @@ def write_lr_scaling_report(df: pd.DataFrame, *, metric: str, mode: Mode, out_di
         else:
             fit = dataclasses.replace(fit, group=group)  # fitted on this group's rows alone
             report["fits"][name] = fit.to_dict()
+            report["summaries"][name] = fit.summary()
         fig = plot_metric_vs_lr(rows, metric=metric, mode=mode, fit=fit,
                                 use=fit_options.get("use", "last"),
                                 lr=fit_options.get("lr", "optimizer.lr"),

@@ -105,6 +105,10 @@ def test_results_summary_and_export(ray_local, tmp_path, capsys):
     # an existing export is never overwritten without --force
     assert main(["results", str(tmp_path / "x"), "--csv", str(out_csv)]) == 2
     assert (tmp_path / "x" / "search_space.yaml").exists()
+    # one LR per batch size cannot give an lr* anywhere: one line, exit 2, no invented slope
+    capsys.readouterr()
+    assert main(["analyze", "lr-scaling", str(tmp_path / "x")]) == 2
+    assert "batch" in _error_line(capsys)
 
 
 @pytest.mark.slow

@@ -7,9 +7,12 @@ recover that alpha: inside its 95% interval and close to it.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tune_lip.analysis import fit_lr_scaling, load
+from tune_lip.cli import main
 from tune_lip.launch import run_search, study_metrics
 from tune_lip.nqm import NQMConfig, exact_lr_scaling
 from tune_lip.spec import load_spec
@@ -37,7 +40,7 @@ space:
 """
 
 
-def test_search_plus_fit_recovers_the_exact_alpha(ray_local, tmp_path):
+def test_search_plus_fit_recovers_the_exact_alpha(ray_local, tmp_path, capsys):
     (tmp_path / "nqm.yaml").write_text(SPACE)
     spec = load_spec(tmp_path / "nqm.yaml", studies=study_metrics())
     grid = run_search(spec, name="nqm", storage_path=tmp_path, verbose=0)
@@ -55,3 +58,11 @@ def test_search_plus_fit_recovers_the_exact_alpha(ray_local, tmp_path):
     for b, exact in zip(BATCH_SIZES, lr_exact):
         row = fit.per_batch.set_index("batch_size").loc[b]
         assert exact / 2 < row["lr_star"] < exact * 2, fit.summary()
+
+    # the CLI gives the same fit, and writes the figures
+    capsys.readouterr()
+    assert main(["analyze", "lr-scaling", grid.experiment_path, "--json", "--out", str(tmp_path / "plots")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fits"]["all"]["alpha"] == pytest.approx(fit.alpha)
+    for name in ("metric_vs_lr.png", "metric_vs_lr.pdf", "lr_scaling.png", "lr_scaling.pdf"):
+        assert (tmp_path / "plots" / name).stat().st_size > 1000

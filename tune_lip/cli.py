@@ -128,6 +128,53 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_metric(path: Path, metric: str | None, mode: str | None) -> tuple[str, str]:
+    """The metric and mode to analyse: the flags, else those the search optimised."""
+    import yaml
+
+    from tune_lip.launch import SPEC_FILE
+
+    saved: dict[str, Any] = {}
+    if (path / SPEC_FILE).exists():
+        saved = yaml.safe_load((path / SPEC_FILE).read_text()) or {}
+    metric = metric or saved.get("metric")
+    if not metric:
+        raise UserError(str(path), "--metric", f"no {SPEC_FILE} here to read the searched metric from",
+                        fix="pass --metric and --mode")
+    return metric, mode or saved.get("mode") or "max"
+
+
+def cmd_analyze_lr_scaling(args: argparse.Namespace) -> int:
+    from tune_lip.analysis import load, write_lr_scaling_report
+
+    path = Path(args.experiment)
+    if not path.is_dir():
+        raise UserError(str(path), None, "no such experiment directory", fix="pass tune_lip_results/<name>")
+    metric, mode = _experiment_metric(path, args.metric, args.mode)
+    df = load(path)
+    if df.empty:
+        raise UserError(str(path), None, "the experiment has no results yet", fix="wait for trials to report")
+    out = Path(args.out) if args.out else path / "plots"
+    by = args.by.split(",") if args.by else None
+    options: dict[str, Any] = {"use": args.use, "min_trials": args.min_trials}
+    if args.include_stopped:
+        options["include_stopped"] = True
+    try:
+        report = write_lr_scaling_report(df, metric=metric, mode=mode, out_dir=out, by=by, title=path.name,
+                                         **options)
+    except (ValueError, KeyError) as exc:
+        raise UserError(str(path), None, str(exc).split("\n")[0]) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for name, summary in report["summaries"].items():
+        print(summary if by is None else f"[{name}]\n{summary}\n")
+    for name, why in report["errors"].items():
+        print(f"[{name}] no fit: {why}")
+    print(f"\nplots: {out}/ ({len(report['plots'])} files)")
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from tune_lip.analysis import load
 
@@ -177,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accelerator", help="name to record (default: detected, e.g. A100 or CPU)")
     p.add_argument("--out", help="table path (default: tune_lip_results/calibration.parquet)")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("analyze", help="fit scaling laws and regime boundaries of an experiment")
+    kinds = p.add_subparsers(dest="analysis", required=True)
+    q = kinds.add_parser("lr-scaling", help="best LR per batch size and the power law lr* ~ b^alpha")
+    q.add_argument("experiment", help="experiment directory, e.g. tune_lip_results/demo-20260101-120000")
+    q.add_argument("--metric", help="metric to optimise (default: the one the search optimised)")
+    q.add_argument("--mode", choices=("max", "min"), help="default: the search's mode")
+    q.add_argument("--by", help="fit separately per value of these config keys, e.g. budget.steps")
+    q.add_argument("--use", choices=("last", "best"), default="last", help="each trial's last or best report")
+    q.add_argument("--min-trials", type=int, default=4, help="finished trials needed per batch size (default 4)")
+    q.add_argument("--include-stopped", action="store_true", help="also count trials ASHA stopped early")
+    q.add_argument("--out", help="folder for the plots (default: EXPERIMENT/plots)")
+    q.add_argument("--json", action="store_true", help="print the fits as JSON")
+    q.set_defaults(func=cmd_analyze_lr_scaling)
 
     p = sub.add_parser("results", help="summarise an experiment; export CSV/Parquet")
     p.add_argument("path", help="experiment directory, e.g. tune_lip_results/demo-20260101-120000")

@@ -59,6 +59,9 @@ STUDIES: dict[str, Study] = {
                        "tune_lip.train_loop:LipschitzConfig", _LIPSCHITZ_METRICS),
     "nqm": Study("tune_lip.trainables.nqm:NQMTrainable", "tune_lip.nqm:NQMConfig",
                  frozenset({"train_loss", "test_loss"})),
+    "sphere": Study("tune_lip.trainables.sphere:SphereTrainable", "tune_lip.sphere:SphereConfig",
+                    frozenset({"train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "elr",
+                               "effective_grad_norm", "angular_update"})),
 }
 
 
@@ -211,6 +214,7 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from tune_lip.callbacks import ParquetResultsCallback
+    from tune_lip.schedulers import GroupedASHAScheduler
     from tune_lip.searchers import GroupedOptunaSearch, to_tune_space
 
     storage = _storage(storage_path)
@@ -229,10 +233,12 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     if spec.scheduler.name == "asha":
         num_train = _num_train(config, spec.path) if spec.budget.kind == "epochs" else None
         max_t = spec.budget.progress_max(num_train=num_train)
-        scheduler: Any = ASHAScheduler(time_attr=spec.budget.progress_attr, max_t=max_t,
-                                       grace_period=max(spec.scheduler.grace_fraction * max_t, 1e-9),
-                                       reduction_factor=spec.scheduler.reduction_factor,
-                                       brackets=spec.scheduler.brackets)
+        asha = dict(time_attr=spec.budget.progress_attr, max_t=max_t,
+                    grace_period=max(spec.scheduler.grace_fraction * max_t, 1e-9),
+                    reduction_factor=spec.scheduler.reduction_factor, brackets=spec.scheduler.brackets)
+        # With searcher.per, ASHA compares trials only within their group (e.g. batch size).
+        scheduler: Any = (GroupedASHAScheduler(group_keys=spec.searcher.per, **asha) if spec.searcher.per
+                          else ASHAScheduler(**asha))
     else:
         scheduler = FIFOScheduler()
 
