@@ -16,22 +16,13 @@ Example (on a running Ray):
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 from typing import Any
-
-import torch
-from ray import tune
 
 from tune_lip.budget import lookup_step_seconds, read_calibration
 from tune_lip.train_loop import LipschitzConfig, LipschitzLoop, model_key
+from tune_lip.trainables.base import SlicedTrainable
 
 __all__ = ["LipschitzTrainable", "make_loop"]
-
-STATE_FILE = "loop_state.pt"
-CONFIG_FILE = "config.json"
-
 
 def make_loop(config: dict[str, Any]) -> LipschitzLoop:
     """Build the Ray-free loop for a trial config (resolving a reference_hours step time)."""
@@ -47,39 +38,8 @@ def make_loop(config: dict[str, Any]) -> LipschitzLoop:
     return LipschitzLoop(cfg, step_seconds=step_seconds)
 
 
-class LipschitzTrainable(tune.Trainable):
+class LipschitzTrainable(SlicedTrainable):
     """Trains one Lipschitz trial in ``reports`` slices; see the module docstring."""
 
-    def setup(self, config: dict[str, Any]) -> None:
-        self.loop = make_loop(config)
-        self.reports_done = 0
-
-    def step(self) -> dict[str, Any]:
-        loop, reports = self.loop, self.loop.cfg.reports
-        k = self.reports_done + 1
-        if loop.total_steps is not None:
-            target = math.ceil(loop.total_steps * k / reports)
-            metrics = loop.train_for(target - loop.steps)
-        else:  # wall-clock budget: equal slices of wall time
-            assert loop.wall_budget is not None
-            metrics = loop.train_for_seconds(loop.wall_budget * k / reports - loop.wall_seconds)
-        metrics.update(loop.evaluate())
-        self.reports_done = k
-        metrics["done"] = loop.finished or k >= reports
-        return metrics
-
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        path = Path(checkpoint_dir)
-        torch.save({"loop": self.loop.state_dict(), "reports_done": self.reports_done}, path / STATE_FILE)
-        # The resolved config travels with every checkpoint (readable without torch).
-        (path / CONFIG_FILE).write_text(json.dumps(self.loop.cfg.to_dict(), indent=2))
-
-    def load_checkpoint(self, checkpoint_dir: str) -> None:
-        state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location=self.loop.device, weights_only=False)
-        self.loop.load_state_dict(state["loop"])
-        self.reports_done = int(state["reports_done"])
-
-    def reset_config(self, new_config: dict[str, Any]) -> bool:
-        self.setup(new_config)
-        self.config = new_config
-        return True
+    def make_loop(self, config: dict[str, Any]) -> LipschitzLoop:
+        return make_loop(config)

@@ -16,53 +16,15 @@ Example (on a running Ray):
 
 from __future__ import annotations
 
-import json
-import math
-import pickle
-from pathlib import Path
 from typing import Any
 
-from ray import tune
-
 from tune_lip.nqm import NQMConfig, NQMLoop
+from tune_lip.trainables.base import SlicedTrainable
 
 __all__ = ["NQMTrainable"]
 
-STATE_FILE = "loop_state.pkl"
-CONFIG_FILE = "config.json"
-
-
-class NQMTrainable(tune.Trainable):
+class NQMTrainable(SlicedTrainable):
     """Trains one NQM trial in ``reports`` slices; see the module docstring."""
 
-    def setup(self, config: dict[str, Any]) -> None:
-        self.loop = NQMLoop(NQMConfig.from_dict(config))
-        self.reports_done = 0
-
-    def step(self) -> dict[str, Any]:
-        loop, reports = self.loop, self.loop.cfg.reports
-        k = self.reports_done + 1
-        target = math.ceil(loop.total_steps * k / reports)
-        metrics = loop.train_for(target - loop.steps)
-        metrics.update(loop.evaluate())
-        self.reports_done = k
-        metrics["done"] = loop.finished or k >= reports
-        return metrics
-
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        path = Path(checkpoint_dir)
-        # numpy arrays and the chains' RNG state: plain pickle, no torch needed.
-        with open(path / STATE_FILE, "wb") as f:
-            pickle.dump({"loop": self.loop.state_dict(), "reports_done": self.reports_done}, f)
-        (path / CONFIG_FILE).write_text(json.dumps(self.loop.cfg.to_dict(), indent=2))
-
-    def load_checkpoint(self, checkpoint_dir: str) -> None:
-        with open(Path(checkpoint_dir) / STATE_FILE, "rb") as f:
-            state = pickle.load(f)
-        self.loop.load_state_dict(state["loop"])
-        self.reports_done = int(state["reports_done"])
-
-    def reset_config(self, new_config: dict[str, Any]) -> bool:
-        self.setup(new_config)
-        self.config = new_config
-        return True
+    def make_loop(self, config: dict[str, Any]) -> NQMLoop:
+        return NQMLoop(NQMConfig.from_dict(config))
