@@ -111,5 +111,5 @@ def test_bad_model_option_is_a_user_error_naming_the_key(tmp_path):
 
 def test_unknown_model_lists_valid_ones(tmp_path):
     (tmp_path / "bad.yaml").write_text(textwrap.dedent(TINY).replace("name: aol_mlp", "name: resnet9"))
-    with pytest.raises(UserError, match="valid models: aol_mlp, cpl_convnet"):
+    with pytest.raises(UserError, match="valid models: aol_mlp, .*cpl_convnet"):
         run_search(load_spec(tmp_path / "bad.yaml"), name="x", storage_path=tmp_path)

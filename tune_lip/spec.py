@@ -308,6 +308,8 @@ class SearchSpec:
         resources = {k: (list(v) if k == "accelerator" else v) for k, v in self.resources.items()}
         searcher = asdict(self.searcher)
         searcher["per"] = list(self.searcher.per)
+        if self.searcher.name != "optuna":  # only Optuna takes these; parse_spec refuses them elsewhere
+            del searcher["per"], searcher["n_startup_trials"]
         return {
             "study": self.study,
             "metric": self.metric,

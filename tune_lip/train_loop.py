@@ -32,10 +32,11 @@ import torch
 from tune_lip.augment import AugmentConfig, augment_batch
 from tune_lip.budget import Budget, ScheduleConfig, lr_at, parse_budget
 from tune_lip.data import ImageData, convert_and_center, load_dataset
-from tune_lip.losses import OffsetCrossEntropy, certified_correct, correct
 from tune_lip.errors import ConfigError
+from tune_lip.losses import OffsetCrossEntropy, certified_correct, correct
 from tune_lip.models import MODELS, build_model, model_options
 from tune_lip.optim import OptimizerConfig, build_optimizer
+from tune_lip.sampling import BatchOrder
 
 __all__ = [
     "DIVERGED_LOSS",
@@ -245,7 +246,8 @@ class LipschitzLoop:
         self.steps = 0
         self.wall_seconds = 0.0     # training time only; evaluation is not charged to the budget
         self.diverged = False
-        self._epoch_perm: tuple[int, torch.Tensor] | None = None
+        self.batch_order = BatchOrder(num_examples=self.data.num_train, batch_size=cfg.dataset.batch_size,
+                                      seed=cfg.seed, device=self.device)
 
     # ------------------------------------------------------------------ progress
     @property
@@ -272,24 +274,9 @@ class LipschitzLoop:
         return out
 
     # ------------------------------------------------------------------ data order
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if self._epoch_perm is None or self._epoch_perm[0] != epoch:
-            g = torch.Generator(device=self.device)
-            g.manual_seed(self.cfg.seed * 1_000_003 + epoch)
-            self._epoch_perm = (epoch, torch.randperm(self.data.num_train, generator=g, device=self.device))
-        return self._epoch_perm[1]
-
     def batch_indices(self, step: int) -> torch.Tensor:
         """Indices of the examples in step ``step``'s batch: (B,), a pure function of (seed, step)."""
-        n, b = self.data.num_train, self.cfg.dataset.batch_size
-        start, stop = step * b, (step + 1) * b
-        parts = []
-        while start < stop:
-            epoch, offset = divmod(start, n)
-            take = min(stop - start, n - offset)
-            parts.append(self._perm(epoch)[offset:offset + take])
-            start += take
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self.batch_order(step)
 
     # ------------------------------------------------------------------ training
     def _set_lr(self) -> float:
