@@ -445,3 +445,31 @@ def test_spec_module_is_ray_free() -> None:
             "bad = [m for m in ('ray', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+BOUNDARY = {"study": "sphere", "metric": "train_loss", "mode": "min", "budget": {"steps": 100},
+            "searcher": {"name": "boundary", "key": "optimizer.elr", "initial": 5}, "num_samples": 12,
+            "space": {"optimizer": {"mode": "sphere", "elr": {"loguniform": [1e-5, 1.0]}}}}
+
+
+def test_boundary_searcher_parses_and_round_trips() -> None:
+    spec = parse_spec(BOUNDARY, where="b.yaml")
+    assert (spec.searcher.name, spec.searcher.key, spec.searcher.initial) == ("boundary", "optimizer.elr", 5)
+    assert parse_spec(spec.to_dict(), where="b.yaml") == spec
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda r: r["space"]["optimizer"].update(elr={"uniform": [0.0, 1.0]}), "searcher.key"),
+    (lambda r: r["searcher"].update(key="optimizer.lr"), "searcher.key"),
+    (lambda r: r["space"].update(seed={"grid": [0, 1]}), "seed"),
+    (lambda r: r["searcher"].pop("key"), "searcher.key"),
+    (lambda r: r["searcher"].update(initial=1), "searcher.initial"),
+])
+def test_boundary_searcher_mistakes(change, key) -> None:
+    import copy
+
+    raw = copy.deepcopy(BOUNDARY)
+    change(raw)
+    with pytest.raises(UserError) as err:
+        parse_spec(raw, where="b.yaml")
+    assert err.value.line().startswith(f"b.yaml: {key}:")

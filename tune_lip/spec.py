@@ -179,7 +179,7 @@ _DOMAIN_ALIASES = {
 # ---------------------------------------------------------------------------- scheduler, searcher
 
 SCHEDULERS = ("asha", "none")
-SEARCHERS = ("optuna", "random", "grid")
+SEARCHERS = ("optuna", "random", "grid", "boundary")
 RESOURCE_KINDS = ("cpu", "gpu", "memory_gb", "accelerator", "min_gpu_memory_gb")
 _RESOURCE_ALIASES = {"num_cpus": "cpu", "cpus": "cpu", "num_gpus": "gpu", "gpus": "gpu",
                      "memory": "memory_gb", "accelerator_type": "accelerator"}
@@ -210,12 +210,17 @@ class SearcherSpec:
     per: dotted paths (without ``space.``) of Grid domains at each of whose values an independent
     Optuna search of ``num_samples`` trials runs (OptunaSearch cannot do grid_search itself).
     seed: searcher seed. n_startup_trials: Optuna's random trials before TPE takes over.
+    key, initial: for ``boundary`` (`tune_lip.boundary_search.BoundarySearch`): the dotted path
+    of the one loguniform domain (e.g. ``optimizer.elr``) whose regime boundaries are sought,
+    and the number of log-spaced points of the initial sweep.
     """
 
     name: str
     per: tuple[str, ...] = ()
     seed: int = 0
     n_startup_trials: int = 5
+    key: str = ""
+    initial: int = 6
 
 
 # ---------------------------------------------------------------------------- the spec
@@ -310,6 +315,8 @@ class SearchSpec:
         searcher["per"] = list(self.searcher.per)
         if self.searcher.name != "optuna":  # only Optuna takes these; parse_spec refuses them elsewhere
             del searcher["per"], searcher["n_startup_trials"]
+        if self.searcher.name != "boundary":
+            del searcher["key"], searcher["initial"]
         return {
             "study": self.study,
             "metric": self.metric,
@@ -655,7 +662,8 @@ def _searcher(raw: Any, *, where: str) -> SearcherSpec:
         raise UserError(where, "searcher.name",
                         f"unknown searcher {name!r}{_did_you_mean(str(name), SEARCHERS)}",
                         fix=f"use one of: {', '.join(SEARCHERS)}")
-    knobs = ("name", "per", "seed", "n_startup_trials") if name == "optuna" else ("name", "seed")
+    knobs = {"optuna": ("name", "per", "seed", "n_startup_trials"),
+             "boundary": ("name", "key", "seed", "initial")}.get(name, ("name", "seed"))
     for key in raw:
         if key not in knobs:
             if key in ("per", "n_startup_trials"):
@@ -681,7 +689,14 @@ def _searcher(raw: Any, *, where: str) -> SearcherSpec:
                 fix="use e.g. seed: 0")
     n_startup = _int(raw.get("n_startup_trials", 5), where=where, key="searcher.n_startup_trials",
                      minimum=0, fix="use e.g. n_startup_trials: 5")
-    return SearcherSpec(name=name, per=per, seed=seed, n_startup_trials=n_startup)
+    key = raw.get("key", "")
+    if name == "boundary" and (not isinstance(key, str) or not key):
+        raise UserError(where, "searcher.key", f"must name the swept domain, got {key!r}",
+                        fix="use e.g. {name: boundary, key: optimizer.elr}")
+    initial = _int(raw.get("initial", 6), where=where, key="searcher.initial", minimum=3,
+                   fix="use e.g. initial: 6 (log-spaced points before the boundary search)")
+    return SearcherSpec(name=name, per=per, seed=seed, n_startup_trials=n_startup,
+                        key=key[len("space."):] if key.startswith("space.") else key, initial=initial)
 
 
 def _check_searcher_fits_space(
@@ -704,6 +719,14 @@ def _check_searcher_fits_space(
                 raise UserError(where, k, f"searcher grid cannot sample a {d.kind} domain",
                                 fix="list its values as {grid: [...]}, "
                                     "or use searcher optuna or random")
+    if searcher.name == "boundary":
+        if not isinstance(domains.get(searcher.key), LogUniform):
+            raise UserError(where, "searcher.key", f"{searcher.key!r} must be a loguniform domain in space",
+                            fix=f"make it e.g. {searcher.key or 'optimizer.elr'}: {{loguniform: [1e-5, 1.0]}}")
+        others = [k for k in domains if k != searcher.key]
+        if others:
+            raise UserError(where, others[0], "searcher boundary sweeps one domain only",
+                            fix="make it a fixed value, or use searcher random")
     if searcher.name == "optuna":
         missing = [k for k in grids if k not in searcher.per]
         if missing:
