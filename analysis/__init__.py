@@ -12,6 +12,17 @@ Example:
 
 from tune_lip.analysis.lr_scaling import LRScalingFit, fit_lr_scaling, split_groups, trial_outcomes
 from tune_lip.analysis.plots import plot_lr_scaling, plot_metric_vs_lr, save_figure
+from tune_lip.analysis.regimes import (
+    REGIMES,
+    RegimeBoundaries,
+    ThresholdPosterior,
+    classify_regime,
+    fit_regime_thresholds,
+    regime_boundaries,
+    threshold_posterior,
+    trial_regimes,
+    write_regime_report,
+)
 from tune_lip.analysis.report import write_lr_scaling_report
 from tune_lip.analysis.results import (
     PARQUET_DIR,
@@ -27,3 +38,6 @@ __all__ = ["PARQUET_DIR", "LRScalingFit", "best_reports", "config_column", "fit_
            "flatten_result", "last_reports", "load", "plot_lr_scaling", "plot_metric_vs_lr",
            "ran_full_budget", "save_figure", "split_groups", "trial_outcomes",
            "write_lr_scaling_report"]
+__all__ += ["REGIMES", "RegimeBoundaries", "ThresholdPosterior", "classify_regime",
+            "fit_regime_thresholds", "regime_boundaries", "threshold_posterior", "trial_regimes",
+            "write_regime_report"]

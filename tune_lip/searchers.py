@@ -13,8 +13,7 @@ step they reached). A trial is complete when it made all its reports or diverged
 (`tune_lip.analysis.ran_full_budget`; Ray's ``done`` flag is set for stopped trials too).
 
 Example:
-    >>> from tune_lip.analysis.results import ran_full_budget
-from tune_lip.spec import LogUniform, Grid
+    >>> from tune_lip.spec import LogUniform, Grid
     >>> s = GroupedOptunaSearch({"lr": LogUniform(1e-3, 1.0), "b": Grid((16, 64))},
     ...     per=["b"], samples_per_group=2, metric="acc", mode="max", seed=0)
     >>> sorted(s.suggest("t1"))

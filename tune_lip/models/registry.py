@@ -20,10 +20,16 @@ from typing import Any
 from torch import nn
 
 from tune_lip.models.networks import AOLMLP, CPLConvNet
+from tune_lip.models.sphere_nets import ConvNetSI, ConvNetSIAf, ResNet18SI, ResNet18SIAf
 
 __all__ = ["MODELS", "build_model", "model_options"]
 
-MODELS: dict[str, type[nn.Module]] = {"aol_mlp": AOLMLP, "cpl_convnet": CPLConvNet}
+MODELS: dict[str, type[nn.Module]] = {
+    "aol_mlp": AOLMLP, "cpl_convnet": CPLConvNet,
+    # the sphere study's scale-invariant networks
+    "convnet_si": ConvNetSI, "convnet_si_af": ConvNetSIAf,
+    "resnet18_si": ResNet18SI, "resnet18_si_af": ResNet18SIAf,
+}
 
 _DATA_ARGS = ("input_shape", "num_classes")  # supplied by the dataset, not the search space
 

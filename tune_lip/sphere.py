@@ -1,0 +1,442 @@
+"""The sphere study's budgeted training loop, free of Ray: three regimes of scale-invariant nets.
+
+From *Training Scale-Invariant Neural Networks on the Sphere Can Happen in Three Regimes*
+(Kodryan et al., 2022). A network whose scale-invariant (SI) weights w can be multiplied by
+any c > 0 without changing its function has gradients orthogonal to w and ∝ 1/‖w‖, so an
+SGD step of size lr moves the *direction* of w by ≈ lr/‖w‖² · ‖∇‖·‖w‖: what matters is the
+**effective learning rate** ELR = lr / ‖w‖² (per step, dimensionless). Two modes:
+
+- ``sphere``: fix the ELR. The SI weights (all of them as one vector) stay on the sphere of
+  their initial radius ρ₀ = ‖w₀‖: each step is SGD with lr = elr·ρ₀², then w is rescaled
+  back to ‖w‖ = ρ₀, so lr/‖w‖² = elr at every step. ``per_filter``: every conv filter on
+  its own sphere of radius ‖w₀ᵢ‖, each with lr_i = elr·‖w₀ᵢ‖² (ConvNetSI only: there each
+  filter is SI on its own). Hand-written here: no library has the projection.
+- ``full``: plain SGD in the full parameter space (fixed lr, weight decay, momentum); ‖w‖
+  drifts, and with it the ELR lr/‖w‖², which is reported.
+
+Non-SI trainable parameters (the Af variants' BN affine and head) use ``optimizer.lr_other``
+(0 freezes them). Reports, besides train/test loss and accuracy: ``weight_norm`` (‖w‖ of
+the SI weights), ``elr``, ``effective_grad_norm`` (‖∇_w L‖·‖w‖, the gradient on the unit
+sphere), ``angular_update`` (radians between w_t and w_{t+1}), optionally ``hessian_trace``;
+and `SphereLoop.regime` labels the whole train-loss trajectory (converged/chaotic/diverged).
+
+Determinism: as `tune_lip.train_loop` -- init from ``seed``, the batch at step t a pure
+function of (seed, t), augmentation from one checkpointed generator.
+
+Example:
+    >>> cfg = SphereConfig.from_dict({"dataset": {"name": "synthetic", "batch_size": 32},
+    ...     "model": {"name": "convnet_si", "width": 4}, "optimizer": {"elr": 1e-3},
+    ...     "budget": {"steps": 4}, "reports": 4})
+    >>> loop = SphereLoop(cfg)
+    >>> m = loop.train_for(4)
+    >>> round(m["elr"], 9), abs(m["weight_norm"] / loop.rho0 - 1) < 1e-6
+    (0.001, True)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tune_lip.augment import AugmentConfig, augment_batch
+from tune_lip.budget import Budget, parse_budget
+from tune_lip.data import ImageData, convert_and_center
+from tune_lip.errors import ConfigError, UserError
+from tune_lip.models import build_model
+from tune_lip.models.sphere_nets import ScaleInvariantNet
+from tune_lip.sampling import BatchOrder
+# The study loops share the data cache and the config helpers of the Lipschitz loop.
+from tune_lip.train_loop import (DIVERGED_LOSS, DataConfig, ModelConfig, _dataset, _from_dict, _model_config,
+                                 _section, pick_device)
+
+__all__ = ["SPHERE_MODELS", "MODES", "SphereOptimizerConfig", "SphereConfig", "SphereLoop", "hutchinson_trace"]
+
+SPHERE_MODELS = ("convnet_si", "convnet_si_af", "resnet18_si", "resnet18_si_af")
+MODES = ("sphere", "full")
+EVAL_BATCH = 1024   # examples per evaluation forward pass
+
+
+@dataclass(frozen=True)
+class SphereOptimizerConfig:
+    mode: str = "sphere"        # sphere: fixed ELR on the sphere; full: plain SGD, ELR drifts
+    elr: float = 1e-3           # sphere mode: effective LR lr/‖w‖², per step (the paper: 1e-5 .. 1e-1)
+    lr: float = 0.1             # full mode: LR of the SI weights, per step
+    lr_other: float = 0.0       # LR of the non-SI trainable parameters, per step; 0 freezes them
+    momentum: float = 0.0       # heavy-ball momentum of every group (the paper: 0)
+    weight_decay: float = 0.0   # L2 coefficient, full mode only
+    per_filter: bool = False    # sphere mode: each conv filter on its own sphere, each at ELR elr
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        for key in ("elr", "lr", "lr_other", "momentum", "weight_decay"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"optimizer.{key} must be a number, got {value!r}")
+            object.__setattr__(self, key, float(value))
+        if not (self.elr > 0 and self.lr > 0):
+            raise ValueError(f"optimizer.elr and optimizer.lr must be > 0, got {self.elr}, {self.lr}")
+        if self.lr_other < 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("optimizer.lr_other and weight_decay must be >= 0, momentum in [0, 1)")
+        if self.mode == "sphere" and self.weight_decay:
+            raise ValueError("optimizer.weight_decay is for mode full: on the sphere the norm is fixed, "
+                             "so weight decay would only rescale the ELR")
+        if self.mode == "full" and self.per_filter:
+            raise ValueError("optimizer.per_filter is for mode sphere (full mode has no sphere)")
+
+
+def _sphere_model(raw: Any) -> ModelConfig:
+    raw = {"name": raw} if isinstance(raw, str) else (raw or {})
+    if not isinstance(raw, dict):
+        raise ValueError(f"model must be a mapping, got {raw!r}")
+    cfg = _model_config({"name": "convnet_si", **raw})
+    if cfg.name not in SPHERE_MODELS:
+        raise ValueError(f"model {cfg.name!r} is not scale-invariant; valid: {', '.join(SPHERE_MODELS)}")
+    return cfg
+
+
+@dataclass(frozen=True)
+class SphereConfig:
+    """Everything one sphere trial needs; `from_dict` takes a trial's (Ray) config."""
+
+    seed: int = 0
+    model: ModelConfig = field(default_factory=lambda: ModelConfig("convnet_si"))
+    dataset: DataConfig = field(default_factory=DataConfig)
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    optimizer: SphereOptimizerConfig = field(default_factory=SphereOptimizerConfig)
+    budget: Budget = field(default_factory=lambda: Budget("steps", 1000))
+    reports: int = 20             # train slices per trial (each ends with an evaluation); >= 4
+    metrics_every: int = 0        # steps between gradient/angle measurements; 0 = last step of a slice
+    hessian_trace: bool = False   # report the Hutchinson trace of the SI weights' Hessian
+    hutchinson_samples: int = 10  # probe vectors per trace estimate (standard error ∝ 1/sqrt)
+    device: str = "auto"          # auto = cuda when visible, else cpu
+
+    def __post_init__(self) -> None:
+        if self.reports < 4:   # classify_regime needs >= 4 points of the per-report loss trajectory
+            raise ConfigError("reports", f"the regime label needs at least 4 reports, got {self.reports}")
+        if self.metrics_every < 0 or self.hutchinson_samples < 1:
+            key = "metrics_every" if self.metrics_every < 0 else "hutchinson_samples"
+            raise ConfigError(key, f"out of range (metrics_every >= 0, hutchinson_samples >= 1), "
+                              f"got {getattr(self, key)}")
+        if self.budget.kind not in ("steps", "epochs", "examples"):
+            raise ConfigError("budget", f"a {self.budget.kind} budget is not supported here; "
+                              "use {steps: N}, {epochs: E} or {examples: X}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SphereConfig:
+        """Build from a nested mapping (a trial's config); raises ConfigError naming the key."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(sorted(unknown)[0], f"unknown config key; valid: {', '.join(sorted(known))}")
+        try:
+            budget = parse_budget(raw.get("budget", {"steps": 1000}), where="config")
+        except UserError as exc:
+            raise ConfigError(exc.key or "budget", exc.problem) from None
+        for key in ("seed", "reports", "metrics_every", "hutchinson_samples"):
+            value = raw.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+                raise ConfigError(key, f"must be an integer, got {value!r}")
+        if not isinstance(raw.get("hessian_trace", False), bool):
+            raise ConfigError("hessian_trace", f"must be true or false, got {raw['hessian_trace']!r}")
+        return _section("config", lambda: cls(
+            seed=int(raw.get("seed", 0)),
+            model=_section("model", lambda: _sphere_model(raw.get("model"))),
+            dataset=_section("dataset", lambda: _from_dict(DataConfig, raw.get("dataset"), "dataset",
+                                                            free="options")),
+            augmentation=_section("augmentation", lambda: AugmentConfig.from_dict(raw.get("augmentation"))),
+            optimizer=_section("optimizer", lambda: _from_dict(SphereOptimizerConfig, raw.get("optimizer"),
+                                                                "optimizer")),
+            budget=budget,
+            reports=int(raw.get("reports", 20)),
+            metrics_every=int(raw.get("metrics_every", 0)),
+            hessian_trace=bool(raw.get("hessian_trace", False)),
+            hutchinson_samples=int(raw.get("hutchinson_samples", 10)),
+            device=str(raw.get("device", "auto")),
+        ))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as `from_dict` reads it (options flattened into their section)."""
+        out = asdict(self)
+        for section in ("model", "dataset"):
+            out[section].update(out[section].pop("options"))
+        out["budget"] = self.budget.to_dict()
+        return json.loads(json.dumps(out, default=list))
+
+
+def hutchinson_trace(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, samples: int,
+                     generator: torch.Generator) -> tuple[float, float]:
+    """Hutchinson's estimate of tr ∇²L over ``params``: the mean of vᵀHv over Rademacher v.
+
+    Unbiased; one probe's variance is 2·Σ_{i≠j} H_ij², so the error shrinks as 1/sqrt(samples).
+    Returns (estimate, its standard error from the probes' spread; NaN for one probe).
+    ``samples`` Hessian-vector products (double backward) after one forward pass.
+
+    Example:
+        >>> w = torch.ones(3, requires_grad=True)
+        >>> hutchinson_trace(lambda: (w ** 2).sum(), [w], samples=4, generator=torch.Generator())
+        (6.0, 0.0)
+    """
+    grads = torch.autograd.grad(loss_fn(), list(params), create_graph=True)
+    values = []
+    for _ in range(samples):
+        probes = [torch.randint(0, 2, p.shape, generator=generator, device=p.device, dtype=p.dtype) * 2 - 1
+                  for p in params]
+        hvps = torch.autograd.grad(grads, list(params), grad_outputs=probes, retain_graph=True)
+        values.append(sum((v * hv).sum() for v, hv in zip(probes, hvps)))
+    t = torch.stack(values).double()   # (samples,)
+    stderr = float(t.std() / math.sqrt(samples)) if samples > 1 else math.nan
+    return float(t.mean()), stderr
+
+
+def _filter_sq(w: Tensor) -> Tensor:
+    """‖wᵢ‖² of every filter (output channel) of a conv weight: (out, 1, 1, 1), to broadcast."""
+    return w.pow(2).sum(dim=tuple(range(1, w.dim())), keepdim=True)
+
+
+class SphereLoop:
+    """Budgeted training of one scale-invariant network; see the module docstring.
+
+    ``rho0``: ρ₀ = ‖w₀‖, the joint norm of the SI weights at initialisation.
+    ``train_loss_history``: the mean train loss of every ``train_for`` slice, for `regime`.
+    """
+
+    def __init__(self, cfg: SphereConfig, *, data: ImageData | None = None) -> None:
+        self.cfg, o = cfg, cfg.optimizer
+        self.device = pick_device(cfg.device)
+        self.data = data.to(self.device) if data is not None else _dataset(cfg.dataset, self.device)
+        steps = cfg.budget.total_steps(batch_size=cfg.dataset.batch_size, num_train=self.data.num_train)
+        assert steps is not None   # steps, epochs and examples budgets are exact
+        if steps < cfg.reports:
+            raise ConfigError("budget", f"buys {steps} steps, fewer than the {cfg.reports} reports")
+        self.total_steps = steps
+
+        torch.manual_seed(cfg.seed)
+        self.model = cast(ScaleInvariantNet, build_model(
+            cfg.model.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
+            **cfg.model.options).to(self.device))
+        if o.per_filter and not self.model.filterwise_invariant:
+            raise ConfigError("optimizer.per_filter", f"{cfg.model.name} is scale-invariant only in all "
+                              "its conv weights jointly, not filter by filter; use per_filter: false")
+        self.si: list[Tensor] = self.model.scale_invariant_parameters()
+        others = [p for p in self.model.other_parameters() if p.requires_grad]
+        if o.lr_other == 0:
+            for p in others:
+                p.requires_grad_(False)   # frozen: no gradient computed, nothing to update
+            others = []
+        with torch.no_grad():
+            self.rho0 = float(self._norm())
+            self.filter_sq0 = [_filter_sq(p) for p in self.si]
+        # Sphere: lr = elr·ρ₀² makes lr/‖w‖² = elr while ‖w‖ = ρ₀. Per filter, lr_i = elr·‖w₀ᵢ‖²:
+        # the group lr is elr and each gradient is multiplied by its filter's ‖w₀ᵢ‖² (momentum is
+        # linear in the gradient, so that is the same as a per-filter lr).
+        self.si_lr = o.lr if o.mode == "full" else (o.elr if o.per_filter else o.elr * self.rho0 ** 2)
+        groups = [{"params": self.si, "lr": self.si_lr}]
+        if others:
+            groups.append({"params": others, "lr": o.lr_other})
+        self.optimizer = torch.optim.SGD(groups, lr=self.si_lr, momentum=o.momentum,
+                                         weight_decay=o.weight_decay)
+
+        self.mean = self.data.mean_tensor()                     # (C,)
+        self.aug_generator = torch.Generator(device=self.device)
+        self.aug_generator.manual_seed(cfg.seed + 1)
+        self.augment = not cfg.augmentation.is_identity
+        self.steps = 0
+        self.wall_seconds = 0.0     # training time only; evaluation is not charged to the budget
+        self.diverged = False
+        self.train_loss_history: list[float] = []
+        self.batch_order = BatchOrder(num_examples=self.data.num_train, batch_size=cfg.dataset.batch_size,
+                                      seed=cfg.seed, device=self.device)
+
+    # ------------------------------------------------------------------ progress and data order
+    @property
+    def finished(self) -> bool:
+        return self.diverged or self.steps >= self.total_steps
+
+    def batch_indices(self, step: int) -> Tensor:
+        """Indices of the examples in step ``step``'s batch: (B,), a pure function of (seed, step)."""
+        return self.batch_order(step)
+
+    # ------------------------------------------------------------------ the sphere
+    def _norm(self) -> Tensor:
+        """‖w‖ of all SI weights as one vector: a float64 0-d tensor on the device (no sync)."""
+        return torch.sqrt(sum(p.detach().double().pow(2).sum() for p in self.si))
+
+    @torch.no_grad()
+    def _project(self) -> None:
+        """Rescale the SI weights back onto the sphere(s) of their initial radius."""
+        if self.cfg.optimizer.per_filter:
+            for p, sq0 in zip(self.si, self.filter_sq0):
+                p.mul_(torch.sqrt(sq0 / _filter_sq(p)))
+        else:
+            # The scale in float64 keeps ‖w‖ within ~1e-7 (relative) of ρ₀ step after step.
+            torch._foreach_mul_(self.si, (self.rho0 / self._norm()).float())
+
+    def elr(self) -> float:
+        """The current effective LR: lr/‖w‖² (per filter: its mean over filters). Host sync."""
+        if self.cfg.optimizer.per_filter:
+            ratios = [(sq0 / _filter_sq(p.detach())).flatten() for p, sq0 in zip(self.si, self.filter_sq0)]
+            return self.si_lr * float(torch.cat(ratios).double().mean())
+        return self.si_lr / float(self._norm()) ** 2
+
+    # ------------------------------------------------------------------ training
+    def _loss(self, idx: Tensor, *, augment: bool) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = self.data.train_images[idx], self.data.train_labels[idx]   # (B, H, W, C) uint8, (B,)
+        if augment:
+            x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
+        scores = self.model(convert_and_center(x, self.mean))              # (B, num_classes)
+        return F.cross_entropy(scores, y), scores, y
+
+    def train_for(self, steps: int) -> dict[str, Any]:
+        """Train ``steps`` SGD steps (fewer at the budget's end or after divergence); the slice's metrics.
+
+        Returns steps, examples, wall_seconds, lr (of the SI weights), train_loss / train_acc
+        (means over the slice's batches), weight_norm and elr (at the slice's end),
+        effective_grad_norm and angular_update (means over the slice's measured steps: every
+        ``metrics_every``-th step, else the last one; NaN if no step ran) and diverged.
+        One host sync at the end.
+        """
+        self.model.train()
+        n = max(0, min(steps, self.total_steps - self.steps)) if not self.diverged else 0
+        k, sphere = self.cfg.metrics_every, self.cfg.optimizer.mode == "sphere"
+        loss_sum = torch.zeros((), device=self.device)
+        correct_sum = torch.zeros((), device=self.device, dtype=torch.long)
+        grad_sum = torch.zeros((), device=self.device, dtype=torch.float64)   # Σ ‖∇_w L‖·‖w‖
+        angle_sum = torch.zeros((), device=self.device, dtype=torch.float64)  # Σ radians
+        measured = 0
+        start = time.perf_counter()
+        for i in range(n):
+            loss, scores, y = self._loss(self.batch_indices(self.steps), augment=self.augment)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            measure = (k > 0 and (self.steps + 1) % k == 0) or (i == n - 1 and measured == 0)
+            if measure:
+                before = [p.detach().clone() for p in self.si]
+                norm = self._norm()
+                grad_sum += torch.sqrt(sum(p.grad.double().pow(2).sum() for p in self.si)) * norm
+            if self.cfg.optimizer.per_filter:
+                torch._foreach_mul_([p.grad for p in self.si], self.filter_sq0)
+            self.optimizer.step()
+            if sphere:
+                self._project()
+            if measure:
+                # 2·asin(‖u − u'‖/2) between unit vectors: accurate for tiny angles, unlike acos(u·u').
+                new_norm = self._norm()
+                chord = torch.sqrt(sum((a.double() / norm - b.detach().double() / new_norm).pow(2).sum()
+                                       for a, b in zip(before, self.si)))
+                angle_sum += 2 * torch.asin(torch.clamp(chord / 2, max=1.0))
+                measured += 1
+            loss_sum += loss.detach()
+            correct_sum += (scores.detach().argmax(dim=1) == y).sum()
+            self.steps += 1
+        mean_loss = (loss_sum / max(n, 1)).item()                      # host sync: once per slice
+        self.wall_seconds += time.perf_counter() - start
+        if not math.isfinite(mean_loss) or not math.isfinite(float(self._norm())):
+            self.diverged = True
+        if n and not self.diverged:
+            self.train_loss_history.append(mean_loss)
+        nan = math.nan
+        out: dict[str, Any] = {
+            "steps": self.steps, "examples": self.steps * self.cfg.dataset.batch_size,
+            "wall_seconds": self.wall_seconds, "lr": self.si_lr, "diverged": self.diverged,
+            "train_loss": DIVERGED_LOSS if self.diverged else mean_loss,
+            "train_acc": 0.0 if self.diverged else correct_sum.item() / max(n * self.cfg.dataset.batch_size, 1),
+            "weight_norm": float(self._norm()), "elr": self.elr(),
+            "effective_grad_norm": float(grad_sum / measured) if measured else nan,
+            "angular_update": float(angle_sum / measured) if measured else nan,
+        }
+        if self.diverged:   # finite worst values: Ray's schedulers and searchers mishandle NaN
+            out.update({key: DIVERGED_LOSS for key in ("weight_norm", "elr", "effective_grad_norm",
+                                                        "angular_update") if not math.isfinite(out[key])})
+        return out
+
+    def regime(self) -> str:
+        """The trajectory's regime so far: ``converged``, ``chaotic`` or ``diverged``.
+
+        Labels `train_loss_history` with `tune_lip.analysis.classify_regime`; a run whose loss
+        or weights became non-finite is ``diverged`` outright.
+        """
+        if self.diverged:
+            return "diverged"
+        from tune_lip.analysis import classify_regime   # analysis imports pandas: only when asked
+
+        return str(classify_regime(self.train_loss_history, num_classes=self.data.num_classes))
+
+    # ------------------------------------------------------------------ evaluation
+    def fixed_batch_loss(self) -> Tensor:
+        """Cross-entropy on the Hessian's fixed batch: the first batch of the data order, not
+        augmented, in train-mode BN (as in training). Updates BN running statistics."""
+        self.model.train()
+        return self._loss(self.batch_indices(0), augment=False)[0]
+
+    def hessian_trace(self) -> tuple[float, float]:
+        """Hutchinson estimate (and standard error) of the SI weights' Hessian trace on the
+        fixed batch. The probes are drawn from ``seed`` afresh each call (the same probes at
+        every report); BN running statistics are left as they were."""
+        saved = [b.clone() for b in self.model.buffers()]
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.cfg.seed + 2)
+        try:
+            return hutchinson_trace(self.fixed_batch_loss, self.si, samples=self.cfg.hutchinson_samples,
+                                    generator=g)
+        finally:
+            with torch.no_grad():
+                for buffer, value in zip(self.model.buffers(), saved):
+                    buffer.copy_(value)
+
+    def evaluate(self) -> dict[str, float]:
+        """Test loss and accuracy (eval-mode BN); ``hessian_trace`` too when configured."""
+        if self.diverged:
+            out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0}
+            return {**out, "hessian_trace": DIVERGED_LOSS} if self.cfg.hessian_trace else out
+        self.model.eval()
+        n = self.data.num_test
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        hits = torch.zeros((), device=self.device, dtype=torch.long)
+        with torch.no_grad():
+            for start in range(0, n, EVAL_BATCH):
+                x = convert_and_center(self.data.test_images[start:start + EVAL_BATCH], self.mean)
+                y = self.data.test_labels[start:start + EVAL_BATCH]
+                scores = self.model(x)
+                loss_sum += F.cross_entropy(scores, y, reduction="sum").double()
+                hits += (scores.argmax(dim=1) == y).sum()
+        self.model.train()
+        test_loss = float(loss_sum / n)                                    # host sync
+        out = {"test_loss": test_loss if math.isfinite(test_loss) else DIVERGED_LOSS, "test_acc": hits.item() / n}
+        if self.cfg.hessian_trace:
+            out["hessian_trace"] = self.hessian_trace()[0]
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aug_generator": self.aug_generator.get_state(),
+            "steps": self.steps,
+            "wall_seconds": self.wall_seconds,
+            "diverged": self.diverged,
+            "train_loss_history": list(self.train_loss_history),
+            "rho0": self.rho0,
+            "filter_sq0": [t.clone() for t in self.filter_sq0],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.aug_generator.set_state(state["aug_generator"])
+        self.steps = int(state["steps"])
+        self.wall_seconds = float(state["wall_seconds"])
+        self.diverged = bool(state["diverged"])
+        self.train_loss_history = [float(v) for v in state["train_loss_history"]]
+        self.rho0 = float(state["rho0"])
+        self.filter_sq0 = [t.to(self.device) for t in state["filter_sq0"]]
