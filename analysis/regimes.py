@@ -842,7 +842,8 @@ def write_regime_report(df: pd.DataFrame, *, out_dir: str | Path, elr: str = "op
     """Fit the regime thresholds and write ``regime_map`` and ``train_loss_by_elr`` (PNG, PDF).
 
     ``fit_options`` go to `regime_boundaries` (``num_classes``, ``n_boot``, ``seed``, ...).
-    Returns ``{"thresholds": [row dicts], "notes": [str], "plots": [paths as str]}``, JSON-able.
+    Returns ``{"thresholds": [row dicts], "notes": [str], "plots": [paths as str], "summary": str}``,
+    JSON-able.
 
     Example:
         >>> from tune_lip.analysis import load, write_regime_report          # doctest: +SKIP
@@ -865,4 +866,4 @@ def write_regime_report(df: pd.DataFrame, *, out_dir: str | Path, elr: str = "op
         plots += [str(p) for p in save_figure(fig, out / name)]
         plt.close(fig)
     info = fit.to_dict()
-    return {"thresholds": info["thresholds"], "notes": info["notes"], "plots": plots}
+    return {"thresholds": info["thresholds"], "notes": info["notes"], "plots": plots, "summary": fit.summary()}

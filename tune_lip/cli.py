@@ -144,16 +144,24 @@ def _experiment_metric(path: Path, metric: str | None, mode: str | None) -> tupl
     return metric, mode or saved.get("mode") or "max"
 
 
-def cmd_analyze_lr_scaling(args: argparse.Namespace) -> int:
-    from tune_lip.analysis import load, write_lr_scaling_report
+def _load_experiment(path: Path) -> Any:
+    """`tune_lip.analysis.load` with a one-line error for a missing or empty experiment."""
+    from tune_lip.analysis import load
 
-    path = Path(args.experiment)
     if not path.is_dir():
         raise UserError(str(path), None, "no such experiment directory", fix="pass tune_lip_results/<name>")
-    metric, mode = _experiment_metric(path, args.metric, args.mode)
     df = load(path)
     if df.empty:
         raise UserError(str(path), None, "the experiment has no results yet", fix="wait for trials to report")
+    return df
+
+
+def cmd_analyze_lr_scaling(args: argparse.Namespace) -> int:
+    from tune_lip.analysis import write_lr_scaling_report
+
+    path = Path(args.experiment)
+    df = _load_experiment(path)
+    metric, mode = _experiment_metric(path, args.metric, args.mode)
     out = Path(args.out) if args.out else path / "plots"
     by = args.by.split(",") if args.by else None
     options: dict[str, Any] = {"use": args.use, "min_trials": args.min_trials}
@@ -171,6 +179,24 @@ def cmd_analyze_lr_scaling(args: argparse.Namespace) -> int:
         print(summary if by is None else f"[{name}]\n{summary}\n")
     for name, why in report["errors"].items():
         print(f"[{name}] no fit: {why}")
+    print(f"\nplots: {out}/ ({len(report['plots'])} files)")
+    return 0
+
+
+def cmd_analyze_regimes(args: argparse.Namespace) -> int:
+    from tune_lip.analysis import write_regime_report
+
+    path = Path(args.experiment)
+    df = _load_experiment(path)
+    out = Path(args.out) if args.out else path / "plots"
+    try:
+        report = write_regime_report(df, out_dir=out, elr=args.elr, title=path.name, num_classes=args.num_classes)
+    except (ValueError, KeyError) as exc:
+        raise UserError(str(path), None, str(exc).split("\n")[0]) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(report["summary"])
     print(f"\nplots: {out}/ ({len(report['plots'])} files)")
     return 0
 
@@ -238,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="folder for the plots (default: EXPERIMENT/plots)")
     q.add_argument("--json", action="store_true", help="print the fits as JSON")
     q.set_defaults(func=cmd_analyze_lr_scaling)
+    q = kinds.add_parser("regimes", help="regime of every trial and the ELR thresholds between regimes")
+    q.add_argument("experiment", help="experiment directory of a sphere search")
+    q.add_argument("--elr", default="optimizer.elr", help="config key of the ELR (default optimizer.elr)")
+    q.add_argument("--num-classes", type=int, default=10, help="classes, for the chance level ln C (default 10)")
+    q.add_argument("--out", help="folder for the plots (default: EXPERIMENT/plots)")
+    q.add_argument("--json", action="store_true", help="print the thresholds as JSON")
+    q.set_defaults(func=cmd_analyze_regimes)
 
     p = sub.add_parser("results", help="summarise an experiment; export CSV/Parquet")
     p.add_argument("path", help="experiment directory, e.g. tune_lip_results/demo-20260101-120000")

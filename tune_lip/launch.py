@@ -194,13 +194,22 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def make_search_alg(spec: SearchSpec) -> Any:
-    """The spec's searcher: a `GroupedOptunaSearch`, or Tune's random/grid generator."""
+    """The spec's searcher: `GroupedOptunaSearch`, `BoundarySearch`, or Tune's random/grid generator."""
     from tune_lip.searchers import GroupedOptunaSearch, random_search
 
+    if spec.searcher.name == "boundary":
+        from tune_lip.boundary_search import BoundarySearch
+        from tune_lip.spec import get_in
+
+        domain = get_in(spec.space, spec.searcher.key)
+        dataset = spec.representative_config().get("dataset") or {}
+        return BoundarySearch(spec.representative_config(), key=spec.searcher.key, lo=domain.lo, hi=domain.hi,
+                              initial=spec.searcher.initial, max_trials=spec.num_samples, seed=spec.searcher.seed,
+                              num_classes=100 if dataset.get("name") == "cifar100" else 10)
     if spec.searcher.name == "optuna":
         return GroupedOptunaSearch(spec.space, per=spec.searcher.per, samples_per_group=spec.num_samples,
                                    seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials)
-    return random_search(spec.searcher.seed)
+    return random_search(spec.searcher.seed, max_concurrent=spec.max_concurrent_trials)
 
 
 def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
@@ -212,6 +221,8 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from tune_lip.callbacks import ParquetResultsCallback
     from tune_lip.schedulers import GroupedASHAScheduler
@@ -225,6 +236,9 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     search_alg = search_alg or make_search_alg(spec)
     if isinstance(search_alg, GroupedOptunaSearch):
         num_samples = search_alg.total_samples
+        param_space = fixed
+    elif spec.searcher.name == "boundary":  # BoundarySearch proposes whole configs
+        num_samples = spec.num_samples
         param_space = fixed
     else:
         num_samples = spec.num_samples
@@ -252,8 +266,10 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
         failure_config=tune.FailureConfig(max_failures=2),
         verbose=verbose,
     )
+    # Tune wraps a Searcher in a ConcurrencyLimiter; its own generator limits itself (above).
+    concurrency = None if isinstance(search_alg, BasicVariantGenerator) else spec.max_concurrent_trials
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
-                                  num_samples=num_samples, max_concurrent_trials=spec.max_concurrent_trials,
+                                  num_samples=num_samples, max_concurrent_trials=concurrency,
                                   reuse_actors=True, trial_dirname_creator=_trial_dirname)
     return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
 

@@ -87,9 +87,12 @@ def _to_optuna(domain: Any) -> BaseDistribution:
     raise TypeError(f"{domain!r} cannot be searched by Optuna; list its key in searcher.per")
 
 
-def random_search(seed: int) -> BasicVariantGenerator:
-    """Tune's own random/grid generator (grid domains are crossed, num_samples per point)."""
-    return BasicVariantGenerator(random_state=seed)
+def random_search(seed: int, *, max_concurrent: int | None = None) -> BasicVariantGenerator:
+    """Tune's own random/grid generator (grid domains are crossed, num_samples per point).
+
+    It limits concurrency itself: Tune ignores ``TuneConfig.max_concurrent_trials`` for it.
+    """
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
 
 
 class GroupedOptunaSearch(Searcher):
