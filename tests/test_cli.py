@@ -123,3 +123,20 @@ def test_demo_quick_end_to_end(ray_local, tmp_path, capsys):
 
     df = load(experiment)
     assert set(df["config/dataset/batch_size"]) == {16, 64, 256}
+
+
+def test_wandb_without_the_package_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):  # as on a machine without wandb installed
+        if name == "wandb":
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    (tmp_path / "s.yaml").write_text(TINY)
+    assert main(["search", str(tmp_path / "s.yaml"), "--wandb", "--storage-path", str(tmp_path)]) == 2
+    assert "pip install wandb" in _error_line(capsys)
+    assert not list(tmp_path.glob("s-*"))  # nothing written

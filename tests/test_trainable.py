@@ -66,3 +66,13 @@ def test_ray_validate_save_restore(ray_local):
     from ray.tune.utils import validate_save_restore
 
     assert validate_save_restore(LipschitzTrainable, config=CONFIG)
+
+
+def test_wall_clock_budget_trains_in_equal_slices_of_time():
+    # 0.0002 h = 0.72 s of training time, in two reports; hardware-dependent by design
+    t = LipschitzTrainable(config={**CONFIG, "budget": {"wall_hours": 0.0002}, "reports": 2})
+    first, second = t.train(), t.train()
+    assert not first["done"] and second["done"]
+    assert 0.36 <= first["wall_seconds"] and 0.72 <= second["wall_seconds"]
+    assert second["steps"] > first["steps"] > 0
+    t.stop()

@@ -321,9 +321,9 @@ def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str |
         raise UserError(experiment_dir, None, "an experiment with this name exists already",
                         fix="pass --resume to continue it, or choose another --name")
     check_spec(spec)
+    loggers = _logger_callbacks(wandb, mlflow, name)  # input errors first: nothing started or written
     start_ray(address, num_cpus=num_cpus)
     save_spec(spec, experiment_dir)
-    tuner = build_tuner(spec, name=name, storage_path=storage,
-                        extra_callbacks=_logger_callbacks(wandb, mlflow, name), verbose=verbose)
+    tuner = build_tuner(spec, name=name, storage_path=storage, extra_callbacks=loggers, verbose=verbose)
     return tuner.fit()
 
