@@ -105,22 +105,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from tune_lip.calibrate import append_table, time_batch_all
-    from tune_lip.launch import DEFAULT_STORAGE, check_spec
-    from tune_lip.spec import set_in
+    from tune_lip.launch import DEFAULT_STORAGE, grid_configs
 
     spec = _load_spec(args.space)
-    base = check_spec(spec)
     points = spec.grid_points()
     if args.batch_sizes:
         sizes = [int(b) for b in args.batch_sizes.split(",")]
         points = [{**p, "dataset.batch_size": b} for p in points for b in sizes]
         points = [dict(t) for t in {tuple(sorted(p.items())) for p in points}]
-    configs = []
-    for point in sorted(points, key=lambda p: sorted(p.items())):
-        cfg = json.loads(json.dumps(base))
-        for key, value in point.items():
-            set_in(cfg, key, value)
-        configs.append(cfg)
+    configs = grid_configs(spec, sorted(points, key=lambda p: sorted(p.items())))
     table = time_batch_all(configs, warmup_steps=args.warmup, timed_steps=args.steps, accelerator=args.accelerator)
     out = append_table(table, args.out or Path(DEFAULT_STORAGE) / "calibration.parquet")
     print(table[["accelerator", "model_key", "batch_size", "step_seconds"]].to_string(index=False))

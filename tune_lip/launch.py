@@ -100,7 +100,23 @@ def _num_train(config: dict[str, Any], where: str) -> int:
         raise UserError(where, "dataset", str(exc)) from None
 
 
-def _resolve_calibration(spec: SearchSpec, storage_path: str, config: dict[str, Any]) -> SearchSpec:
+def grid_configs(spec: SearchSpec, points: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The representative trial config (see `check_spec`) at each grid point (default: the spec's)."""
+    import copy
+
+    from tune_lip.spec import set_in
+
+    base = check_spec(spec)
+    configs = []
+    for point in spec.grid_points() if points is None else points:
+        config = copy.deepcopy(base)
+        for key, value in point.items():
+            set_in(config, key, value)
+        configs.append(config)
+    return configs
+
+
+def _resolve_calibration(spec: SearchSpec, storage_path: str) -> SearchSpec:
     """Absolute calibration path for reference_hours budgets, checked for every grid point."""
     if spec.budget.kind != "reference_hours":
         return spec
@@ -112,25 +128,12 @@ def _resolve_calibration(spec: SearchSpec, storage_path: str, config: dict[str, 
     if not path.is_absolute():
         path = (Path(spec.path).parent / path) if (Path(spec.path).parent / path).exists() else path.resolve()
     table = read_calibration(path)
-    for point in spec.grid_points():
-        cfg_dict = {**config}
-        for key, value in point.items():
-            cfg_dict = _with(cfg_dict, key, value)
-        cfg = LipschitzConfig.from_dict(cfg_dict)
-        assert spec.budget.reference is not None
+    assert spec.budget.reference is not None
+    for config in grid_configs(spec):
+        cfg = LipschitzConfig.from_dict(config)
         lookup_step_seconds(table, accelerator=spec.budget.reference, model_key=model_key(cfg),
                             batch_size=cfg.dataset.batch_size, where=str(path))
     return replace(spec, budget=replace(spec.budget, calibration=str(path.resolve())))
-
-
-def _with(config: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    import copy
-
-    from tune_lip.spec import set_in
-
-    out = copy.deepcopy(config)
-    set_in(out, dotted, value)
-    return out
 
 
 # ---------------------------------------------------------------------------- Ray
@@ -230,7 +233,7 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
 
     storage = _storage(storage_path)
     config = check_spec(spec)
-    spec = _resolve_calibration(spec, storage, config)
+    spec = _resolve_calibration(spec, storage)
     fixed = {"budget": spec.budget.to_dict(), "reports": spec.reports}
 
     search_alg = search_alg or make_search_alg(spec)
