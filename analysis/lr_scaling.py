@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from tune_lip.analysis.results import config_column, ran_full_budget
+from tune_lip.analysis.results import config_column, jsonable, ran_full_budget
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -390,18 +390,6 @@ def _verdict(lo: float, hi: float) -> str:
     return "both" if half and one else "sqrt" if half else "linear" if one else "neither"
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {(f"{k:g}" if isinstance(k, float) else str(k)): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def _fmt(v: float) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.3g}"
 
@@ -499,7 +487,7 @@ class LRScalingFit:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the replicates, as JSON-able Python values (non-finite -> None)."""
-        return _jsonable({
+        return jsonable({
             "metric": self.metric, "mode": self.mode, "group": self.group,
             "alpha": self.alpha, "alpha_ci": list(self.alpha_ci), "intercept": self.intercept,
             "verdict": self.verdict, "batch_break": self.batch_break,

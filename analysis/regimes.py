@@ -48,7 +48,7 @@ import pandas as pd
 import scipy.special
 import scipy.stats
 
-from tune_lip.analysis.results import config_column
+from tune_lip.analysis.results import config_column, jsonable
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -478,18 +478,6 @@ def threshold_posterior(elr: Sequence[float] | np.ndarray, upper: Sequence[bool]
                               _normalise(log_prior + _log_likelihood(x, y, centres, scales)))
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 THRESHOLD_COLUMNS = ["lower", "upper", "elr", "elr_lo", "elr_hi", "width_decades", "method",
                      "n_lower", "n_upper", "cred_lo", "cred_hi", "cred_width_decades"]
 
@@ -542,7 +530,7 @@ class RegimeBoundaries:
 
     def to_dict(self) -> dict[str, Any]:
         """Thresholds, notes, counts and settings as JSON-able values (non-finite -> None)."""
-        return _jsonable({"thresholds": self.thresholds.to_dict("records"),
+        return jsonable({"thresholds": self.thresholds.to_dict("records"),
                           "notes": list(self.notes), "counts": self.counts,
                           "settings": self.settings})
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["PARQUET_DIR", "flatten_result", "load", "read_ray_results", "storage_location", "last_reports", "best_reports", "config_column",
+__all__ = ["PARQUET_DIR", "flatten_result", "jsonable", "load", "read_ray_results", "storage_location", "last_reports", "best_reports", "config_column",
            "ran_full_budget"]
 
 PARQUET_DIR = "tune_lip_results"
@@ -40,6 +40,23 @@ def flatten_result(result: Mapping[str, Any], prefix: str = "") -> dict[str, Any
         else:
             out[name] = value
     return out
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers, non-finite floats as None, keys as str."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, Mapping):
+        return {(f"{k:g}" if isinstance(k, float) else str(k)): jsonable(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(x) for x in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def config_column(key: str) -> str:

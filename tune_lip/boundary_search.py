@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import math
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,12 +53,13 @@ from tune_lip.analysis.regimes import (
     classify_regime,
     fit_regime_thresholds,
 )
+from tune_lip.searchers import PickledStateSearcher
 from tune_lip.spec import set_in
 
 __all__ = ["BoundarySearch"]
 
 
-class BoundarySearch(Searcher):
+class BoundarySearch(PickledStateSearcher):
     """Suggests ELRs that tighten the regime thresholds; see the module docstring.
 
     space: nested dict of fixed values; each suggestion is a deep copy with ``key`` set.
@@ -214,14 +214,6 @@ class BoundarySearch(Searcher):
         self.notes = list(state["notes"])
         self._metric, self._mode = state["metric"], state["mode"]
         self._fit, self._fit_size = None, -1
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
 
 
 def _most_informative(post: ThresholdPosterior, *, candidates: int = 41) -> float:

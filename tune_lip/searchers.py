@@ -38,7 +38,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from tune_lip.analysis.results import ran_full_budget
 from tune_lip.spec import Choice, Grid, LogUniform, RandInt, Uniform, get_in, set_in
 
-__all__ = ["GroupedOptunaSearch", "to_tune_space", "flat_domains"]
+__all__ = ["GroupedOptunaSearch", "PickledStateSearcher", "to_tune_space", "flat_domains"]
 
 _DOMAINS = (LogUniform, Uniform, Choice, Grid, RandInt)
 
@@ -95,7 +95,19 @@ def random_search(seed: int, *, max_concurrent: int | None = None) -> BasicVaria
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
 
 
-class GroupedOptunaSearch(Searcher):
+class PickledStateSearcher(Searcher):
+    """A Searcher whose ``get_state()``/``set_state()`` are saved and restored by pickle (for resume)."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+
+class GroupedOptunaSearch(PickledStateSearcher):
     """One seeded Optuna TPE study per grid point of the ``per`` keys; see the module docstring.
 
     space: nested dict whose leaves are spec domains or fixed values.
@@ -184,11 +196,3 @@ class GroupedOptunaSearch(Searcher):
         self._suggested = state["suggested"]
         self._live = state["live"]
         self._metric, self._mode = state["metric"], state["mode"]
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
