@@ -516,7 +516,7 @@ class LRScalingFit:
             lines.append(f"{r.batch_size:>8g}  {r.lr_star:>9.3g}  {interval:<22} {r.n_trials:>6}"
                          f"  {note}".rstrip())
         lo, hi = self.alpha_ci
-        where = f" (below b_c)" if self.batch_break is not None else ""
+        where = " (below b_c)" if self.batch_break is not None else ""
         lines.append(f"alpha{where} = {self.alpha:.3f}, 95% interval [{lo:.3f}, {hi:.3f}]: "
                      f"{_VERDICT_TEXT[self.verdict]}")
         lines.append(f"law: lr*(b) = {math.exp(self.intercept):.3g} * b^{self.alpha:.3f}"

@@ -712,7 +712,7 @@ def _check_searcher_fits_space(
         if not isinstance(domains[p], Grid):
             raise UserError(where, "searcher.per",
                             f"{p!r} is a {domains[p].kind} domain, not a grid",
-                            fix=f"make it {{grid: [...]}} or remove it from per")
+                            fix="make it {grid: [...]} or remove it from per")
     if searcher.name == "grid":
         for k, d in domains.items():
             if not isinstance(d, Grid):
