@@ -41,3 +41,11 @@ __all__ = ["PARQUET_DIR", "LRScalingFit", "best_reports", "config_column", "fit_
 __all__ += ["REGIMES", "RegimeBoundaries", "ThresholdPosterior", "classify_regime",
             "fit_regime_thresholds", "regime_boundaries", "threshold_posterior", "trial_regimes",
             "write_regime_report"]
+
+from tune_lip.analysis.scaling_rule import (
+    ScalingRuleCheck,
+    check_scaling_rule,
+    write_scaling_rule_report,
+)
+
+__all__ += ["ScalingRuleCheck", "check_scaling_rule", "write_scaling_rule_report"]

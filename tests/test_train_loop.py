@@ -91,3 +91,8 @@ def test_training_learns_the_synthetic_task():
     before = loop.evaluate()["test_acc"]
     after = _run(loop, 1, steps=120)[0]["test_acc"]
     assert after > max(before, 0.5)
+
+
+def test_resolved_config_round_trips():
+    cfg = _cfg()
+    assert LipschitzConfig.from_dict(cfg.to_dict()) == cfg  # what checkpoints save can be rebuilt

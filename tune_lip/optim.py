@@ -1,7 +1,8 @@
 """Optimizers by name, configured by a typed dataclass.
 
 The learning rate here is the *peak* LR of the schedule; the training loop sets each
-step's LR from `tune_lip.budget.lr_at`.
+step's LR from `tune_lip.budget.lr_at`. ``sam_rho > 0`` makes the loop take SAM steps
+(`tune_lip.sam.sam_step`) around the optimizer named here.
 
 Example:
     >>> import torch
@@ -13,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,6 +35,8 @@ class OptimizerConfig:
     weight_decay: float = 0.0   # L2 coefficient (decoupled for adamw)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW
     eps: float = 1e-8           # Adam/AdamW/RMSprop denominator epsilon
+    sam_rho: float = 0.0        # SAM perturbation radius in parameter space (tune_lip.sam); 0 = off
+    sam_adaptive: bool = False  # ASAM: perturb in |w|-rescaled coordinates (rho then ~relative)
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -41,6 +45,10 @@ class OptimizerConfig:
             raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
         if self.momentum < 0 or self.weight_decay < 0:
             raise ValueError("optimizer.momentum and optimizer.weight_decay must be >= 0")
+        if not (self.sam_rho >= 0 and math.isfinite(self.sam_rho)):
+            raise ValueError(f"optimizer.sam_rho must be >= 0 (0 = plain steps, no SAM), got {self.sam_rho}")
+        if not isinstance(self.sam_adaptive, bool):
+            raise TypeError(f"optimizer.sam_adaptive must be true or false, got {self.sam_adaptive!r}")
         if self.name == "sgd" and self.nesterov and self.momentum == 0:
             object.__setattr__(self, "nesterov", False)  # torch refuses nesterov without momentum
 
@@ -53,7 +61,7 @@ class OptimizerConfig:
         values = dict(raw)
         if "betas" in values:
             values["betas"] = tuple(float(b) for b in values["betas"])
-        for key in ("lr", "momentum", "weight_decay", "eps"):
+        for key in ("lr", "momentum", "weight_decay", "eps", "sam_rho"):
             if key in values:
                 values[key] = float(values[key])
         return cls(**values)

@@ -20,6 +20,13 @@ the SI weights), ``elr``, ``effective_grad_norm`` (‖∇_w L‖·‖w‖, the g
 sphere), ``angular_update`` (radians between w_t and w_{t+1}), optionally ``hessian_trace``;
 and `SphereLoop.regime` labels the whole train-loss trajectory (converged/chaotic/diverged).
 
+SAM (``optimizer.sam_rho > 0``, `tune_lip.sam`) perturbs before the projection: gradients at w
+(on the sphere), ε = ρ·g/‖g‖, gradients at w + ε, w restored, the per-filter gradient scaling,
+the SGD step, then the projection. The SI weights' gradient is orthogonal to w, so w + ε lies
+just off the sphere and, the net being scale-invariant, is an angular perturbation of
+atan(ρ/ρ₀) radians. ``sharpness: {every: k}`` adds ``sharpness`` (the top Hessian eigenvalue
+of the trainable weights on a fixed batch) to every k-th evaluation.
+
 Determinism: as `tune_lip.train_loop` -- init from ``seed``, the batch at step t a pure
 function of (seed, t), augmentation from one checkpointed generator.
 
@@ -52,6 +59,7 @@ from tune_lip.data import ImageData, convert_and_center
 from tune_lip.errors import ConfigError, UserError
 from tune_lip.models import build_model
 from tune_lip.models.sphere_nets import ScaleInvariantNet
+from tune_lip.sam import SharpnessConfig, sam_gradients, top_hessian_eigenvalue
 from tune_lip.sampling import BatchOrder
 # The study loops share the data cache and the config helpers of the Lipschitz loop.
 from tune_lip.train_loop import (DIVERGED_LOSS, DataConfig, ModelConfig, _dataset, _from_dict, _model_config,
@@ -73,19 +81,23 @@ class SphereOptimizerConfig:
     momentum: float = 0.0       # heavy-ball momentum of every group (the paper: 0)
     weight_decay: float = 0.0   # L2 coefficient, full mode only
     per_filter: bool = False    # sphere mode: each conv filter on its own sphere, each at ELR elr
+    sam_rho: float = 0.0        # SAM radius in weight space (tune_lip.sam; angle atan(ρ/ρ₀)); 0 = off
+    sam_adaptive: bool = False  # ASAM: perturb in |w|-rescaled coordinates
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
-        for key in ("elr", "lr", "lr_other", "momentum", "weight_decay"):
+        for key in ("elr", "lr", "lr_other", "momentum", "weight_decay", "sam_rho"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"optimizer.{key} must be a number, got {value!r}")
             object.__setattr__(self, key, float(value))
         if not (self.elr > 0 and self.lr > 0):
             raise ValueError(f"optimizer.elr and optimizer.lr must be > 0, got {self.elr}, {self.lr}")
-        if self.lr_other < 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError("optimizer.lr_other and weight_decay must be >= 0, momentum in [0, 1)")
+        if self.lr_other < 0 or self.weight_decay < 0 or self.sam_rho < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("optimizer.lr_other, weight_decay and sam_rho must be >= 0, momentum in [0, 1)")
+        if not isinstance(self.sam_adaptive, bool):
+            raise TypeError(f"optimizer.sam_adaptive must be true or false, got {self.sam_adaptive!r}")
         if self.mode == "sphere" and self.weight_decay:
             raise ValueError("optimizer.weight_decay is for mode full: on the sphere the norm is fixed, "
                              "so weight decay would only rescale the ELR")
@@ -117,6 +129,7 @@ class SphereConfig:
     metrics_every: int = 0        # steps between gradient/angle measurements; 0 = last step of a slice
     hessian_trace: bool = False   # report the Hutchinson trace of the SI weights' Hessian
     hutchinson_samples: int = 10  # probe vectors per trace estimate (standard error ∝ 1/sqrt)
+    sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)  # top Hessian eigenvalue; off
     device: str = "auto"          # auto = cuda when visible, else cpu
 
     def __post_init__(self) -> None:
@@ -160,6 +173,7 @@ class SphereConfig:
             metrics_every=int(raw.get("metrics_every", 0)),
             hessian_trace=bool(raw.get("hessian_trace", False)),
             hutchinson_samples=int(raw.get("hutchinson_samples", 10)),
+            sharpness=_section("sharpness", lambda: SharpnessConfig.from_dict(raw.get("sharpness"))),
             device=str(raw.get("device", "auto")),
         ))
 
@@ -253,8 +267,11 @@ class SphereLoop:
         self.wall_seconds = 0.0     # training time only; evaluation is not charged to the budget
         self.diverged = False
         self.train_loss_history: list[float] = []
+        self.evaluations = 0        # evaluate() calls so far: sharpness is due every k-th one
         self.batch_order = BatchOrder(num_examples=self.data.num_train, batch_size=cfg.dataset.batch_size,
                                       seed=cfg.seed, device=self.device)
+        # Sharpness's fixed batch: the data order's first examples (step 0's batch and on).
+        self.sharpness_indices = self.batch_order.permutation(0)[:cfg.sharpness.batch_size]  # (B_s,)
 
     # ------------------------------------------------------------------ progress and data order
     @property
@@ -288,11 +305,15 @@ class SphereLoop:
         return self.si_lr / float(self._norm()) ** 2
 
     # ------------------------------------------------------------------ training
-    def _loss(self, idx: Tensor, *, augment: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def _inputs(self, idx: Tensor, *, augment: bool) -> tuple[Tensor, Tensor]:
         x, y = self.data.train_images[idx], self.data.train_labels[idx]   # (B, H, W, C) uint8, (B,)
         if augment:
             x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
-        scores = self.model(convert_and_center(x, self.mean))              # (B, num_classes)
+        return convert_and_center(x, self.mean), y
+
+    def _loss(self, idx: Tensor, *, augment: bool) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = self._inputs(idx, augment=augment)
+        scores = self.model(x)                                             # (B, num_classes)
         return F.cross_entropy(scores, y), scores, y
 
     def train_for(self, steps: int) -> dict[str, Any]:
@@ -302,11 +323,13 @@ class SphereLoop:
         (means over the slice's batches), weight_norm and elr (at the slice's end),
         effective_grad_norm and angular_update (means over the slice's measured steps: every
         ``metrics_every``-th step, else the last one; NaN if no step ran) and diverged.
-        One host sync at the end.
+        With SAM, train_loss / train_acc are at w and effective_grad_norm is that of the
+        gradient the step uses (taken at w + ε). One host sync at the end.
         """
         self.model.train()
         n = max(0, min(steps, self.total_steps - self.steps)) if not self.diverged else 0
-        k, sphere = self.cfg.metrics_every, self.cfg.optimizer.mode == "sphere"
+        o = self.cfg.optimizer
+        k, sphere = self.cfg.metrics_every, o.mode == "sphere"
         loss_sum = torch.zeros((), device=self.device)
         correct_sum = torch.zeros((), device=self.device, dtype=torch.long)
         grad_sum = torch.zeros((), device=self.device, dtype=torch.float64)   # Σ ‖∇_w L‖·‖w‖
@@ -314,15 +337,21 @@ class SphereLoop:
         measured = 0
         start = time.perf_counter()
         for i in range(n):
-            loss, scores, y = self._loss(self.batch_indices(self.steps), augment=self.augment)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            x, y = self._inputs(self.batch_indices(self.steps), augment=self.augment)
+            scores = self.model(x)                                         # (B, num_classes)
+            loss = F.cross_entropy(scores, y)
+            if o.sam_rho > 0:   # perturb, re-take gradients and restore w; step and projection follow
+                sam_gradients(self.model.parameters(), lambda x=x, y=y: F.cross_entropy(self.model(x), y),
+                              rho=o.sam_rho, adaptive=o.sam_adaptive, loss=loss)
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             measure = (k > 0 and (self.steps + 1) % k == 0) or (i == n - 1 and measured == 0)
             if measure:
                 before = [p.detach().clone() for p in self.si]
                 norm = self._norm()
                 grad_sum += torch.sqrt(sum(p.grad.double().pow(2).sum() for p in self.si)) * norm
-            if self.cfg.optimizer.per_filter:
+            if o.per_filter:
                 torch._foreach_mul_([p.grad for p in self.si], self.filter_sq0)
             self.optimizer.step()
             if sphere:
@@ -392,11 +421,30 @@ class SphereLoop:
                 for buffer, value in zip(self.model.buffers(), saved):
                     buffer.copy_(value)
 
+    def measure_sharpness(self) -> float:
+        """Top eigenvalue of the trainable weights' Hessian on the fixed batch (`sharpness_indices`,
+        not augmented), in train-mode BN as in training; BN running statistics are left as they
+        were. The start vector is drawn from ``seed`` afresh each call. Units: loss per weight²
+        (on the sphere ‖w‖ = ρ₀ is fixed, so values compare along a run)."""
+        x, y = self._inputs(self.sharpness_indices, augment=False)
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.cfg.seed + 3)
+        self.model.train()
+        return top_hessian_eigenvalue(self.model, lambda: F.cross_entropy(self.model(x), y),
+                                      iters=self.cfg.sharpness.iters, generator=g)
+
     def evaluate(self) -> dict[str, float]:
-        """Test loss and accuracy (eval-mode BN); ``hessian_trace`` too when configured."""
+        """Test loss and accuracy (eval-mode BN); ``hessian_trace`` too when configured, and
+        ``sharpness`` (`measure_sharpness`) at every ``sharpness.every``-th call."""
+        self.evaluations += 1
+        sharpness_due = self.cfg.sharpness.due(self.evaluations)
         if self.diverged:
             out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0}
-            return {**out, "hessian_trace": DIVERGED_LOSS} if self.cfg.hessian_trace else out
+            if self.cfg.hessian_trace:
+                out["hessian_trace"] = DIVERGED_LOSS
+            if sharpness_due:
+                out["sharpness"] = DIVERGED_LOSS
+            return out
         self.model.eval()
         n = self.data.num_test
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
@@ -413,6 +461,9 @@ class SphereLoop:
         out = {"test_loss": test_loss if math.isfinite(test_loss) else DIVERGED_LOSS, "test_acc": hits.item() / n}
         if self.cfg.hessian_trace:
             out["hessian_trace"] = self.hessian_trace()[0]
+        if sharpness_due:
+            sharpness = self.measure_sharpness()
+            out["sharpness"] = sharpness if math.isfinite(sharpness) else DIVERGED_LOSS
         return out
 
     # ------------------------------------------------------------------ checkpoints
@@ -426,6 +477,7 @@ class SphereLoop:
             "wall_seconds": self.wall_seconds,
             "diverged": self.diverged,
             "train_loss_history": list(self.train_loss_history),
+            "evaluations": self.evaluations,
             "rho0": self.rho0,
             "filter_sq0": [t.clone() for t in self.filter_sq0],
         }
@@ -438,5 +490,6 @@ class SphereLoop:
         self.wall_seconds = float(state["wall_seconds"])
         self.diverged = bool(state["diverged"])
         self.train_loss_history = [float(v) for v in state["train_loss_history"]]
+        self.evaluations = int(state.get("evaluations", 0))   # absent in checkpoints from before sharpness
         self.rho0 = float(state["rho0"])
         self.filter_sq0 = [t.to(self.device) for t in state["filter_sq0"]]

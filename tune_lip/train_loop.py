@@ -4,7 +4,9 @@ One trial = one `LipschitzLoop`: it builds data (uint8, on the training device),
 1-Lipschitz model, the optimizer and the LR schedule from a typed `LipschitzConfig`, then
 trains in slices: ``train_for(steps)`` returns the slice's training metrics,
 ``evaluate()`` the test metrics (clean and certified accuracy), and
-``state_dict()``/``load_state_dict()`` continue a run bit-identically. The Ray Trainable in
+``state_dict()``/``load_state_dict()`` continue a run bit-identically. ``optimizer.sam_rho > 0``
+trains with SAM (`tune_lip.sam`); ``sharpness: {every: k}`` adds ``sharpness`` (the top Hessian
+eigenvalue on a fixed batch) to every k-th evaluation. The Ray Trainable in
 `tune_lip.trainables.lipschitz` is a thin adapter around it.
 
 Determinism: the model is initialised from ``seed``; the order of examples is a stream of
@@ -16,7 +18,7 @@ Example:
     ...     "model": {"name": "aol_mlp", "width": 64, "depth": 2}, "budget": {"steps": 4}})
     >>> loop = LipschitzLoop(cfg)
     >>> sorted(loop.train_for(4))[:3]
-    ['diverged', 'lr', 'train_acc']
+    ['diverged', 'examples', 'lr']
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tune_lip.errors import ConfigError
 from tune_lip.losses import OffsetCrossEntropy, certified_correct, correct
 from tune_lip.models import MODELS, build_model, model_options
 from tune_lip.optim import OptimizerConfig, build_optimizer
+from tune_lip.sam import SharpnessConfig, sam_step, top_hessian_eigenvalue
 from tune_lip.sampling import BatchOrder
 
 __all__ = [
@@ -150,6 +153,7 @@ class LipschitzConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     budget: Budget = field(default_factory=lambda: Budget("epochs", 1.0))
     reports: int = 20           # train slices per trial (each ends with an evaluation)
+    sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)  # top Hessian eigenvalue; off
     device: str = "auto"        # auto = cuda when visible, else cpu
 
     def __post_init__(self) -> None:
@@ -178,11 +182,16 @@ class LipschitzConfig:
             eval=_section("eval", lambda: _from_dict(EvalConfig, raw.get("eval"), "eval")),
             budget=Budget("epochs", 1.0) if budget is None else parse_budget(budget, where="config"),
             reports=int(raw.get("reports", 20)),
+            sharpness=_section("sharpness", lambda: SharpnessConfig.from_dict(raw.get("sharpness"))),
             device=str(raw.get("device", "auto")),
         ))
 
     def to_dict(self) -> dict[str, Any]:
+        """The resolved config as a JSON-able mapping that `from_dict` reads back."""
         out = asdict(self)
+        out["model"] = {"name": self.model.name, **self.model.options}
+        dataset = out["dataset"]
+        out["dataset"] = {**{k: v for k, v in dataset.items() if k != "options"}, **self.dataset.options}
         out["budget"] = self.budget.to_dict()
         out["optimizer"] = self.optimizer.to_dict()
         return json.loads(json.dumps(out, default=list))
@@ -246,8 +255,11 @@ class LipschitzLoop:
         self.steps = 0
         self.wall_seconds = 0.0     # training time only; evaluation is not charged to the budget
         self.diverged = False
+        self.evaluations = 0        # evaluate() calls so far: sharpness is due every k-th one
         self.batch_order = BatchOrder(num_examples=self.data.num_train, batch_size=cfg.dataset.batch_size,
                                       seed=cfg.seed, device=self.device)
+        # Sharpness's fixed batch: the data order's first examples (step 0's batch and on).
+        self.sharpness_indices = self.batch_order.permutation(0)[:cfg.sharpness.batch_size]  # (B_s,)
 
     # ------------------------------------------------------------------ progress
     @property
@@ -289,8 +301,9 @@ class LipschitzLoop:
     def train_for(self, steps: int) -> dict[str, float]:
         """Train ``steps`` optimizer steps (fewer if the budget ends); the slice's metrics.
 
-        Returns train_loss / train_acc averaged over the slice's (augmented) batches, the
-        last lr, the progress counters and ``diverged``. One host sync at the end.
+        Returns train_loss / train_acc averaged over the slice's (augmented) batches (with SAM:
+        at w, before the perturbation), the last lr, the progress counters and ``diverged``.
+        One host sync at the end.
         """
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
@@ -307,11 +320,16 @@ class LipschitzLoop:
             y = self.data.train_labels[idx]                      # (B,)
             if self.augment:
                 x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
-            scores = self.model(convert_and_center(x, self.mean))  # (B, num_classes)
+            inputs = convert_and_center(x, self.mean)
+            scores = self.model(inputs)                            # (B, num_classes)
             loss = self.loss_fn(scores, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.cfg.optimizer.sam_rho > 0:   # the second pass sees the same augmented batch
+                sam_step(self.model, lambda x=inputs, y=y: self.loss_fn(self.model(x), y), self.optimizer,
+                         rho=self.cfg.optimizer.sam_rho, adaptive=self.cfg.optimizer.sam_adaptive, loss=loss)
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
             loss_sum += loss.detach()
             correct_sum += correct(scores.detach(), y).sum()
             self.steps += 1
@@ -335,14 +353,38 @@ class LipschitzLoop:
         return out
 
     # ------------------------------------------------------------------ evaluation
+    def measure_sharpness(self) -> float:
+        """Top eigenvalue of the training loss's Hessian over all trainable parameters.
+
+        On the fixed batch (`sharpness_indices`, not augmented), in train mode as training
+        sees the model (AOL recomputes its rescaling; eval would cache it as a constant), with
+        buffers such as CPL's power-iteration vectors restored afterwards. The start vector is
+        drawn from ``seed`` afresh each call, so the value is a function of the weights alone.
+        Units: loss per parameter²; ``sharpness.iters`` Hessian-vector products.
+        """
+        x = convert_and_center(self.data.train_images[self.sharpness_indices], self.mean)
+        y = self.data.train_labels[self.sharpness_indices]
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.cfg.seed + 3)
+        self.model.train()
+        return top_hessian_eigenvalue(self.model, lambda: self.loss_fn(self.model(x), y),
+                                      iters=self.cfg.sharpness.iters, generator=g)
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Test loss, clean accuracy and certified accuracy at ``eval.eps`` and extra radii."""
+        """Test loss, clean accuracy and certified accuracy at ``eval.eps`` and extra radii.
+
+        Every ``sharpness.every``-th call also reports ``sharpness`` (`measure_sharpness`).
+        """
         ev = self.cfg.eval
+        self.evaluations += 1
+        sharpness_due = self.cfg.sharpness.due(self.evaluations)
         if self.diverged:
             out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0, "certified_acc": 0.0,
                    "weight_norm": DIVERGED_LOSS}
             out.update({f"certified_acc@{e:g}": 0.0 for e in ev.extra_eps})
+            if sharpness_due:
+                out["sharpness"] = DIVERGED_LOSS
             return out
         self.model.eval()
         n = len(self.data.test_labels)
@@ -364,6 +406,9 @@ class LipschitzLoop:
         out = {"test_loss": test_loss if math.isfinite(test_loss) else DIVERGED_LOSS,
                "test_acc": c[0], "certified_acc": c[1], "weight_norm": float(weight_norm)}
         out.update({f"certified_acc@{e:g}": c[2 + i] for i, e in enumerate(ev.extra_eps)})
+        if sharpness_due:
+            sharpness = self.measure_sharpness()
+            out["sharpness"] = sharpness if math.isfinite(sharpness) else DIVERGED_LOSS
         return out
 
     # ------------------------------------------------------------------ checkpoints
@@ -376,6 +421,7 @@ class LipschitzLoop:
             "steps": self.steps,
             "wall_seconds": self.wall_seconds,
             "diverged": self.diverged,
+            "evaluations": self.evaluations,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -385,3 +431,4 @@ class LipschitzLoop:
         self.steps = int(state["steps"])
         self.wall_seconds = float(state["wall_seconds"])
         self.diverged = bool(state["diverged"])
+        self.evaluations = int(state.get("evaluations", 0))   # absent in checkpoints from before sharpness
