@@ -12,7 +12,6 @@ import copy
 import socket
 import subprocess
 import sys
-import tomllib
 from collections.abc import Callable
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 
 from tune_lip.cluster import (

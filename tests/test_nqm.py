@@ -10,8 +10,16 @@ import pytest
 
 from tune_lip.errors import ConfigError
 from tune_lip.launch import check_spec, study_metrics
-from tune_lip.nqm import (DIVERGE_FACTOR, NQMConfig, NQMLoop, curvatures, exact_lr_scaling, exact_optimal_lr,
-                          expected_loss_sgd, monte_carlo_loss)
+from tune_lip.nqm import (
+    DIVERGE_FACTOR,
+    NQMConfig,
+    NQMLoop,
+    curvatures,
+    exact_lr_scaling,
+    exact_optimal_lr,
+    expected_loss_sgd,
+    monte_carlo_loss,
+)
 from tune_lip.spec import LogUniform, load_spec
 from tune_lip.train_loop import DIVERGED_LOSS
 

@@ -23,7 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
-from tune_lip.analysis.results import PARQUET_DIR, flatten_result, load, read_ray_results, storage_location
+from tune_lip.analysis.results import (
+    PARQUET_DIR,
+    flatten_result,
+    load,
+    read_ray_results,
+    storage_location,
+)
 
 __all__ = ["ParquetResultsCallback"]
 

@@ -61,9 +61,18 @@ from tune_lip.models import build_model
 from tune_lip.models.sphere_nets import ScaleInvariantNet
 from tune_lip.sam import SharpnessConfig, sam_gradients, top_hessian_eigenvalue
 from tune_lip.sampling import BatchOrder
+
 # The study loops share the data cache and the config helpers of the Lipschitz loop.
-from tune_lip.train_loop import (DIVERGED_LOSS, DataConfig, ModelConfig, _dataset, _from_dict, _model_config,
-                                 _section, pick_device)
+from tune_lip.train_loop import (
+    DIVERGED_LOSS,
+    DataConfig,
+    ModelConfig,
+    _dataset,
+    _from_dict,
+    _model_config,
+    _section,
+    pick_device,
+)
 
 __all__ = ["SPHERE_MODELS", "MODES", "SphereOptimizerConfig", "SphereConfig", "SphereLoop", "hutchinson_trace"]
 
@@ -395,7 +404,7 @@ class SphereLoop:
         """
         if self.diverged:
             return "diverged"
-        from tune_lip.analysis import classify_regime   # analysis imports pandas: only when asked
+        from tune_lip.analysis import classify_regime  # analysis imports pandas: only when asked
 
         return str(classify_regime(self.train_loss_history, num_classes=self.data.num_classes))
 
