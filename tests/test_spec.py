@@ -33,6 +33,7 @@ STUDIES: dict[str, set[str] | None] = {
     "lipschitz": {"certified_acc", "test_acc", "test_loss"},
     "sphere": None,
     "nqm": None,
+    "scaling": None,
 }
 
 # A small valid spec; each mistake test breaks exactly one thing in a copy of it.
@@ -156,7 +157,7 @@ def test_missing_required_key(tmp_path: Path, key: str) -> None:
 
 def test_unknown_study_lists_valid(tmp_path: Path) -> None:
     path, err = error_for(tmp_path, lambda r: r.update(study="lipschits"))
-    assert_user_line(err, path, "study", "did you mean 'lipschitz'", "lipschitz, nqm, sphere")
+    assert_user_line(err, path, "study", "did you mean 'lipschitz'", "lipschitz, nqm, scaling, sphere")
 
 
 def test_metric_not_reported_by_study(tmp_path: Path) -> None:

@@ -194,6 +194,27 @@ def cmd_analyze_regimes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze_scaling_rule(args: argparse.Namespace) -> int:
+    from tune_lip.analysis import write_scaling_rule_report
+
+    path = Path(args.experiment)
+    df = _load_experiment(path)
+    metric, mode = _experiment_metric(path, args.metric, args.mode)
+    out = Path(args.out) if args.out else path / "plots"
+    options = {"metric": metric, "mode": mode, "batch_size": args.axis, "time": args.time,
+               "pool_seeds": args.pool_seeds}
+    try:
+        report = write_scaling_rule_report(df, out_dir=out, title=path.name, **options)
+    except (ValueError, KeyError) as exc:
+        raise UserError(str(path), None, str(exc).split("\n")[0]) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(report["summary"])
+    print(f"\nplots: {out}/ ({len(report['plots'])} files)")
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from tune_lip.analysis import load
 
@@ -264,6 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="folder for the plots (default: EXPERIMENT/plots)")
     q.add_argument("--json", action="store_true", help="print the thresholds as JSON")
     q.set_defaults(func=cmd_analyze_regimes)
+    q = kinds.add_parser("scaling-rule", help="where a batch-size (or SVAG l) scaling rule stops holding")
+    q.add_argument("experiment", help="experiment directory of a scaling search")
+    q.add_argument("--metric", help="metric to compare (default: the one the search optimised)")
+    q.add_argument("--mode", choices=("max", "min"), help="default: the search's mode")
+    q.add_argument("--axis", default="dataset.batch_size",
+                   help="config key compared across trials (default dataset.batch_size; SVAG: the l key)")
+    q.add_argument("--time", default="sde_time", help="the progress metric curves are aligned on (default sde_time)")
+    q.add_argument("--pool-seeds", action="store_true", help="pool the seed variance across batch sizes")
+    q.add_argument("--out", help="folder for the plots (default: EXPERIMENT/plots)")
+    q.add_argument("--json", action="store_true", help="print the check as JSON")
+    q.set_defaults(func=cmd_analyze_scaling_rule)
 
     p = sub.add_parser("results", help="summarise an experiment; export CSV/Parquet")
     p.add_argument("path", help="experiment directory, e.g. tune_lip_results/demo-20260101-120000")

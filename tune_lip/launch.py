@@ -62,6 +62,9 @@ STUDIES: dict[str, Study] = {
     "sphere": Study("tune_lip.trainables.sphere:SphereTrainable", "tune_lip.sphere:SphereConfig",
                     frozenset({"train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "elr",
                                "effective_grad_norm", "angular_update"})),
+    "scaling": Study("tune_lip.trainables.scaling:ScalingTrainable", "tune_lip.scaling:ScalingConfig",
+                     frozenset({"test_acc", "test_loss", "train_loss", "train_acc", "grad_norm_sq", "grad_noise",
+                                "noise_scale"})),
 }
 
 
@@ -165,16 +168,16 @@ def _logger_callbacks(wandb: bool, mlflow: bool, name: str) -> list[Any]:
     callbacks: list[Any] = []
     if wandb:
         try:
-            from ray.air.integrations.wandb import WandbLoggerCallback
             import wandb as _  # noqa: F401
+            from ray.air.integrations.wandb import WandbLoggerCallback
         except ImportError:
             raise UserError("--wandb", None, "the wandb package is not installed",
                             fix="pip install wandb, then wandb login") from None
         callbacks.append(WandbLoggerCallback(project="tune-lip", group=name))
     if mlflow:
         try:
-            from ray.air.integrations.mlflow import MLflowLoggerCallback
             import mlflow as _m  # noqa: F401
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
         except ImportError:
             raise UserError("--mlflow", None, "the mlflow package is not installed", fix="pip install mlflow") from None
         callbacks.append(MLflowLoggerCallback(experiment_name=name))
@@ -224,7 +227,6 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from tune_lip.callbacks import ParquetResultsCallback

@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from tune_lip.models.networks import AOLMLP, CPLConvNet
+from tune_lip.models.scaling_nets import VGG16, VGG19, PreResNet32, ResNet32
 from tune_lip.models.sphere_nets import ConvNetSI, ConvNetSIAf, ResNet18SI, ResNet18SIAf
 
 __all__ = ["MODELS", "build_model", "model_options"]
@@ -29,6 +30,8 @@ MODELS: dict[str, type[nn.Module]] = {
     # the sphere study's scale-invariant networks
     "convnet_si": ConvNetSI, "convnet_si_af": ConvNetSIAf,
     "resnet18_si": ResNet18SI, "resnet18_si_af": ResNet18SIAf,
+    # the scaling-rules study's networks (options: norm bn|gn|none, width multiplier)
+    "preresnet32": PreResNet32, "resnet32": ResNet32, "vgg16": VGG16, "vgg19": VGG19,
 }
 
 _DATA_ARGS = ("input_shape", "num_classes")  # supplied by the dataset, not the search space

@@ -1,0 +1,33 @@
+"""`ScalingTrainable`: the Ray Tune adapter around `tune_lip.scaling.ScalingLoop` (LR rules, SVAG, NGD).
+
+Each ``step()`` trains one of ``config["reports"]`` equal slices of the trial's budget (which
+SVAG has already multiplied by l), evaluates, and returns the DESIGN.md metrics (``train_loss``,
+``test_acc``, ``lr``, ``weight_norm``, ``sde_time``, and ``grad_norm_sq`` / ``grad_noise`` /
+``noise_scale`` when ``grad_stats_every`` > 0); the last slice (or a divergence) returns
+``done=True``. Checkpoints hold the loop's full state, so a restored trial continues
+bit-identically; ``reset_config`` rebuilds the loop so Tune can reuse the actor.
+
+Example (on a running Ray):
+    >>> from ray import tune
+    >>> tuner = tune.Tuner(ScalingTrainable, param_space={
+    ...     "dataset": {"name": "digits", "batch_size": tune.grid_search([16, 64, 256])},
+    ...     "model": {"name": "preresnet32", "norm": "gn", "width": 0.25},
+    ...     "optimizer": {"name": "sgd", "lr_rule": "linear", "eta": 0.8, "base_batch": 128},
+    ...     "budget": {"epochs": 4}, "reports": 8})
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tune_lip.scaling import ScalingConfig, ScalingLoop
+from tune_lip.trainables.base import SlicedTrainable
+
+__all__ = ["ScalingTrainable"]
+
+
+class ScalingTrainable(SlicedTrainable):
+    """Trains one scaling-rules trial in ``reports`` slices; see the module docstring."""
+
+    def make_loop(self, config: dict[str, Any]) -> ScalingLoop:
+        return ScalingLoop(ScalingConfig.from_dict(config))

@@ -1,0 +1,552 @@
+"""The scaling-rules study's budgeted training loop, free of Ray: LR rules, SVAG, NGD, gradient noise.
+
+From *On the Validity of Modeling SGD with SDEs* (Li, Malladi, Arora 2021) and *On the SDEs and
+Scaling Rules for Adaptive Gradient Algorithms* (Malladi et al. 2022). Hand-written (no library
+has them): SVAG, NGD and the noise estimates.
+
+- ``optimizer.lr_rule``: at batch size B, lr = η·B/B₀ (``linear``; default for SGD, η = 0.8),
+  η·√(B/B₀) (``sqrt``, the SDE rule for Adam/RMSprop; their default, η = 1e-3) or η (``none``);
+  η = ``optimizer.eta``, B₀ = ``optimizer.base_batch`` (128).
+- ``gradient.name``: ``minibatch``; ``svag`` (``l``): draw 2B, split into halves b₁, b₂,
+  minimise c₁L(b₁) + c₂L(b₂), c = √(2l−1), c₁ = (1+c)/2, c₂ = (1−c)/2 (mean gradient kept,
+  noise covariance ×l) at lr/l for l× the steps; l = 1 is minibatch training, bit for bit;
+  ``ngd``: on a fixed subset of N = ``gradient.subset`` examples, the full gradient with
+  per-example weights 1 + √(N/B)(zᵢ − z̄), z ~ N(0, I) -- covariance exactly Σ/B -- summed over
+  ``gradient.chunk``-sized chunks (with BatchNorm each chunk has its own statistics: use GN).
+- ``budget_rule``: ``none`` reads the budget at the trial's B (``{epochs: E}`` is then E passes
+  at every B, which under either rule is already a fixed SDE time); ``sde_time`` reads it at B₀
+  and scales the steps by B₀/B. SVAG multiplies both by l and reports ``sde_time`` = steps/l,
+  so curves for different l align. Use ``scheduler: none`` (ASHA's max_t ignores the ×l).
+- ``grad_stats_every: K`` (0 = off): after every K-th step, k = ``grad_stats_batches`` fresh
+  minibatches of B (uniform with replacement from the training pool, own generator, augmented
+  as in training, BN statistics restored) give loss gradients g₁..g_k (no weight decay). With
+  S = mean‖g_j‖² and M = ‖mean g_j‖², E S = ‖∇L‖² + tr Σ/B and E M = ‖∇L‖² + tr Σ/(kB), so
+  ``grad_norm_sq`` G = (kM − S)/(k−1) is unbiased for ‖∇L‖², ``grad_noise`` N = B(S − G) =
+  B/(k−1)·Σ_j‖g_j − ḡ‖² is unbiased for tr Σ, and ``noise_scale`` = N/G (B_simple; ratio of the
+  slice's mean G and N, NaN if G ≤ 0). Cost: k extra forward+backward passes of B every K steps.
+- ``optimizer.sam_rho`` > 0: SAM steps (`tune_lip.sam`; minibatch and SVAG);
+  ``sharpness: {every: k}``: the top Hessian eigenvalue at every k-th evaluation.
+
+Determinism: init from ``seed``; the batch at step t is a pure function of (seed, t);
+augmentation, NGD noise and statistics batches use three checkpointed generators.
+
+Example:
+    >>> cfg = ScalingConfig.from_dict({"dataset": {"name": "digits", "batch_size": 32},
+    ...     "model": {"name": "preresnet32", "norm": "gn", "width": 0.25},
+    ...     "gradient": {"name": "svag", "l": 2}, "budget": {"steps": 4}, "reports": 1})
+    >>> m = ScalingLoop(cfg).train_for(8)
+    >>> m["steps"], m["sde_time"], round(m["lr"], 4)    # lr = 0.8 * 32/128 / 2
+    (8, 4.0, 0.1)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tune_lip.augment import AugmentConfig, augment_batch
+from tune_lip.budget import Budget, ScheduleConfig, lr_at, parse_budget
+from tune_lip.data import ImageData, convert_and_center
+from tune_lip.errors import ConfigError, UserError
+from tune_lip.models import build_model
+from tune_lip.models.scaling_nets import NORMS
+from tune_lip.optim import OPTIMIZERS, OptimizerConfig, build_optimizer
+from tune_lip.sam import SharpnessConfig, sam_step, top_hessian_eigenvalue
+from tune_lip.sampling import BatchOrder
+
+# The study loops share the data cache and the config helpers of the Lipschitz loop.
+from tune_lip.train_loop import (
+    DIVERGED_LOSS,
+    DataConfig,
+    ModelConfig,
+    _dataset,
+    _from_dict,
+    _model_config,
+    _section,
+    pick_device,
+)
+
+__all__ = ["BUDGET_RULES", "GRADIENTS", "LR_RULES", "GradientConfig", "ScalingConfig", "ScalingLoop",
+           "ScalingOptimizerConfig", "gradient_noise", "ngd_backward", "ngd_weights", "scaled_lr",
+           "svag_coefficients", "svag_objective"]
+
+LR_RULES = ("linear", "sqrt", "none")
+GRADIENTS = ("minibatch", "svag", "ngd")
+BUDGET_RULES = ("none", "sde_time")
+EVAL_BATCH = 1024   # examples per evaluation forward pass
+
+
+# ---------------------------------------------------------------------------- the maths
+
+def scaled_lr(rule: str, *, eta: float, batch_size: int, base_batch: int) -> float:
+    """The LR a rule gives batch size B: η·B/B₀ (linear), η·√(B/B₀) (sqrt) or η (none).
+
+    Example:
+        >>> scaled_lr("linear", eta=0.8, batch_size=512, base_batch=128)
+        3.2
+    """
+    ratio = batch_size / base_batch
+    return eta * {"linear": ratio, "sqrt": math.sqrt(ratio), "none": 1.0}[rule]
+
+
+def svag_coefficients(l: float) -> tuple[float, float]:
+    """SVAG's (c₁, c₂) = ((1+c)/2, (1−c)/2), c = √(2l−1): c₁ + c₂ = 1 and c₁² + c₂² = l.
+
+    Example:
+        >>> svag_coefficients(1.0), svag_coefficients(5.0)
+        ((1.0, 0.0), (2.0, -1.0))
+    """
+    c = math.sqrt(2 * l - 1)
+    return (1 + c) / 2, (1 - c) / 2
+
+
+def svag_objective(losses_1: Tensor, losses_2: Tensor, l: float) -> Tensor:
+    """c₁·mean(losses_1) + c₂·mean(losses_2) for two independent halves: one half's mean
+    gradient, l times its covariance. Not a loss to report (c₂ < 0)."""
+    c1, c2 = svag_coefficients(l)
+    return c1 * losses_1.mean() + c2 * losses_2.mean()
+
+
+def ngd_weights(n: int, batch_size: int, generator: torch.Generator) -> Tensor:
+    """(n,) per-example weights 1 + √(n/B)(zᵢ − z̄), z ~ N(0, I_n) from ``generator``'s device.
+
+    (1/n)Σ wᵢ∇ℓᵢ has mean ḡ and noise √(n/B)/n·Σ zᵢ(∇ℓᵢ − ḡ), of covariance exactly Σ/B with
+    Σ = (1/n)Σ(∇ℓᵢ − ḡ)(∇ℓᵢ − ḡ)ᵀ: the noise of SGD at batch B, made Gaussian.
+    """
+    z = torch.randn(n, generator=generator, device=generator.device)
+    return 1 + math.sqrt(n / batch_size) * (z - z.mean())
+
+
+def ngd_backward(losses_of: Callable[[Tensor], Tensor], indices: Tensor, weights: Tensor, *,
+                 chunk: int) -> Tensor:
+    """Accumulate ∇(1/n)Σ wᵢℓᵢ into ``.grad``, ``chunk`` examples per forward/backward.
+
+    ``losses_of(idx)``: per-example losses (len(idx),); ``indices``, ``weights``: (n,).
+    Returns the unweighted mean loss, detached, on the device (no host sync).
+    """
+    n, total = len(indices), torch.zeros((), device=weights.device)
+    for start in range(0, n, chunk):
+        losses = losses_of(indices[start:start + chunk])
+        (losses @ weights[start:start + chunk] / n).backward()
+        total += losses.detach().sum()
+    return total / n
+
+
+def gradient_noise(losses_of: Callable[[Tensor], Tensor], params: Sequence[Tensor],
+                   batches: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """(G, N): unbiased ‖∇L‖² and tr Σ from k ≥ 2 minibatch gradients (see the module docstring).
+
+    ``batches``: k index tensors of B, drawn uniformly with replacement (so E g_j = ∇L and
+    Cov g_j = Σ/B exactly); ``losses_of(idx)``: per-example losses. k backward passes;
+    float64 0-d tensors on the device (no host sync).
+
+    Example:
+        >>> w = torch.zeros(1, requires_grad=True); x = torch.tensor([1.0, 3.0])   # ℓᵢ = (w − xᵢ)²/2
+        >>> g, n = gradient_noise(lambda i: (w - x[i]) ** 2 / 2, [w], [torch.tensor([0]), torch.tensor([1])])
+        >>> float(g), float(n)   # (kM − S)/(k−1) = (2·4 − 5)/1 and 1·(5 − 3): one draw, not yet the mean
+        (3.0, 2.0)
+    """
+    k, b = len(batches), len(batches[0])
+    if k < 2:
+        raise ValueError(f"gradient_noise needs k >= 2 minibatches to separate mean and noise, got {k}")
+    grad_sum = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    sq_sum = torch.zeros((), dtype=torch.float64, device=grad_sum[0].device)
+    for idx in batches:
+        grads = torch.autograd.grad(losses_of(idx).mean(), list(params))
+        sq_sum = sq_sum + sum(g.double().pow(2).sum() for g in grads)
+        torch._foreach_add_(grad_sum, [g.double() for g in grads])
+    s = sq_sum / k                                                 # mean ‖g_j‖²
+    m = sum((g / k).pow(2).sum() for g in grad_sum)                # ‖mean g_j‖²
+    g_sq = (k * m - s) / (k - 1)
+    return g_sq, b * (s - g_sq)
+
+
+# ---------------------------------------------------------------------------- config
+
+def _check_int(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
+        raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ScalingOptimizerConfig:
+    name: str = "sgd"               # sgd | adam | adamw | rmsprop (tune_lip.optim)
+    lr_rule: str | None = None      # linear | sqrt | none; None = linear for sgd, sqrt otherwise
+    eta: float | None = None        # LR per step at base_batch and l = 1; None = 0.8 (sgd), 1e-3
+    base_batch: int = 128           # B₀, examples
+    momentum: float = 0.0           # SGD/RMSprop; 0 = the plain SGD that the SDE papers model
+    nesterov: bool = False          # SGD only
+    weight_decay: float = 5e-4      # L2 coefficient (decoupled for adamw)
+    betas: tuple[float, float] = (0.9, 0.999)   # Adam/AdamW
+    eps: float = 1e-8               # Adam/AdamW/RMSprop denominator epsilon
+    sam_rho: float = 0.0            # SAM radius in parameter space (tune_lip.sam); 0 = off
+    sam_adaptive: bool = False      # ASAM
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.name!r}; valid: {', '.join(OPTIMIZERS)}")
+        rule = self.lr_rule or ("linear" if self.name == "sgd" else "sqrt")
+        if rule not in LR_RULES:
+            raise ValueError(f"unknown lr_rule {rule!r}; valid: {', '.join(LR_RULES)}")
+        eta = (0.8 if self.name == "sgd" else 1e-3) if self.eta is None else self.eta
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta < math.inf:
+            raise ValueError(f"optimizer.eta must be a positive number, got {eta!r}")
+        _check_int("optimizer.base_batch", self.base_batch, 1)
+        object.__setattr__(self, "lr_rule", rule)   # resolved, so the saved config says what ran
+        object.__setattr__(self, "eta", float(eta))
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        self.torch_config(1.0)   # tune_lip.optim checks the remaining knobs
+
+    def lr(self, batch_size: int) -> float:
+        """The rule's LR at ``batch_size`` (before SVAG's 1/l and the schedule)."""
+        return scaled_lr(str(self.lr_rule), eta=float(self.eta or 0), batch_size=batch_size,
+                         base_batch=int(self.base_batch))
+
+    def torch_config(self, lr: float) -> OptimizerConfig:
+        return OptimizerConfig(name=self.name, lr=lr, momentum=float(self.momentum), nesterov=self.nesterov,
+                               weight_decay=float(self.weight_decay), betas=(self.betas[0], self.betas[1]), eps=float(self.eps),
+                               sam_rho=float(self.sam_rho), sam_adaptive=self.sam_adaptive)
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    name: str = "minibatch"     # minibatch | svag | ngd
+    l: float = 1.0              # svag: noise covariance ×l, lr /l, steps ×l; 1 = minibatch
+    subset: int | None = None   # train on a fixed seeded subset of this many examples (ngd: required)
+    chunk: int = 512            # ngd: examples per forward/backward of the full gradient (memory)
+
+    def __post_init__(self) -> None:
+        if self.name not in GRADIENTS:
+            raise ValueError(f"unknown gradient {self.name!r}; valid: {', '.join(GRADIENTS)}")
+        if isinstance(self.l, bool) or not isinstance(self.l, (int, float)) or not 1 <= self.l < math.inf:
+            raise ValueError(f"gradient.l must be a number >= 1, got {self.l!r}")
+        object.__setattr__(self, "l", float(self.l))
+        if self.name != "svag" and self.l != 1:
+            raise ValueError(f"gradient.l is SVAG's: use name: svag, or drop l (got {self.l:g} for {self.name})")
+        if self.name == "ngd" and self.subset is None:
+            raise ValueError("gradient ngd needs subset: N, the examples of its full gradient")
+        if self.subset is not None:
+            _check_int("gradient.subset", self.subset, 1)
+        _check_int("gradient.chunk", self.chunk, 1)
+
+
+def _scaling_model(raw: Any) -> ModelConfig:
+    raw = {"name": raw} if isinstance(raw, str) else (raw or {})
+    if not isinstance(raw, dict):
+        raise TypeError(f"model must be a mapping, got {raw!r}")
+    cfg = _model_config({"name": "preresnet32", **raw})
+    if cfg.options.get("norm", "bn") not in NORMS:   # fail at config time, not in a trial's setup
+        raise ValueError(f"unknown norm {cfg.options['norm']!r}; valid: {', '.join(NORMS)}")
+    return cfg
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """Everything one scaling-rules trial needs; `from_dict` takes a trial's (Ray) config."""
+
+    seed: int = 0
+    model: ModelConfig = field(default_factory=lambda: ModelConfig("preresnet32"))
+    dataset: DataConfig = field(default_factory=lambda: DataConfig(batch_size=128))
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    optimizer: ScalingOptimizerConfig = field(default_factory=ScalingOptimizerConfig)
+    gradient: GradientConfig = field(default_factory=GradientConfig)
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig("constant"))
+    budget: Budget = field(default_factory=lambda: Budget("epochs", 1.0))
+    budget_rule: str = "none"       # none: the budget at the trial's B; sde_time: at B₀, steps ×B₀/B
+    reports: int = 20               # train slices per trial (each ends with an evaluation)
+    grad_stats_every: int = 0       # steps between gradient-noise measurements; 0 = off
+    grad_stats_batches: int = 4     # k >= 2 minibatch gradients per measurement
+    sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)   # top Hessian eigenvalue; off
+    device: str = "auto"            # auto = cuda when visible, else cpu
+
+    def __post_init__(self) -> None:
+        if self.budget_rule not in BUDGET_RULES:
+            raise ConfigError("budget_rule", f"unknown rule {self.budget_rule!r}; valid: {', '.join(BUDGET_RULES)}")
+        if self.budget.kind not in ("steps", "epochs", "examples"):
+            raise ConfigError("budget", f"a {self.budget.kind} budget is not supported here; "
+                              "use {steps: N}, {epochs: E} or {examples: X}")
+        if self.gradient.name == "ngd" and not self.augmentation.is_identity:
+            raise ConfigError("augmentation", "ngd's full gradient is of the fixed subset; use augmentation: none")
+        if self.gradient.name == "ngd" and self.optimizer.sam_rho > 0:
+            raise ConfigError("optimizer.sam_rho", "SAM is for minibatch and svag gradients, not ngd")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ScalingConfig:
+        """Build from a nested mapping (a trial's config); raises ConfigError naming the key."""
+        known = {f.name for f in fields(cls)}
+        if set(raw) - known:
+            raise ConfigError(min(set(raw) - known), f"unknown config key; valid: {', '.join(sorted(known))}")
+        try:
+            budget = parse_budget(raw.get("budget", {"epochs": 1}), where="config")
+        except UserError as exc:
+            raise ConfigError(exc.key or "budget", exc.problem) from None
+        ints = {"seed": 0, "reports": 1, "grad_stats_every": 0, "grad_stats_batches": 2}   # key: lowest value
+        for key, low in ints.items():
+            if key in raw:
+                _section(key, lambda: _check_int(key, raw[key], low))  # noqa: B023 (called at once)
+        dataset = raw.get("dataset") or {}
+        return _section("config", lambda: cls(
+            seed=int(raw.get("seed", 0)),
+            model=_section("model", lambda: _scaling_model(raw.get("model"))),
+            dataset=_section("dataset", lambda: _from_dict(
+                DataConfig, {"batch_size": 128, **dataset} if isinstance(dataset, dict) else dataset,
+                "dataset", free="options")),
+            augmentation=_section("augmentation", lambda: AugmentConfig.from_dict(raw.get("augmentation"))),
+            optimizer=_section("optimizer", lambda: _from_dict(ScalingOptimizerConfig, raw.get("optimizer"),
+                                                                "optimizer")),
+            gradient=_section("gradient", lambda: _from_dict(GradientConfig, raw.get("gradient"), "gradient")),
+            schedule=_section("schedule", lambda: ScheduleConfig.from_dict(raw.get("schedule", "constant"))),
+            budget=budget,
+            budget_rule=str(raw.get("budget_rule", "none")),
+            reports=int(raw.get("reports", 20)),
+            grad_stats_every=int(raw.get("grad_stats_every", 0)),
+            grad_stats_batches=int(raw.get("grad_stats_batches", 4)),
+            sharpness=_section("sharpness", lambda: SharpnessConfig.from_dict(raw.get("sharpness"))),
+            device=str(raw.get("device", "auto")),
+        ))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as `from_dict` reads it (options flattened into their section)."""
+        out = asdict(self)
+        for section in ("model", "dataset"):
+            out[section].update(out[section].pop("options"))
+        out["budget"] = self.budget.to_dict()
+        return json.loads(json.dumps(out, default=list))
+
+    def total_steps(self, num_train: int) -> int:
+        """Optimizer steps of the trial: the budget at B (sde_time: at B₀, ×B₀/B), ×l."""
+        b, b0 = self.dataset.batch_size, self.optimizer.base_batch
+        at = b0 if self.budget_rule == "sde_time" else b
+        steps = self.budget.total_steps(batch_size=at, num_train=num_train)
+        assert steps is not None   # steps, epochs and examples budgets are exact
+        return max(1, round(steps * at / b * self.gradient.l))
+
+
+# ---------------------------------------------------------------------------- the loop
+
+class ScalingLoop:
+    """Budgeted training of one scaling-rules trial; see the module docstring.
+
+    ``pool``: (N,) indices of the training examples (a fixed seeded subset with ``gradient.subset``);
+    ``draw``: examples per step (B, 2B for SVAG, N for NGD); ``peak_lr``: the rule's LR / l.
+    """
+
+    def __init__(self, cfg: ScalingConfig, *, data: ImageData | None = None) -> None:
+        self.cfg, g, b = cfg, cfg.gradient, cfg.dataset.batch_size
+        self.device = pick_device(cfg.device)
+        self.data = data.to(self.device) if data is not None else _dataset(cfg.dataset, self.device)
+        n = self.data.num_train
+        if (g.subset or 0) > n:
+            raise ConfigError("gradient.subset", f"{g.subset} examples asked for; the training set has {n}")
+        self.generators: dict[str, torch.Generator] = {}   # checkpointed: augment, ngd noise, statistics
+        for offset, name in enumerate(("subset", "augment", "noise", "stats")):
+            self.generators[name] = torch.Generator(device=self.device)
+            self.generators[name].manual_seed(cfg.seed * 7919 + offset)
+        pick = self.generators.pop("subset")   # used once, here: the subset is a function of the seed
+        self.pool = (torch.randperm(n, generator=pick, device=self.device)[:g.subset] if g.subset
+                     else torch.arange(n, device=self.device))                              # (N,)
+        if b > len(self.pool):
+            raise ConfigError("dataset.batch_size", f"{b} exceeds the {len(self.pool)} training examples")
+        self.total_steps = cfg.total_steps(len(self.pool))
+        if self.total_steps < cfg.reports:
+            raise ConfigError("budget", f"buys {self.total_steps} steps, fewer than the {cfg.reports} reports")
+        self.l, self.svag = g.l, g.name == "svag" and g.l > 1
+        self.draw = len(self.pool) if g.name == "ngd" else 2 * b if self.svag else b
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model.name, input_shape=self.data.input_shape,
+                                 num_classes=self.data.num_classes, **cfg.model.options).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]   # PreResNet's head is frozen
+        self.peak_lr = cfg.optimizer.lr(b) / self.l
+        self.optimizer = build_optimizer(cfg.optimizer.torch_config(self.peak_lr), self.params)
+        self.mean = self.data.mean_tensor()                                  # (C,)
+        self.augment = not cfg.augmentation.is_identity
+        self.steps = 0
+        self.wall_seconds = 0.0     # training time only; evaluation and statistics are not charged
+        self.diverged = False
+        self.evaluations = 0        # evaluate() calls so far: sharpness is due every k-th one
+        self.batch_order = BatchOrder(num_examples=len(self.pool), batch_size=self.draw, seed=cfg.seed,
+                                      device=self.device)
+
+    @property
+    def finished(self) -> bool:
+        return self.diverged or self.steps >= self.total_steps
+
+    def batch_indices(self, step: int) -> Tensor:
+        """Training-set indices of step ``step``: (draw,), a pure function of (seed, step)."""
+        return self.pool[self.batch_order(step)]
+
+    def _inputs(self, idx: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        x, y = self.data.train_images[idx], self.data.train_labels[idx]   # (n, H, W, C) uint8, (n,)
+        if generator is not None and self.augment:
+            x = augment_batch(x, self.cfg.augmentation, generator)
+        return convert_and_center(x, self.mean), y                          # (n, C, H, W), (n,)
+
+    def _losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-example cross-entropy (n,) and the number of correct predictions (0-d)."""
+        scores = self.model(x)                                              # (n, num_classes)
+        return F.cross_entropy(scores, y, reduction="none"), (scores.detach().argmax(dim=1) == y).sum()
+
+    # ------------------------------------------------------------------ training
+    def _step(self) -> tuple[Tensor, Tensor]:
+        """One optimizer step; (mean plain loss, correct count) over the examples it drew."""
+        b, o = self.cfg.dataset.batch_size, self.cfg.optimizer
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.gradient.name == "ngd":
+            hits: list[Tensor] = []
+
+            def losses_of(idx: Tensor) -> Tensor:
+                losses, h = self._losses(*self._inputs(idx, None))
+                hits.append(h)
+                return losses
+
+            weights = ngd_weights(len(self.pool), b, self.generators["noise"])     # (N,)
+            loss = ngd_backward(losses_of, self.pool, weights, chunk=self.cfg.gradient.chunk)
+            self.optimizer.step()
+            return loss, torch.stack(hits).sum()
+        x, y = self._inputs(self.batch_indices(self.steps), self.generators["augment"])
+
+        def objective() -> tuple[Tensor, Tensor, Tensor]:
+            if not self.svag:
+                losses, hits = self._losses(x, y)
+                return losses.mean(), losses.detach().mean(), hits
+            # Two forward passes, so that BatchNorm normalises over B as plain SGD at B does.
+            (l1, h1), (l2, h2) = self._losses(x[:b], y[:b]), self._losses(x[b:], y[b:])
+            return svag_objective(l1, l2, self.l), torch.cat([l1, l2]).detach().mean(), h1 + h2
+
+        value, loss, hits = objective()
+        if o.sam_rho > 0:   # the second pass sees the same augmented batch (and the same halves)
+            sam_step(self.model, lambda: objective()[0], self.optimizer, rho=o.sam_rho,
+                     adaptive=o.sam_adaptive, loss=value)
+        else:
+            value.backward()
+            self.optimizer.step()
+        return loss, hits
+
+    def measure_noise(self) -> tuple[Tensor, Tensor]:
+        """(G, N) at the current weights from ``grad_stats_batches`` fresh minibatches.
+
+        Train-mode passes as in training; BN running statistics are restored and the training
+        generators untouched, so measuring never changes the run.
+        """
+        b, gen = self.cfg.dataset.batch_size, self.generators["stats"]
+        batches = [self.pool[torch.randint(len(self.pool), (b,), generator=gen, device=self.device)]
+                   for _ in range(self.cfg.grad_stats_batches)]
+        saved = [t.clone() for t in self.model.buffers()]
+        try:
+            return gradient_noise(lambda idx: self._losses(*self._inputs(idx, gen))[0], self.params, batches)
+        finally:
+            with torch.no_grad():
+                for buffer, value in zip(self.model.buffers(), saved):
+                    buffer.copy_(value)
+
+    def _lr(self) -> float:
+        return lr_at(self.steps / self.total_steps, peak_lr=self.peak_lr, schedule=self.cfg.schedule,
+                     total_steps=self.total_steps)
+
+    def train_for(self, steps: int) -> dict[str, Any]:
+        """Train ``steps`` steps (fewer at the budget's end or after divergence); the slice's metrics.
+
+        Returns steps, examples (drawn by the gradient estimates), sde_time (steps/l),
+        wall_seconds, lr (the last step's), train_loss / train_acc (plain means over the drawn
+        examples), diverged, and grad_norm_sq / grad_noise / noise_scale when measured in the
+        slice. One host sync, at the end.
+        """
+        self.model.train()
+        n = max(0, min(steps, self.total_steps - self.steps)) if not self.diverged else 0
+        k = self.cfg.grad_stats_every
+        loss_sum = torch.zeros((), device=self.device)
+        hit_sum = torch.zeros((), device=self.device, dtype=torch.long)
+        noise_sum = torch.zeros(2, dtype=torch.float64, device=self.device)   # Σ G, Σ N
+        measured, lr, start = 0, self._lr(), time.perf_counter()
+        for _ in range(n):
+            lr = self._lr()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss, hits = self._step()
+            loss_sum += loss
+            hit_sum += hits
+            self.steps += 1
+            if k and self.steps % k == 0:
+                clock = time.perf_counter()
+                noise_sum += torch.stack(self.measure_noise())
+                measured += 1
+                start += time.perf_counter() - clock    # not charged to the training time
+        mean_loss = (loss_sum / max(n, 1)).item()                           # host sync: once per slice
+        self.wall_seconds += time.perf_counter() - start
+        self.diverged = self.diverged or not math.isfinite(mean_loss)
+        out: dict[str, Any] = {
+            "steps": self.steps, "examples": self.steps * self.draw, "sde_time": self.steps / self.l,
+            "wall_seconds": self.wall_seconds, "lr": lr, "diverged": self.diverged,
+            "train_loss": DIVERGED_LOSS if self.diverged else mean_loss,
+            "train_acc": 0.0 if self.diverged else hit_sum.item() / max(n * self.draw, 1),
+        }
+        if measured:
+            g_sq, noise = (noise_sum / measured).tolist()
+            ratio = noise / g_sq if g_sq > 0 else math.nan
+            if self.diverged or not math.isfinite(g_sq + noise):   # finite worst values for Ray
+                g_sq, noise, ratio = DIVERGED_LOSS, DIVERGED_LOSS, DIVERGED_LOSS
+            out.update(grad_norm_sq=g_sq, grad_noise=noise, noise_scale=ratio)
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def measure_sharpness(self) -> float:
+        """Top Hessian eigenvalue of the training loss (`tune_lip.sam`) on a fixed batch: the data
+        order's first ``sharpness.batch_size`` examples, not augmented, in train mode; buffers
+        restored, start vector from ``seed``: a function of the weights alone."""
+        x, y = self._inputs(self.pool[self.batch_order.permutation(0)[:self.cfg.sharpness.batch_size]], None)
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.cfg.seed + 5)
+        self.model.train()
+        return top_hessian_eigenvalue(self.model, lambda: self._losses(x, y)[0].mean(),
+                                      iters=self.cfg.sharpness.iters, generator=g)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Test loss and accuracy (eval mode), weight_norm (‖w‖ of the trainable parameters),
+        and ``sharpness`` at every ``sharpness.every``-th call."""
+        self.evaluations += 1
+        sharpness_due = self.cfg.sharpness.due(self.evaluations)
+        if self.diverged:
+            out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0, "weight_norm": DIVERGED_LOSS}
+            return {**out, "sharpness": DIVERGED_LOSS} if sharpness_due else out
+        self.model.eval()
+        n = self.data.num_test
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        hits = torch.zeros((), device=self.device, dtype=torch.long)
+        for start in range(0, n, EVAL_BATCH):
+            x = convert_and_center(self.data.test_images[start:start + EVAL_BATCH], self.mean)
+            y = self.data.test_labels[start:start + EVAL_BATCH]
+            scores = self.model(x)
+            loss_sum += F.cross_entropy(scores, y, reduction="sum").double()
+            hits += (scores.argmax(dim=1) == y).sum()
+        self.model.train()
+        values = {"test_loss": float(loss_sum / n), "test_acc": hits.item() / n,               # host sync
+                  "weight_norm": float(torch.sqrt(sum(p.detach().double().pow(2).sum() for p in self.params)))}
+        if sharpness_due:
+            values["sharpness"] = self.measure_sharpness()
+        return {key: v if math.isfinite(v) else DIVERGED_LOSS for key, v in values.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "generators": {name: g.get_state() for name, g in self.generators.items()},
+                "steps": self.steps, "wall_seconds": self.wall_seconds, "diverged": self.diverged,
+                "evaluations": self.evaluations}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for name, g in self.generators.items():
+            g.set_state(state["generators"][name])
+        self.steps, self.wall_seconds = int(state["steps"]), float(state["wall_seconds"])
+        self.diverged, self.evaluations = bool(state["diverged"]), int(state["evaluations"])
