@@ -9,8 +9,8 @@ holds for small batches and breaks past some size. `check_scaling_rule` finds th
   frame has no such column, steps·lr accumulated per trial as Σ lr·Δsteps over its reports (the
   reported ``lr`` is the slice's last; exact for a constant lr). Any other column may be named;
   ``time="steps·lr"`` computes steps·lr even where ``sde_time`` exists. The time must put the
-  compared runs on one clock: a ``sde_time`` of steps/l aligns SVAG's l but not batch sizes
-  under the linear rule (there steps·lr does), and the wrong clock finds a wrong break.
+  compared runs on one clock (the wrong clock finds a wrong break): the scaling study's
+  ``sde_time`` = Σ lr aligns SVAG's l and batch sizes under the linear rule alike.
 - **final metric**: each trial's metric at the *horizon*, the SDE time every batch size reaches
   (the smallest, over batch sizes, of the longest trial's end time), linearly interpolated
   between reports; trials that end before the horizon (stopped early) are left out and noted.

@@ -15,8 +15,10 @@ has them): SVAG, NGD and the noise estimates.
   ``gradient.chunk``-sized chunks (with BatchNorm each chunk has its own statistics: use GN).
 - ``budget_rule``: ``none`` reads the budget at the trial's B (``{epochs: E}`` is then E passes
   at every B, which under either rule is already a fixed SDE time); ``sde_time`` reads it at B₀
-  and scales the steps by B₀/B. SVAG multiplies both by l and reports ``sde_time`` = steps/l,
-  so curves for different l align. Use ``scheduler: none`` (ASHA's max_t ignores the ×l).
+  and scales the steps by B₀/B. SVAG multiplies both by l. Progress is reported as ``sde_time``
+  = Σ_k lr_k, the time of the SDE the run approximates: it is the same for every l (l× the steps
+  at lr/l) and for every B under the linear rule with a fixed-epoch budget (B₀/B× the steps at
+  B/B₀× the LR), so curves align on it. Use ``scheduler: none`` (ASHA's max_t ignores the ×l).
 - ``grad_stats_every: K`` (0 = off): after every K-th step, k = ``grad_stats_batches`` fresh
   minibatches of B (uniform with replacement from the training pool, own generator, augmented
   as in training, BN statistics restored) give loss gradients g₁..g_k (no weight decay). With
@@ -35,8 +37,8 @@ Example:
     ...     "model": {"name": "preresnet32", "norm": "gn", "width": 0.25},
     ...     "gradient": {"name": "svag", "l": 2}, "budget": {"steps": 4}, "reports": 1})
     >>> m = ScalingLoop(cfg).train_for(8)
-    >>> m["steps"], m["sde_time"], round(m["lr"], 4)    # lr = 0.8 * 32/128 / 2
-    (8, 4.0, 0.1)
+    >>> m["steps"], round(m["sde_time"], 6), round(m["lr"], 4)    # lr = 0.8 * 32/128 / 2
+    (8, 0.8, 0.1)
 """
 
 from __future__ import annotations
@@ -370,6 +372,7 @@ class ScalingLoop:
         self.mean = self.data.mean_tensor()                                  # (C,)
         self.augment = not cfg.augmentation.is_identity
         self.steps = 0
+        self.sde_time = 0.0         # Σ lr over the steps taken: the SDE's time
         self.wall_seconds = 0.0     # training time only; evaluation and statistics are not charged
         self.diverged = False
         self.evaluations = 0        # evaluate() calls so far: sharpness is due every k-th one
@@ -455,7 +458,7 @@ class ScalingLoop:
     def train_for(self, steps: int) -> dict[str, Any]:
         """Train ``steps`` steps (fewer at the budget's end or after divergence); the slice's metrics.
 
-        Returns steps, examples (drawn by the gradient estimates), sde_time (steps/l),
+        Returns steps, examples (drawn by the gradient estimates), sde_time (Σ lr so far),
         wall_seconds, lr (the last step's), train_loss / train_acc (plain means over the drawn
         examples), diverged, and grad_norm_sq / grad_noise / noise_scale when measured in the
         slice. One host sync, at the end.
@@ -472,6 +475,7 @@ class ScalingLoop:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             loss, hits = self._step()
+            self.sde_time += lr
             loss_sum += loss
             hit_sum += hits
             self.steps += 1
@@ -484,7 +488,7 @@ class ScalingLoop:
         self.wall_seconds += time.perf_counter() - start
         self.diverged = self.diverged or not math.isfinite(mean_loss)
         out: dict[str, Any] = {
-            "steps": self.steps, "examples": self.steps * self.draw, "sde_time": self.steps / self.l,
+            "steps": self.steps, "examples": self.steps * self.draw, "sde_time": self.sde_time,
             "wall_seconds": self.wall_seconds, "lr": lr, "diverged": self.diverged,
             "train_loss": DIVERGED_LOSS if self.diverged else mean_loss,
             "train_acc": 0.0 if self.diverged else hit_sum.item() / max(n * self.draw, 1),
@@ -540,8 +544,8 @@ class ScalingLoop:
         return {"config": self.cfg.to_dict(), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "generators": {name: g.get_state() for name, g in self.generators.items()},
-                "steps": self.steps, "wall_seconds": self.wall_seconds, "diverged": self.diverged,
-                "evaluations": self.evaluations}
+                "steps": self.steps, "sde_time": self.sde_time, "wall_seconds": self.wall_seconds,
+                "diverged": self.diverged, "evaluations": self.evaluations}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -549,4 +553,5 @@ class ScalingLoop:
         for name, g in self.generators.items():
             g.set_state(state["generators"][name])
         self.steps, self.wall_seconds = int(state["steps"]), float(state["wall_seconds"])
+        self.sde_time = float(state["sde_time"])
         self.diverged, self.evaluations = bool(state["diverged"]), int(state["evaluations"])
