@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/tune-lip demo
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:
