@@ -127,6 +127,8 @@ def _experiment_metric(path: Path, metric: str | None, mode: str | None) -> tupl
 
     from tune_lip.launch import SPEC_FILE
 
+    if not path.is_dir():
+        raise UserError(str(path), None, "no such experiment directory", fix="pass tune_lip_results/<name>")
     saved: dict[str, Any] = {}
     if (path / SPEC_FILE).exists():
         saved = yaml.safe_load((path / SPEC_FILE).read_text()) or {}
@@ -149,69 +151,59 @@ def _load_experiment(path: Path) -> Any:
     return df
 
 
-def cmd_analyze_lr_scaling(args: argparse.Namespace) -> int:
-    from tune_lip.analysis import write_lr_scaling_report
+def _analyze(args: argparse.Namespace, write: Any, **options: Any) -> tuple[dict[str, Any] | None, Path]:
+    """Load the experiment, run one ``write_*_report`` into ``--out`` and print it as ``--json``.
 
+    Returns (report, plots folder); the report is None when it was printed as JSON already.
+    """
     path = Path(args.experiment)
     df = _load_experiment(path)
-    metric, mode = _experiment_metric(path, args.metric, args.mode)
     out = Path(args.out) if args.out else path / "plots"
-    by = args.by.split(",") if args.by else None
-    options: dict[str, Any] = {"use": args.use, "min_trials": args.min_trials}
-    if args.include_stopped:
-        options["include_stopped"] = True
     try:
-        report = write_lr_scaling_report(df, metric=metric, mode=mode, out_dir=out, by=by, title=path.name,
-                                         **options)
+        report = write(df, out_dir=out, title=path.name, **options)
     except (ValueError, KeyError) as exc:
         raise UserError(str(path), None, str(exc).split("\n")[0]) from None
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    for name, summary in report["summaries"].items():
-        print(summary if by is None else f"[{name}]\n{summary}\n")
-    for name, why in report["errors"].items():
-        print(f"[{name}] no fit: {why}")
-    print(f"\nplots: {out}/ ({len(report['plots'])} files)")
+        return None, out
+    return report, out
+
+
+def cmd_analyze_lr_scaling(args: argparse.Namespace) -> int:
+    from tune_lip.analysis import write_lr_scaling_report
+
+    metric, mode = _experiment_metric(Path(args.experiment), args.metric, args.mode)
+    by = args.by.split(",") if args.by else None
+    options: dict[str, Any] = {"use": args.use, "min_trials": args.min_trials}
+    if args.include_stopped:
+        options["include_stopped"] = True
+    report, out = _analyze(args, write_lr_scaling_report, metric=metric, mode=mode, by=by, **options)
+    if report is not None:
+        for name, summary in report["summaries"].items():
+            print(summary if by is None else f"[{name}]\n{summary}\n")
+        for name, why in report["errors"].items():
+            print(f"[{name}] no fit: {why}")
+        print(f"\nplots: {out}/ ({len(report['plots'])} files)")
     return 0
 
 
 def cmd_analyze_regimes(args: argparse.Namespace) -> int:
     from tune_lip.analysis import write_regime_report
 
-    path = Path(args.experiment)
-    df = _load_experiment(path)
-    out = Path(args.out) if args.out else path / "plots"
-    try:
-        report = write_regime_report(df, out_dir=out, elr=args.elr, title=path.name, num_classes=args.num_classes)
-    except (ValueError, KeyError) as exc:
-        raise UserError(str(path), None, str(exc).split("\n")[0]) from None
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(report["summary"])
-    print(f"\nplots: {out}/ ({len(report['plots'])} files)")
+    report, out = _analyze(args, write_regime_report, elr=args.elr, num_classes=args.num_classes)
+    if report is not None:
+        print(f"{report['summary']}\n\nplots: {out}/ ({len(report['plots'])} files)")
     return 0
 
 
 def cmd_analyze_scaling_rule(args: argparse.Namespace) -> int:
     from tune_lip.analysis import write_scaling_rule_report
 
-    path = Path(args.experiment)
-    df = _load_experiment(path)
-    metric, mode = _experiment_metric(path, args.metric, args.mode)
-    out = Path(args.out) if args.out else path / "plots"
-    options = {"metric": metric, "mode": mode, "batch_size": args.axis, "time": args.time,
-               "pool_seeds": args.pool_seeds}
-    try:
-        report = write_scaling_rule_report(df, out_dir=out, title=path.name, **options)
-    except (ValueError, KeyError) as exc:
-        raise UserError(str(path), None, str(exc).split("\n")[0]) from None
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(report["summary"])
-    print(f"\nplots: {out}/ ({len(report['plots'])} files)")
+    metric, mode = _experiment_metric(Path(args.experiment), args.metric, args.mode)
+    report, out = _analyze(args, write_scaling_rule_report, metric=metric, mode=mode, batch_size=args.axis,
+                           time=args.time, pool_seeds=args.pool_seeds)
+    if report is not None:
+        print(f"{report['summary']}\n\nplots: {out}/ ({len(report['plots'])} files)")
     return 0
 
 
