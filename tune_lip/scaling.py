@@ -43,11 +43,10 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -73,6 +72,7 @@ from tune_lip.train_loop import (
     _from_dict,
     _model_config,
     _section,
+    config_to_dict,
     pick_device,
 )
 
@@ -316,12 +316,7 @@ class ScalingConfig:
         ))
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved config as `from_dict` reads it (options flattened into their section)."""
-        out = asdict(self)
-        for section in ("model", "dataset"):
-            out[section].update(out[section].pop("options"))
-        out["budget"] = self.budget.to_dict()
-        return json.loads(json.dumps(out, default=list))
+        return config_to_dict(self)
 
     def total_steps(self, num_train: int) -> int:
         """Optimizer steps of the trial: the budget at B (sde_time: at B₀, ×B₀/B), ×l."""

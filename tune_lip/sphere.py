@@ -42,11 +42,10 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
 import torch
@@ -71,6 +70,7 @@ from tune_lip.train_loop import (
     _from_dict,
     _model_config,
     _section,
+    config_to_dict,
     pick_device,
 )
 
@@ -187,12 +187,7 @@ class SphereConfig:
         ))
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved config as `from_dict` reads it (options flattened into their section)."""
-        out = asdict(self)
-        for section in ("model", "dataset"):
-            out[section].update(out[section].pop("options"))
-        out["budget"] = self.budget.to_dict()
-        return json.loads(json.dumps(out, default=list))
+        return config_to_dict(self)
 
 
 def hutchinson_trace(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, samples: int,

@@ -187,14 +187,21 @@ class LipschitzConfig:
         ))
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved config as a JSON-able mapping that `from_dict` reads back."""
-        out = asdict(self)
-        out["model"] = {"name": self.model.name, **self.model.options}
-        dataset = out["dataset"]
-        out["dataset"] = {**{k: v for k, v in dataset.items() if k != "options"}, **self.dataset.options}
-        out["budget"] = self.budget.to_dict()
-        out["optimizer"] = self.optimizer.to_dict()
-        return json.loads(json.dumps(out, default=list))
+        return config_to_dict(self)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A study's resolved config as the JSON-able mapping its ``from_dict`` reads back.
+
+    The free ``options`` of ``model`` and ``dataset`` go back into their section, the budget
+    into its YAML form. Saved with every checkpoint.
+    """
+    out = asdict(cfg)
+    for section in ("model", "dataset"):
+        if isinstance(out.get(section), dict) and "options" in out[section]:
+            out[section].update(out[section].pop("options"))
+    out["budget"] = cfg.budget.to_dict()
+    return json.loads(json.dumps(out, default=list))
 
 
 def model_key(cfg: LipschitzConfig) -> str:
