@@ -4,9 +4,11 @@ Hessians, and both wired into the Lipschitz and sphere loops (exact continuation
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
+from helpers import run_slices
 from torch import nn
 from torch.func import functional_call
 
@@ -157,14 +159,7 @@ def _sphere_cfg(**over) -> SphereConfig:
     return SphereConfig.from_dict(raw)
 
 
-def _run(loop, slices: int, steps: int = 6) -> list[dict]:
-    out = []
-    for _ in range(slices):
-        m = loop.train_for(steps)
-        m.update(loop.evaluate())
-        m.pop("wall_seconds")  # the only metric that depends on the machine's speed
-        out.append(m)
-    return out
+_run = partial(run_slices, steps=6)  # one loop's reports, without wall_seconds
 
 
 @pytest.mark.parametrize("make_loop, make_cfg", [(LipschitzLoop, _lip_cfg), (SphereLoop, _sphere_cfg)],

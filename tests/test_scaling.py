@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
+from helpers import run_slices
 
 from tune_lip.errors import ConfigError
 from tune_lip.models import MODELS, build_model
@@ -32,14 +34,7 @@ def _cfg(**over) -> ScalingConfig:
     return ScalingConfig.from_dict(raw)
 
 
-def _run(loop: ScalingLoop, slices: int, steps: int = 3) -> list[dict]:
-    out = []
-    for _ in range(slices):
-        m = loop.train_for(steps)
-        m.update(loop.evaluate())
-        m.pop("wall_seconds")  # the only metric that depends on the machine's speed
-        out.append(m)
-    return out
+_run = partial(run_slices, steps=3)  # one loop's reports, without wall_seconds
 
 
 # ---------------------------------------------------------------------------- a linear-regression problem

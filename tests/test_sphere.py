@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 
 import pytest
 import torch
+from helpers import run_slices
 
 from tune_lip.errors import ConfigError
 from tune_lip.models import MODELS, build_model
@@ -24,14 +26,7 @@ def _cfg(**over) -> SphereConfig:
     return SphereConfig.from_dict(raw)
 
 
-def _run(loop: SphereLoop, slices: int, steps: int = 6) -> list[dict]:
-    out = []
-    for _ in range(slices):
-        m = loop.train_for(steps)
-        m.update(loop.evaluate())
-        m.pop("wall_seconds")  # the only metric that depends on the machine's speed
-        out.append(m)
-    return out
+_run = partial(run_slices, steps=6)  # one loop's reports, without wall_seconds
 
 
 def _norm(tensors) -> float:

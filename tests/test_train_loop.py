@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
+from helpers import run_slices
 
 from tune_lip.train_loop import DIVERGED_LOSS, LipschitzConfig, LipschitzLoop
 
@@ -18,14 +20,7 @@ def _cfg(**over) -> LipschitzConfig:
     return LipschitzConfig.from_dict(raw)
 
 
-def _run(loop: LipschitzLoop, slices: int, steps: int = 6) -> list[dict]:
-    out = []
-    for _ in range(slices):
-        m = loop.train_for(steps)
-        m.update(loop.evaluate())
-        m.pop("wall_seconds")  # the only metric that depends on the machine's speed
-        out.append(m)
-    return out
+_run = partial(run_slices, steps=6)  # one loop's reports, without wall_seconds
 
 
 def test_same_seed_same_metrics():

@@ -1,0 +1,19 @@
+"""Helpers shared by the tests of the Ray-free study loops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_slices(loop: Any, slices: int, *, steps: int) -> list[dict]:
+    """Train ``slices`` slices of ``steps`` steps, evaluating after each: the reports a Trainable makes.
+
+    ``wall_seconds`` is dropped: it is the only metric that depends on the machine's speed.
+    """
+    out = []
+    for _ in range(slices):
+        metrics = loop.train_for(steps)
+        metrics.update(loop.evaluate())
+        metrics.pop("wall_seconds")
+        out.append(metrics)
+    return out
