@@ -65,6 +65,7 @@ from tune_lip.sampling import BatchOrder
 from tune_lip.train_loop import (
     DIVERGED_LOSS,
     DataConfig,
+    LoopCheckpoint,
     ModelConfig,
     _dataset,
     _from_dict,
@@ -220,7 +221,7 @@ def _filter_sq(w: Tensor) -> Tensor:
     return w.pow(2).sum(dim=tuple(range(1, w.dim())), keepdim=True)
 
 
-class SphereLoop:
+class SphereLoop(LoopCheckpoint):
     """Budgeted training of one scale-invariant network; see the module docstring.
 
     ``rho0``: ρ₀ = ‖w₀‖, the joint norm of the SI weights at initialisation.
@@ -472,28 +473,11 @@ class SphereLoop:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.cfg.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "aug_generator": self.aug_generator.get_state(),
-            "steps": self.steps,
-            "wall_seconds": self.wall_seconds,
-            "diverged": self.diverged,
-            "train_loss_history": list(self.train_loss_history),
-            "evaluations": self.evaluations,
-            "rho0": self.rho0,
-            "filter_sq0": [t.clone() for t in self.filter_sq0],
-        }
+        return {**super().state_dict(), "train_loss_history": list(self.train_loss_history), "rho0": self.rho0,
+                "filter_sq0": [t.clone() for t in self.filter_sq0]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.aug_generator.set_state(state["aug_generator"])
-        self.steps = int(state["steps"])
-        self.wall_seconds = float(state["wall_seconds"])
-        self.diverged = bool(state["diverged"])
+        super().load_state_dict(state)
         self.train_loss_history = [float(v) for v in state["train_loss_history"]]
-        self.evaluations = int(state.get("evaluations", 0))   # absent in checkpoints from before sharpness
         self.rho0 = float(state["rho0"])
         self.filter_sq0 = [t.to(self.device) for t in state["filter_sq0"]]

@@ -229,7 +229,33 @@ def _dataset(cfg: DataConfig, device: torch.device) -> ImageData:
     return _DATA_CACHE[key]
 
 
-class LipschitzLoop:
+class LoopCheckpoint:
+    """The checkpoint state every image-study loop has (model, optimizer, augmentation draws,
+    progress); a loop with more state extends both methods through ``super()``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aug_generator": self.aug_generator.get_state(),
+            "steps": self.steps,
+            "wall_seconds": self.wall_seconds,
+            "diverged": self.diverged,
+            "evaluations": self.evaluations,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.aug_generator.set_state(state["aug_generator"])
+        self.steps = int(state["steps"])
+        self.wall_seconds = float(state["wall_seconds"])
+        self.diverged = bool(state["diverged"])
+        self.evaluations = int(state["evaluations"])
+
+
+class LipschitzLoop(LoopCheckpoint):
     """Budgeted training of one 1-Lipschitz network; see the module docstring.
 
     step_seconds: the reference accelerator's calibrated seconds per step; needed for a
@@ -419,23 +445,4 @@ class LipschitzLoop:
         return out
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.cfg.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "aug_generator": self.aug_generator.get_state(),
-            "steps": self.steps,
-            "wall_seconds": self.wall_seconds,
-            "diverged": self.diverged,
-            "evaluations": self.evaluations,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.aug_generator.set_state(state["aug_generator"])
-        self.steps = int(state["steps"])
-        self.wall_seconds = float(state["wall_seconds"])
-        self.diverged = bool(state["diverged"])
-        self.evaluations = int(state.get("evaluations", 0))   # absent in checkpoints from before sharpness
+    # state_dict / load_state_dict come from LoopCheckpoint, shared with the sphere loop.
