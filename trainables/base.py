@@ -5,7 +5,9 @@ A study supplies a Ray-free loop (``make_loop(config)``) with ``cfg.reports``,
 seconds and ``train_for_seconds``), ``steps``, ``train_for(steps)``, ``evaluate()``,
 ``finished``, ``state_dict()`` and ``load_state_dict()``. This class trains it in
 ``reports`` equal slices of the budget: each ``step()`` trains one slice, evaluates and
-returns the metrics, the last one (or a divergence) with ``done=True``. Checkpoints hold the
+returns the metrics, the last one (or a divergence) with ``done=True``. Every report also
+names the ``accelerator`` type the trial ran on and whether its budget is
+``hardware_dependent`` (a wall-clock budget). Checkpoints hold the
 loop's whole state plus the resolved config (``config.json``, readable without torch), so a
 restored trial continues exactly; ``reset_config`` rebuilds the loop so Tune reuses actors.
 
@@ -38,8 +40,11 @@ class SlicedTrainable(tune.Trainable):
         raise NotImplementedError
 
     def setup(self, config: dict[str, Any]) -> None:
+        from tune_lip.placement import node_accelerator
+
         self.loop = self.make_loop(config)
         self.reports_done = 0
+        self.accelerator = node_accelerator()  # the type the scheduler placed this trial on
 
     def step(self) -> dict[str, Any]:
         loop, reports = self.loop, self.loop.cfg.reports
@@ -50,6 +55,9 @@ class SlicedTrainable(tune.Trainable):
             metrics = loop.train_for_seconds(loop.wall_budget * k / reports - loop.wall_seconds)
         metrics.update(loop.evaluate())
         self.reports_done = k
+        metrics["accelerator"] = self.accelerator
+        budget = getattr(loop.cfg, "budget", None)
+        metrics["hardware_dependent"] = bool(budget is not None and budget.hardware_dependent)
         metrics["done"] = loop.finished or k >= reports
         return metrics
 

@@ -235,21 +235,28 @@ CALIBRATION_COLUMNS = ("accelerator", "model_key", "batch_size", "step_seconds",
 
 
 def read_calibration(path: str | Path) -> "Any":
-    """The calibration table (pandas DataFrame) written by ``tune-lip calibrate``."""
-    import pandas as pd
+    """The calibration table (pandas DataFrame) written by ``tune-lip calibrate``.
 
-    p = Path(path)
-    if not p.exists():
-        raise UserError(str(p), None, "calibration table not found",
+    ``path`` may be local or a URI pyarrow understands (``s3://bucket/x/calibration.parquet``).
+    """
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from tune_lip.analysis.results import storage_location
+
+    where = str(path)
+    fs, inner = storage_location(where)
+    if fs.get_file_info(inner).type != pafs.FileType.File:
+        raise UserError(where, None, "calibration table not found",
                         fix="run `tune-lip calibrate SPACE` first, or set budget.calibration")
     try:
-        df = pd.read_parquet(p)
+        df = pq.read_table(inner, filesystem=fs).to_pandas()
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise UserError(str(p), None, f"not a readable Parquet calibration table ({exc.__class__.__name__})",
+        raise UserError(where, None, f"not a readable Parquet calibration table ({exc.__class__.__name__})",
                         fix="re-run `tune-lip calibrate`") from None
     missing = [c for c in ("accelerator", "model_key", "batch_size", "step_seconds") if c not in df]
     if missing:
-        raise UserError(str(p), missing[0], "column missing from the calibration table",
+        raise UserError(where, missing[0], "column missing from the calibration table",
                         fix="re-run `tune-lip calibrate`")
     return df
 

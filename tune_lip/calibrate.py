@@ -3,7 +3,9 @@
 For every model configuration and batch size, full training steps (data sampling,
 augmentation, forward, backward, optimizer step) are timed after warm-up on this machine's
 accelerator. A ``reference_hours`` budget reads the table to turn "H hours on an A100" into
-a step count that is the same on every node.
+a step count that is the same on every node. On a Ray cluster, `calibrate_cluster` times the
+same configs on every accelerator type present (one Ray task per type, pinned to it with
+``accelerator_type:<T>``, on a whole GPU) and returns one table.
 
 Example:
     >>> table = time_batch_all([{"model": {"name": "aol_mlp", "width": 64, "depth": 2},
@@ -28,7 +30,7 @@ import torch
 
 from tune_lip.train_loop import LipschitzConfig, LipschitzLoop, model_key, pick_device
 
-__all__ = ["accelerator_type", "time_batch_all", "append_table"]
+__all__ = ["accelerator_type", "time_batch_all", "calibrate_cluster", "append_table"]
 
 
 def accelerator_type(device: torch.device | None = None) -> str:
@@ -80,12 +82,62 @@ def time_batch_all(configs: Sequence[dict[str, Any]], *, warmup_steps: int = 5, 
     return pd.DataFrame(rows)
 
 
-def append_table(new: pd.DataFrame, path: str | Path) -> Path:
-    """Append rows to the calibration table at ``path`` (created if missing), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pd.concat([pd.read_parquet(path), new], ignore_index=True) if path.exists() else new
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+def calibrate_cluster(configs: Sequence[dict[str, Any]], *, warmup_steps: int = 5, timed_steps: int = 20,
+                      types: Sequence[str] | None = None, timeout_s: float | None = None) -> pd.DataFrame:
+    """`time_batch_all` on each accelerator type of the connected Ray cluster, as one table.
+
+    types: default every type present (`tune_lip.placement.cluster_accelerators`). Each type's
+    task asks for one whole GPU and ``accelerator_type:<T>: 0.001``, so it runs on a node of
+    that type, alone on its GPU; the types run in parallel.
+    """
+    import ray
+
+    from tune_lip.errors import UserError
+    from tune_lip.placement import PIN_AMOUNT, cluster_accelerators
+
+    kinds = list(types) if types else sorted(cluster_accelerators())
+    if not kinds:
+        raise UserError("tune-lip calibrate --cluster", None, "the Ray cluster has no GPU node with an "
+                        "accelerator_type:<T> resource", fix="start GPU workers (ray up cluster.yaml), "
+                        "or calibrate on this machine without --cluster")
+    timer = ray.remote(max_retries=1)(time_batch_all)
+    refs = [timer.options(num_cpus=1, num_gpus=1, resources={f"accelerator_type:{kind}": PIN_AMOUNT},
+                          name=f"calibrate-{kind}").remote(list(configs), warmup_steps=warmup_steps,
+                                                           timed_steps=timed_steps, accelerator=kind,
+                                                           progress=False)
+            for kind in kinds]
+    try:
+        tables = ray.get(refs, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise UserError("tune-lip calibrate --cluster", None, f"calibration did not finish in {timeout_s:g} s "
+                        f"on {', '.join(kinds)}", fix="check that nodes of every type can start "
+                        "(ray status), or calibrate fewer batch sizes") from None
+    return pd.concat(tables, ignore_index=True)
+
+
+def append_table(new: pd.DataFrame, path: str | Path) -> str:
+    """Append rows to the calibration table at ``path`` (local or a URI; created if missing).
+
+    A local table is replaced atomically, so a crash never leaves half a table.
+    """
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from tune_lip.analysis.results import storage_location
+    from tune_lip.budget import read_calibration
+
+    fs, inner = storage_location(str(path))
+    exists = fs.get_file_info(inner).type == pafs.FileType.File
+    table = pd.concat([read_calibration(path), new], ignore_index=True) if exists else new
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = Path(inner).with_name(f".{Path(inner).name}.tmp")
+        pq.write_table(arrow, str(tmp))
+        os.replace(tmp, inner)
+    else:  # object stores write whole objects: a reader never sees half of one
+        pq.write_table(arrow, inner, filesystem=fs)
+    return str(path)

@@ -4,6 +4,8 @@
     tune-lip search aol_lr_batch --address auto     # a shipped space (or a path to your YAML)
     tune-lip search demo --name demo-1 --resume     # continue a killed search
     tune-lip calibrate aol_lr_batch                 # step times for reference_hours budgets
+    tune-lip calibrate aol_lr_batch --cluster       # ... on every GPU type of the Ray cluster
+    tune-lip rehearse demo --kill T4                # the cluster flow on fake local GPU nodes
     tune-lip results tune_lip_results/demo-1 --csv results.csv
 
 Input errors print one line (file: key: problem; fix) and exit with code 2.
@@ -104,8 +106,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from tune_lip.calibrate import append_table, time_batch_all
-    from tune_lip.launch import DEFAULT_STORAGE, grid_configs
+    from tune_lip.calibrate import append_table, calibrate_cluster, time_batch_all
+    from tune_lip.launch import CALIBRATION_FILE, DEFAULT_STORAGE, grid_configs, start_ray
 
     spec = _load_spec(args.space)
     points = spec.grid_points()
@@ -114,10 +116,28 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         points = [{**p, "dataset.batch_size": b} for p in points for b in sizes]
         points = [dict(t) for t in {tuple(sorted(p.items())) for p in points}]
     configs = grid_configs(spec, sorted(points, key=lambda p: sorted(p.items())))
-    table = time_batch_all(configs, warmup_steps=args.warmup, timed_steps=args.steps, accelerator=args.accelerator)
-    out = append_table(table, args.out or Path(DEFAULT_STORAGE) / "calibration.parquet")
+    if args.cluster:
+        if args.accelerator:
+            raise UserError("--accelerator", None, "names the type of this machine, not of a cluster's nodes",
+                            fix="leave it out with --cluster (each node records its own type)")
+        start_ray(args.address or "auto")
+        table = calibrate_cluster(configs, warmup_steps=args.warmup, timed_steps=args.steps)
+    else:
+        table = time_batch_all(configs, warmup_steps=args.warmup, timed_steps=args.steps,
+                               accelerator=args.accelerator)
+    out = append_table(table, args.out or f"{DEFAULT_STORAGE}/{CALIBRATION_FILE}")
     print(table[["accelerator", "model_key", "batch_size", "step_seconds"]].to_string(index=False))
     print(f"\ncalibration table: {out}")
+    return 0
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from tune_lip.rehearse import parse_nodes, rehearse
+
+    experiment = rehearse(args.space, nodes=parse_nodes(args.nodes), storage_path=args.storage_path,
+                          name=args.name, kill=args.kill, cpus_per_node=args.cpus_per_node, budget=args.budget,
+                          num_samples=args.num_samples)
+    print(f"\nresults: {experiment}  (tune-lip results {experiment})")
     return 0
 
 
@@ -254,8 +274,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--accelerator", help="name to record (default: detected, e.g. A100 or CPU)")
-    p.add_argument("--out", help="table path (default: tune_lip_results/calibration.parquet)")
+    p.add_argument("--out", help="table path or URI (default: tune_lip_results/calibration.parquet)")
+    p.add_argument("--cluster", action="store_true",
+                   help="time on every accelerator type of the Ray cluster (one pinned task per type)")
+    p.add_argument("--address", help="Ray address with --cluster (default: auto)")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("rehearse", help="run a search on a local multi-node Ray with fake GPU types")
+    p.add_argument("space", help="a shipped space name or a YAML file")
+    p.add_argument("--nodes", default="A100:2,V100:1,T4:1", help="TYPE:GPUS per fake worker node "
+                   "(default A100:2,V100:1,T4:1)")
+    p.add_argument("--cpus-per-node", type=int, default=2, help="CPUs of each fake worker node (default 2)")
+    p.add_argument("--kill", metavar="TYPE", help="remove this type's node once a trial there has checkpointed")
+    p.add_argument("--name", help="experiment name (default: <space>-<timestamp>)")
+    p.add_argument("--storage-path", default="tune_lip_results", help="where experiments live")
+    p.add_argument("--num-samples", type=int, help="override num_samples (per grid point)")
+    p.add_argument("--budget", help="override the budget, e.g. steps=200")
+    p.set_defaults(func=cmd_rehearse)
 
     p = sub.add_parser("analyze", help="fit scaling laws and regime boundaries of an experiment")
     kinds = p.add_subparsers(dest="analysis", required=True)

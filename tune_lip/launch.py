@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from tune_lip.errors import ConfigError, UserError
 from tune_lip.spec import SearchSpec
 
-__all__ = ["STUDIES", "Study", "check_spec", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
+__all__ = ["STUDIES", "Study", "check_spec", "check_placement", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
            "DEFAULT_STORAGE"]
 
 DEFAULT_STORAGE = "tune_lip_results"
@@ -119,24 +119,45 @@ def grid_configs(spec: SearchSpec, points: list[dict[str, Any]] | None = None) -
     return configs
 
 
-def _resolve_calibration(spec: SearchSpec, storage_path: str) -> SearchSpec:
-    """Absolute calibration path for reference_hours budgets, checked for every grid point."""
+CALIBRATION_FILE = "calibration.parquet"
+
+
+def _resolve_calibration(spec: SearchSpec, storage_path: str, experiment_dir: str) -> SearchSpec:
+    """For a reference_hours budget: check the calibration table covers every grid point,
+    then copy it into the experiment, where every node reads it (local path or URI)."""
     if spec.budget.kind != "reference_hours":
         return spec
+    from tune_lip.analysis.results import storage_location
     from tune_lip.budget import lookup_step_seconds, read_calibration
     from tune_lip.train_loop import LipschitzConfig, model_key
 
     raw = spec.budget.calibration
-    path = Path(raw).expanduser() if raw else Path(storage_path) / "calibration.parquet"
-    if not path.is_absolute():
-        path = (Path(spec.path).parent / path) if (Path(spec.path).parent / path).exists() else path.resolve()
-    table = read_calibration(path)
+    if raw and "://" in raw:
+        source = raw
+    else:
+        path = Path(raw).expanduser() if raw else None
+        if path is None:
+            source = f"{storage_path}/{CALIBRATION_FILE}"
+        elif path.is_absolute():
+            source = str(path)
+        else:
+            beside_spec = Path(spec.path).parent / path
+            source = str(beside_spec.resolve() if beside_spec.exists() else path.resolve())
+    table = read_calibration(source)
     assert spec.budget.reference is not None
     for config in grid_configs(spec):
         cfg = LipschitzConfig.from_dict(config)
         lookup_step_seconds(table, accelerator=spec.budget.reference, model_key=model_key(cfg),
-                            batch_size=cfg.dataset.batch_size, where=str(path))
-    return replace(spec, budget=replace(spec.budget, calibration=str(path.resolve())))
+                            batch_size=cfg.dataset.batch_size, where=source)
+    copy = f"{experiment_dir}/{CALIBRATION_FILE}"
+    fs, path_in_fs = storage_location(copy)
+    if fs.get_file_info(path_in_fs).type == pafs.FileType.NotFound:  # a resumed search keeps its copy
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        fs.create_dir(path_in_fs.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path_in_fs, filesystem=fs)
+    return replace(spec, budget=replace(spec.budget, calibration=copy))
 
 
 # ---------------------------------------------------------------------------- Ray
@@ -184,14 +205,31 @@ def _logger_callbacks(wandb: bool, mlflow: bool, name: str) -> list[Any]:
     return callbacks
 
 
-def _trainable(spec: SearchSpec) -> Any:
+def _present_accelerators() -> tuple[str, ...]:
+    import ray
+
+    from tune_lip.placement import cluster_accelerators
+
+    return tuple(sorted(cluster_accelerators())) if ray.is_initialized() else ()
+
+
+def check_placement(spec: SearchSpec, present: tuple[str, ...] = ()) -> list[Any]:
+    """The `Placement` of every grid point's representative config; a UserError when one fits
+    no allowed GPU (before anything starts)."""
+    from tune_lip.placement import plan_placement
+
+    return [plan_placement(spec.resources, config, present=present, where=spec.path)
+            for config in grid_configs(spec)]
+
+
+def _trainable(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
+    """The study's Trainable with per-trial resources (`tune_lip.placement`)."""
     from ray import tune
 
-    resources = {k: v for k, v in spec.resources.items() if k in ("cpu", "gpu")}
-    if "memory_gb" in spec.resources:
-        resources["memory"] = spec.resources["memory_gb"] * 2**30
-    resources.setdefault("cpu", 1)
-    return tune.with_resources(STUDIES[spec.study].load_trainable(), resources)
+    from tune_lip.placement import resource_function
+
+    return tune.with_resources(STUDIES[spec.study].load_trainable(),
+                               resource_function(spec.resources, present=present, where=spec.path))
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -235,7 +273,9 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
 
     storage = _storage(storage_path)
     config = check_spec(spec)
-    spec = _resolve_calibration(spec, storage)
+    present = _present_accelerators()
+    check_placement(spec, present)
+    spec = _resolve_calibration(spec, storage, f"{storage}/{name}")
     fixed = {"budget": spec.budget.to_dict(), "reports": spec.reports}
 
     search_alg = search_alg or make_search_alg(spec)
@@ -268,7 +308,8 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.checkpoint_every,
                                                 checkpoint_at_end=True,
                                                 num_to_keep=spec.keep_checkpoints),
-        failure_config=tune.FailureConfig(max_failures=2),
+        # A trial whose node is lost restarts from its last checkpoint on any node that fits it.
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         verbose=verbose,
     )
     # Tune wraps a Searcher in a ConcurrencyLimiter; its own generator limits itself (above).
@@ -276,7 +317,7 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
                                   num_samples=num_samples, max_concurrent_trials=concurrency,
                                   reuse_actors=True, trial_dirname_creator=_trial_dirname)
-    return tune.Tuner(_trainable(spec), param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(_trainable(spec, present), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
 SPEC_FILE = "search_space.yaml"
@@ -304,8 +345,12 @@ def save_spec(spec: SearchSpec, experiment_dir: str) -> str:
 
 def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str | Path = DEFAULT_STORAGE,
                address: str | None = None, resume: bool = False, num_cpus: int | None = None,
-               wandb: bool = False, mlflow: bool = False, verbose: int = 1) -> Any:
-    """Run (or with ``resume=True`` continue) the search; returns Ray's ResultGrid."""
+               wandb: bool = False, mlflow: bool = False, verbose: int = 1,
+               extra_callbacks: list[Any] | None = None) -> Any:
+    """Run (or with ``resume=True`` continue) the search; returns Ray's ResultGrid.
+
+    extra_callbacks: more Tune callbacks (after the loggers) for a new search.
+    """
     from ray import tune
 
     from tune_lip.analysis.results import storage_location
@@ -318,7 +363,8 @@ def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str |
             raise UserError(str(experiment_dir), None, "no experiment to resume here",
                             fix="pass the --name (and --storage-path) of the killed search")
         start_ray(address, num_cpus=num_cpus)
-        tuner = tune.Tuner.restore(experiment_dir, trainable=_trainable(spec), resume_unfinished=True,
+        tuner = tune.Tuner.restore(experiment_dir, trainable=_trainable(spec, _present_accelerators()),
+                                   resume_unfinished=True,
                                    resume_errored=True)
         return tuner.fit()
     fs, path = storage_location(experiment_dir)
@@ -326,9 +372,11 @@ def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str |
         raise UserError(experiment_dir, None, "an experiment with this name exists already",
                         fix="pass --resume to continue it, or choose another --name")
     check_spec(spec)
+    check_placement(spec)
     loggers = _logger_callbacks(wandb, mlflow, name)  # input errors first: nothing started or written
     start_ray(address, num_cpus=num_cpus)
     save_spec(spec, experiment_dir)
-    tuner = build_tuner(spec, name=name, storage_path=storage, extra_callbacks=loggers, verbose=verbose)
+    tuner = build_tuner(spec, name=name, storage_path=storage, extra_callbacks=[*loggers, *(extra_callbacks or [])],
+                        verbose=verbose)
     return tuner.fit()
 

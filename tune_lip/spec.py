@@ -23,7 +23,7 @@ Key convention in messages and in dotted paths (``searcher.per``, :meth:`SearchS
 keys inside ``space`` are written *without* the ``space.`` prefix (``optimizer.lr``), top-level
 keys as themselves (``scheduler.grace_fraction``).
 
-Defaults for optional keys: ``reports: 20``, ``checkpoint_every: 5``, ``num_samples: 1``,
+Defaults for optional keys: ``reports: 20``, ``checkpoint_every: 5``, ``max_failures: 3``, ``num_samples: 1``,
 ``max_concurrent_trials: null`` (unlimited), ``resources: {cpu: 1}``, ``scheduler: none`` (no
 silent early stopping unless asked for), ``searcher: random``.
 
@@ -180,7 +180,7 @@ _DOMAIN_ALIASES = {
 
 SCHEDULERS = ("asha", "none")
 SEARCHERS = ("optuna", "random", "grid", "boundary")
-RESOURCE_KINDS = ("cpu", "gpu", "memory_gb", "accelerator", "min_gpu_memory_gb")
+RESOURCE_KINDS = ("cpu", "gpu", "memory_gb", "accelerator", "min_gpu_memory_gb", "gpu_memory_gb")
 _RESOURCE_ALIASES = {"num_cpus": "cpu", "cpus": "cpu", "num_gpus": "gpu", "gpus": "gpu",
                      "memory": "memory_gb", "accelerator_type": "accelerator"}
 
@@ -234,9 +234,13 @@ class SearchSpec:
     budget: work per trial. reports: reports (and ASHA decision points) per trial.
     num_samples: trials per grid point (per value of ``searcher.per`` for optuna).
     max_concurrent_trials: None = as many as resources allow.
-    resources: per trial: ``cpu``, ``gpu``, ``memory_gb``, ``min_gpu_memory_gb`` as floats,
+    resources: per trial: ``cpu``, ``gpu``, ``memory_gb``, ``min_gpu_memory_gb`` as floats
+        (``gpu`` and ``min_gpu_memory_gb`` may be "auto": from the config's estimated memory,
+        see `tune_lip.placement`), ``gpu_memory_gb`` as {accelerator type: GB per GPU},
     ``accelerator`` as a tuple of accelerator types (any of them will do).
     checkpoint_every: reports between checkpoints; 0 = only at the end.
+    max_failures: times a failed trial (e.g. its node was lost) restarts from its last
+        checkpoint, anywhere in the cluster; -1 = no limit.
     keep_checkpoints: newest checkpoints kept per trial; None = all. Ray deletes older ones
     as new ones land; a driver killed between a deletion and Tune's next experiment snapshot
     can leave a trial pointing at a deleted checkpoint, so None is the safe default.
@@ -259,6 +263,7 @@ class SearchSpec:
     space: dict[str, Any]
     description: str = ""
     keep_checkpoints: int | None = None
+    max_failures: int = 3
 
     def domains(self) -> dict[str, Domain]:
         """Dotted path (without ``space.``) -> domain, in file order.
@@ -330,6 +335,7 @@ class SearchSpec:
             "resources": resources,
             "checkpoint_every": self.checkpoint_every,
             "keep_checkpoints": self.keep_checkpoints,
+            "max_failures": self.max_failures,
             "space": _to_raw(self.space),
             "description": self.description,
         }
@@ -372,7 +378,7 @@ def set_in(d: dict[str, Any], dotted: str, value: Any) -> None:
 
 TOP_LEVEL_KEYS = (
     "study", "metric", "mode", "budget", "reports", "scheduler", "searcher", "num_samples",
-    "max_concurrent_trials", "resources", "checkpoint_every", "keep_checkpoints", "space", "description",
+    "max_concurrent_trials", "resources", "checkpoint_every", "keep_checkpoints", "max_failures", "space", "description",
 )
 REQUIRED_KEYS = ("study", "metric", "mode", "budget", "space")
 _REQUIRED_EXAMPLES = {
@@ -563,6 +569,8 @@ def _parse(
     keep_checkpoints = None if keep_raw is None else _int(
         keep_raw, where=where, key="keep_checkpoints", minimum=1,
         fix="use e.g. keep_checkpoints: 2, or leave it out to keep every checkpoint")
+    max_failures = _int(raw.get("max_failures", 3), where=where, key="max_failures", minimum=-1,
+                        fix="use e.g. max_failures: 3 (restarts of a failed trial from its last checkpoint; -1 = no limit)")
     num_samples = _int(raw.get("num_samples", 1), where=where, key="num_samples", minimum=1,
                        fix="use e.g. num_samples: 12 (trials per grid point)")
     mct_raw = raw.get("max_concurrent_trials")
@@ -588,7 +596,7 @@ def _parse(
         path=path, study=study, metric=metric, mode=mode, budget=budget, scheduler=scheduler,
         searcher=searcher, num_samples=num_samples, max_concurrent_trials=max_concurrent,
         resources=resources, reports=reports, checkpoint_every=checkpoint_every, space=space,
-        description=desc, keep_checkpoints=keep_checkpoints,
+        description=desc, keep_checkpoints=keep_checkpoints, max_failures=max_failures,
     )
 
 
@@ -763,18 +771,29 @@ def _resources(raw: Any, *, where: str) -> dict[str, Any]:
                                 fix="use e.g. accelerator: A100 or accelerator: [A100, H100]")
             out[kind] = tuple(types)
             continue
+        if kind == "gpu_memory_gb":
+            table_fix = "use e.g. gpu_memory_gb: {RTX4090: 24}"
+            if not isinstance(value, dict) or not value:
+                raise UserError(where, key, f"must map accelerator types to GB per GPU, got {value!r}", fix=table_fix)
+            out[kind] = {str(t): _float(gb, where=where, key=f"{key}.{t}", fix=table_fix) for t, gb in value.items()}
+            if any(gb <= 0 for gb in out[kind].values()):
+                raise UserError(where, key, "GB per GPU must be > 0", fix=table_fix)
+            continue
+        if value == "auto" and kind in ("gpu", "min_gpu_memory_gb"):
+            out[kind] = "auto"  # from the trial config's estimated memory (tune_lip.placement)
+            continue
         amount = _float(value, where=where, key=key, fix=fix)
         if amount < 0:
             raise UserError(where, key, f"must be >= 0, got {value!r}", fix=fix)
         out[kind] = amount
     # Ray packs fractional GPUs only below one; above it trials take whole GPUs.
     gpu = out.get("gpu", 0.0)
-    if gpu > 1 and gpu != int(gpu):
+    if gpu != "auto" and gpu > 1 and gpu != int(gpu):
         raise UserError(where, "resources.gpu",
                         f"a trial can use a fraction of one GPU or whole GPUs, got {gpu:g}",
                         fix=f"use gpu: {math.ceil(gpu)} or a value <= 1")
-    for needs_gpu in ("accelerator", "min_gpu_memory_gb"):
-        if needs_gpu in out and gpu <= 0:
+    for needs_gpu in ("accelerator", "min_gpu_memory_gb", "gpu_memory_gb"):
+        if needs_gpu in out and gpu != "auto" and gpu <= 0:
             raise UserError(where, f"resources.{needs_gpu}",
                             "only makes sense for trials that use a GPU",
                             fix="add e.g. gpu: 0.25, or remove it")

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -83,9 +84,11 @@ class CachedInEval(nn.Module):
                 self._eval_cache[key] = compute()
         return self._eval_cache[key]
 
-    def full_precision(self) -> torch.autocast:
+    def full_precision(self) -> AbstractContextManager[Any]:
         """Weight transforms bound a norm: keep them out of autocast's bf16/fp16."""
         device = next(self.parameters()).device.type
+        if device == "meta":  # shape-only forward (memory estimates): autocast has no meta mode
+            return nullcontext()
         return torch.autocast(device, enabled=False)
 
     def clear_cache(self) -> None:

@@ -1,0 +1,253 @@
+"""Where a trial runs: GPU fraction, accelerator types, memory, from the spec and the config.
+
+A spec's ``resources`` say what every trial asks Ray for. Two of them may depend on the
+trial's config (its model and batch size), through an estimate of its GPU memory:
+
+- ``gpu: auto`` -> the smallest of 1/8, 1/4, 1/2 or 1 GPU that holds the estimate on the
+  smallest allowed GPU, so small trials pack several per GPU;
+- ``min_gpu_memory_gb: auto`` (or a number) -> only accelerator types with at least that much
+  memory per GPU (`GPU_MEMORY_GB`, extended by ``resources.gpu_memory_gb``) are allowed.
+
+``accelerator: A100`` (or a list) limits the types too. One allowed type pins the trial with
+``accelerator_type:<T>: 0.001`` in its bundle (the resource every node of the type declares,
+which is also what Ray's autoscaler scales on); several allowed types become a bundle label
+selector ``ray.io/accelerator-type in(...)`` (the label Ray sets on GPU nodes and
+``cluster.yaml`` declares per node type).
+
+The estimate (`estimate_memory`) runs the model's forward pass on PyTorch's ``meta`` device at
+the trial's batch size and adds up what autograd saves for the backward pass, plus weights,
+gradients, optimizer state, the data set kept on the device, and the CUDA context.
+
+Example:
+    >>> p = plan_placement({"cpu": 1, "gpu": 0.25, "accelerator": ("A100", "H100")}, {})
+    >>> p.bundle(), p.label_selector()
+    ({'CPU': 1.0, 'GPU': 0.25}, {'ray.io/accelerator-type': 'in(A100,H100)'})
+    >>> plan_placement({"cpu": 1, "gpu": 1, "accelerator": ("T4",)}, {}).bundle()
+    {'CPU': 1.0, 'GPU': 1.0, 'accelerator_type:T4': 0.001}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tune_lip.errors import UserError
+
+__all__ = ["GPU_MEMORY_GB", "ACCELERATOR_LABEL", "MemoryEstimate", "Placement", "estimate_memory",
+           "plan_placement", "cluster_accelerators", "node_accelerator", "resource_function"]
+
+ACCELERATOR_LABEL = "ray.io/accelerator-type"
+PIN_AMOUNT = 0.001          # of the node's accelerator_type:<T> resource: a pin, not a quota
+GPU_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+CUDA_CONTEXT_GB = 0.6       # CUDA context + cuBLAS/cuDNN workspaces, per process
+ACTIVATION_HEADROOM = 1.5   # temporaries and allocator fragmentation on top of saved tensors
+
+# Memory per GPU of Ray's accelerator type names (ray.util.accelerators). Where a type comes
+# in two sizes the smaller is listed, so a rule never lets a trial on a GPU too small for it.
+GPU_MEMORY_GB: dict[str, float] = {
+    "K80": 12, "P4": 8, "P100": 16, "V100": 16, "T4": 16, "A10": 24, "A10G": 24, "L4": 24,
+    "L40S": 48, "A100": 40, "A100-40G": 40, "A100-80G": 80, "H100": 80, "H200": 141, "B200": 180,
+}
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """A trial's GPU memory, in bytes, by what holds it."""
+
+    params: int                  # number of model parameters
+    state_bytes: int             # weights + gradients + optimizer state (float32)
+    activation_bytes: int        # tensors autograd saves for backward, at the trial's batch size
+    data_bytes: int              # the data set kept on the device (uint8 images + labels)
+
+    @property
+    def total_gb(self) -> float:
+        used = self.state_bytes + ACTIVATION_HEADROOM * self.activation_bytes + self.data_bytes
+        return used / 2**30 + CUDA_CONTEXT_GB
+
+
+_ESTIMATES: dict[str, MemoryEstimate] = {}
+
+
+def estimate_memory(config: Mapping[str, Any]) -> MemoryEstimate:
+    """GPU memory of one training step of an image-study trial config (model, dataset, optimizer).
+
+    Cached per (model, dataset, batch size, optimizer), so a search estimates each once.
+    """
+    import torch
+
+    from tune_lip.data import load_dataset
+    from tune_lip.models import build_model
+
+    model = dict(config.get("model") or {})
+    dataset = dict(config.get("dataset") or {})
+    optimizer = config.get("optimizer") or {}
+    optimizer_name = str(optimizer.get("name", "sgd")).lower() if isinstance(optimizer, Mapping) else "sgd"
+    key = json.dumps([model, dataset, optimizer_name], sort_keys=True, default=str)
+    if key in _ESTIMATES:
+        return _ESTIMATES[key]
+
+    name = model.pop("name")
+    batch_size = int(dataset.pop("batch_size", 256))
+    data = load_dataset(dataset.pop("name", "digits"), data_dir=dataset.pop("data_dir", "data"),
+                        download=dataset.pop("download", False), **dataset)
+    with torch.device("meta"):  # shapes only: no memory, no compute
+        net = build_model(name, input_shape=data.input_shape, num_classes=data.num_classes, **model)
+    params = sum(p.numel() for p in net.parameters())
+    param_ids = {id(p) for p in net.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in param_ids:  # weights are counted once, in state_bytes
+            saved[id(t)] = t.numel() * t.element_size()
+        return t
+
+    net.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(torch.empty(batch_size, *data.input_shape, device="meta"))
+    states = 2 if "adam" in optimizer_name else 1  # Adam: two moments; SGD: momentum
+    data_bytes = sum(t.numel() * t.element_size() for t in
+                     (data.train_images, data.train_labels, data.test_images, data.test_labels))
+    estimate = MemoryEstimate(params=params, state_bytes=4 * params * (2 + states),
+                              activation_bytes=sum(saved.values()), data_bytes=data_bytes)
+    _ESTIMATES[key] = estimate
+    return estimate
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What one trial asks Ray for."""
+
+    cpu: float
+    gpu: float = 0.0
+    memory_bytes: float | None = None
+    accelerators: tuple[str, ...] | None = None   # allowed types; None = any node
+
+    def bundle(self) -> dict[str, float]:
+        out = {"CPU": float(self.cpu)}
+        if self.gpu:
+            out["GPU"] = float(self.gpu)
+        if self.memory_bytes:
+            out["memory"] = float(self.memory_bytes)
+        if self.accelerators is not None and len(self.accelerators) == 1:
+            out[f"accelerator_type:{self.accelerators[0]}"] = PIN_AMOUNT
+        return out
+
+    def label_selector(self) -> dict[str, str] | None:
+        if self.accelerators is None or len(self.accelerators) == 1:
+            return None
+        return {ACCELERATOR_LABEL: f"in({','.join(self.accelerators)})"}
+
+    def factory(self) -> Any:
+        """The `ray.tune.PlacementGroupFactory` of this placement."""
+        from ray import tune
+
+        selector = self.label_selector()
+        if selector is None:
+            return tune.PlacementGroupFactory([self.bundle()])
+        return tune.PlacementGroupFactory([self.bundle()], bundle_label_selector=[selector])
+
+
+def _memory_of(kind: str, table: Mapping[str, float]) -> float | None:
+    return table.get(kind, table.get(kind.upper()))
+
+
+def plan_placement(resources: Mapping[str, Any], config: Mapping[str, Any], *,
+                   present: tuple[str, ...] = (), where: str = "resources",
+                   estimate: Callable[[Mapping[str, Any]], MemoryEstimate] = estimate_memory) -> Placement:
+    """The placement of the trial with ``config`` under the spec's ``resources``.
+
+    present: accelerator types the cluster has now; with ``gpu: auto`` and no ``accelerator``
+    list they are the candidates (else every type in the memory table is).
+    Raises UserError (naming ``where`` and the key) when no allowed GPU can hold the trial.
+    """
+    memory = {**GPU_MEMORY_GB, **(resources.get("gpu_memory_gb") or {})}
+    gpu, rule = resources.get("gpu", 0.0), resources.get("min_gpu_memory_gb")
+    need = estimate(config).total_gb if "auto" in (gpu, rule) else None
+    listed = resources.get("accelerator")
+    candidates = tuple(listed) if listed else (tuple(present) or tuple(memory))
+    allowed: tuple[str, ...] | None = tuple(listed) if listed else None
+
+    if rule is not None:
+        need_gb = need if rule == "auto" else float(rule)
+        assert need_gb is not None
+        unknown = [t for t in candidates if _memory_of(t, memory) is None]
+        if listed and unknown:
+            raise UserError(where, "resources.gpu_memory_gb", f"memory of accelerator {unknown[0]} is unknown",
+                            fix=f"add e.g. gpu_memory_gb: {{{unknown[0]}: 24}} to resources")
+        allowed = tuple(t for t in candidates if (_memory_of(t, memory) or 0) >= need_gb)
+        if not allowed:
+            have = ", ".join(f"{t} {_memory_of(t, memory):g} GB" for t in candidates if t not in unknown)
+            raise UserError(where, "resources.min_gpu_memory_gb",
+                            f"a trial with {_describe(config)} needs {need_gb:.1f} GB of GPU memory; "
+                            f"no allowed GPU has that ({have})",
+                            fix="allow a bigger GPU in resources.accelerator or lower the batch size")
+    if gpu == "auto":
+        assert need is not None
+        pool = allowed or candidates
+        smallest = min((_memory_of(t, memory) for t in pool if _memory_of(t, memory)), default=None)
+        if smallest is None:
+            raise UserError(where, "resources.gpu", f"gpu: auto needs the memory of {', '.join(pool)}",
+                            fix=f"add e.g. gpu_memory_gb: {{{pool[0]}: 24}} to resources, or give gpu a number")
+        gpu = next((f for f in GPU_FRACTIONS if f * smallest >= need), 1.0)
+    memory_gb = resources.get("memory_gb")
+    return Placement(cpu=float(resources.get("cpu", 1.0)), gpu=float(gpu),
+                     memory_bytes=memory_gb * 2**30 if memory_gb else None, accelerators=allowed)
+
+
+def _describe(config: Mapping[str, Any]) -> str:
+    model = config.get("model") or {}
+    dataset = config.get("dataset") or {}
+    return f"model {model.get('name', '?')} and batch size {dataset.get('batch_size', '?')}"
+
+
+def resource_function(resources: Mapping[str, Any], *, present: tuple[str, ...] = (),
+                      where: str = "resources") -> Callable[[dict[str, Any]], Any]:
+    """``config -> PlacementGroupFactory`` for `ray.tune.with_resources`."""
+    def placement(config: dict[str, Any]) -> Any:
+        return plan_placement(resources, config, present=present, where=where).factory()
+
+    return placement
+
+
+def cluster_accelerators() -> dict[str, float]:
+    """GPUs per accelerator type on the connected Ray cluster (live nodes only)."""
+    import ray
+
+    gpus: dict[str, float] = {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        kind = _node_type(node.get("Labels") or {}, node.get("Resources") or {})
+        if kind is not None:
+            gpus[kind] = gpus.get(kind, 0.0) + float(node["Resources"].get("GPU", 0.0))
+    return gpus
+
+
+def _node_type(labels: Mapping[str, str], resources: Mapping[str, float]) -> str | None:
+    """The node's ``accelerator_type:<T>`` resource (what trials pin with), else its label."""
+    kinds = sorted(k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:"))
+    if kinds:
+        return kinds[0]
+    return labels.get(ACCELERATOR_LABEL) or None
+
+
+def node_accelerator() -> str:
+    """The accelerator type of the node this process runs on ("CPU" if none is declared).
+
+    Read from the node's Ray label (or its ``accelerator_type:<T>`` resource), so it names the
+    type the scheduler placed the trial on; outside Ray, the local device's type.
+    """
+    import ray
+
+    if ray.is_initialized():
+        node_id = ray.get_runtime_context().get_node_id()
+        node = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
+        kind = _node_type(node.get("Labels") or {}, node.get("Resources") or {})
+        if kind is not None:
+            return kind
+    from tune_lip.calibrate import accelerator_type
+
+    return accelerator_type()
+
