@@ -29,6 +29,7 @@ from tune_lip.cluster import (
     validate_with_ray,
 )
 from tune_lip.errors import UserError
+from tune_lip.placement import ACCELERATOR_LABEL
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
@@ -118,6 +119,33 @@ def test_three_gpu_types_of_distinct_accelerators(config):
     # The global cap covers every type's maximum, and the autoscaler knobs are explicit.
     assert config["max_workers"] >= sum(nt["max_workers"] for nt in workers.values())
     assert config["idle_timeout_minutes"] > 0 and config["upscaling_speed"] > 0
+
+
+def _label_problems(config: dict[str, Any]) -> list[str]:
+    """GPU worker types whose `ray.io/accelerator-type` label is missing or names a type other
+    than their `accelerator_type:<T>` resource."""
+    problems = []
+    for name, node_type in _gpu_workers(config).items():
+        pinned = [k.split(":", 1)[1] for k in node_type["resources"] if k.startswith("accelerator_type:")]
+        label = (node_type.get("labels") or {}).get(ACCELERATOR_LABEL)
+        if label is None or [label] != pinned:
+            problems.append(f"{name}: label {label!r}, resource accelerator_type:{pinned}")
+    return problems
+
+
+def test_gpu_types_declare_the_accelerator_label(config):
+    # A spec allowing several accelerators schedules by a label selector on this label, and the
+    # autoscaler matches it against the labels a node type declares; one type pins by resource.
+    # Both must name the same type, or the two ways of asking start different nodes.
+    assert _label_problems(config) == []
+    name = next(iter(_gpu_workers(config)))
+    # The check has teeth: a missing label and a label naming another type are both caught.
+    unlabeled = copy.deepcopy(config)
+    unlabeled["available_node_types"][name].pop("labels")
+    assert [p for p in _label_problems(unlabeled) if p.startswith(f"{name}:")]
+    wrong = copy.deepcopy(config)
+    wrong["available_node_types"][name]["labels"] = {ACCELERATOR_LABEL: "H100"}
+    assert [p for p in _label_problems(wrong) if p.startswith(f"{name}:")]
 
 
 def test_head_runs_no_trials(config):
