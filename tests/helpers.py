@@ -1,4 +1,4 @@
-"""Helpers shared by the tests of the Ray-free study loops."""
+"""Helpers shared by the tests (the Ray-free loops, the local Ray)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,11 @@ def run_slices(loop: Any, slices: int, *, steps: int) -> list[dict]:
         metrics.pop("wall_seconds")
         out.append(metrics)
     return out
+
+
+def start_local_ray() -> None:
+    """The private local Ray (2 CPUs) the tests share; a no-op when Ray is up."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)

@@ -86,9 +86,11 @@ def calibrate_cluster(configs: Sequence[dict[str, Any]], *, warmup_steps: int = 
                       types: Sequence[str] | None = None, timeout_s: float | None = None) -> pd.DataFrame:
     """`time_batch_all` on each accelerator type of the connected Ray cluster, as one table.
 
-    types: default every type present (`tune_lip.placement.cluster_accelerators`). Each type's
-    task asks for one whole GPU and ``accelerator_type:<T>: 0.001``, so it runs on a node of
-    that type, alone on its GPU; the types run in parallel.
+    types: default every type with a live node (`tune_lip.placement.cluster_accelerators`). Each
+    type's task asks for one whole GPU and ``accelerator_type:<T>: 0.001``, so it runs on a node
+    of that type, alone on its GPU; the types run in parallel. A named type with no node yet
+    waits for the autoscaler to start one (the pending task is the demand it scales on).
+    timeout_s: give up (UserError) after this long; None waits for ever.
     """
     import ray
 

@@ -121,7 +121,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             raise UserError("--accelerator", None, "names the type of this machine, not of a cluster's nodes",
                             fix="leave it out with --cluster (each node records its own type)")
         start_ray(args.address or "auto")
-        table = calibrate_cluster(configs, warmup_steps=args.warmup, timed_steps=args.steps)
+        types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+        table = calibrate_cluster(configs, warmup_steps=args.warmup, timed_steps=args.steps, types=types,
+                                  timeout_s=args.timeout)
     else:
         table = time_batch_all(configs, warmup_steps=args.warmup, timed_steps=args.steps,
                                accelerator=args.accelerator)
@@ -278,12 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", action="store_true",
                    help="time on every accelerator type of the Ray cluster (one pinned task per type)")
     p.add_argument("--address", help="Ray address with --cluster (default: auto)")
+    p.add_argument("--types", help="with --cluster: these accelerator types, e.g. A100,A10G,T4 (default: the "
+                   "types with a live node; named types with none are started by the autoscaler)")
+    p.add_argument("--timeout", type=float, default=1800, help="with --cluster: give up after this many "
+                   "seconds (default 1800)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("rehearse", help="run a search on a local multi-node Ray with fake GPU types")
     p.add_argument("space", help="a shipped space name or a YAML file")
-    p.add_argument("--nodes", default="A100:2,V100:1,T4:1", help="TYPE:GPUS per fake worker node "
-                   "(default A100:2,V100:1,T4:1)")
+    p.add_argument("--nodes", default="A100:2,A10G:1,T4:1", help="TYPE:GPUS per fake worker node "
+                   "(default A100:2,A10G:1,T4:1: cluster.yaml's types)")
     p.add_argument("--cpus-per-node", type=int, default=2, help="CPUs of each fake worker node (default 2)")
     p.add_argument("--kill", metavar="TYPE", help="remove this type's node once a trial there has checkpointed")
     p.add_argument("--name", help="experiment name (default: <space>-<timestamp>)")

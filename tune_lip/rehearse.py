@@ -28,11 +28,11 @@ from tune_lip.errors import UserError
 
 __all__ = ["parse_nodes", "start_fake_cluster", "NodeKiller", "rehearse"]
 
-DEFAULT_NODES = "A100:2,V100:1,T4:1"
+DEFAULT_NODES = "A100:2,A10G:1,T4:1"  # cluster.yaml's worker types, fewer GPUs
 
 
 def parse_nodes(text: str) -> dict[str, int]:
-    """``"A100:2,V100:1,T4:1"`` -> {accelerator type: GPUs on its node}."""
+    """``"A100:2,A10G:1,T4:1"`` -> {accelerator type: GPUs on its node}."""
     out: dict[str, int] = {}
     for part in text.split(","):
         kind, _, count = part.strip().partition(":")
@@ -103,12 +103,21 @@ def rehearse(space: str, *, nodes: Mapping[str, int], storage_path: str | Path, 
 
     from tune_lip.calibrate import append_table, calibrate_cluster
     from tune_lip.cli import _load_spec
-    from tune_lip.launch import CALIBRATION_FILE, experiment_name, grid_configs, run_search
+    from tune_lip.launch import (
+        CALIBRATION_FILE,
+        check_placement,
+        check_spec,
+        experiment_name,
+        grid_configs,
+        run_search,
+    )
     from tune_lip.launch import _storage as absolute_storage
 
     spec = _load_spec(space, num_samples=num_samples, budget=budget)
     if kill is not None and kill not in nodes:
         raise UserError("--kill", None, f"no {kill} node in --nodes", fix=f"use one of: {', '.join(nodes)}")
+    check_spec(spec)
+    check_placement(spec, tuple(nodes))  # input errors before any node starts
     storage = absolute_storage(storage_path)
     name = name or experiment_name(spec)
     cluster = start_fake_cluster(nodes, cpus_per_node=cpus_per_node)
