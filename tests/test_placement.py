@@ -208,3 +208,22 @@ def test_rehearse_reads_nodes_and_refuses_bad_ones():
     out = subprocess.run([sys.executable, "-m", "tune_lip.cli", "rehearse", "demo", "--nodes", "A100:1",
                           "--kill", "T4"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "--kill" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_estimate_fills_in_the_studys_defaults():
+    from tune_lip.train_loop import LipschitzConfig
+
+    bare = {"dataset": {"name": "synthetic", "batch_size": 64, "num_train": 128, "num_test": 32}}
+    default_model = {"model": {"name": LipschitzConfig().model.name, **LipschitzConfig().model.options}}
+    assert estimate_memory(bare, config_class=LipschitzConfig) == estimate_memory({**bare, **default_model})
+
+
+def test_auto_needs_a_study_with_a_model():
+    import functools
+
+    from tune_lip.nqm import NQMConfig
+
+    estimate = functools.partial(estimate_memory, config_class=NQMConfig)
+    with pytest.raises(UserError) as err:
+        plan_placement({"cpu": 1, "gpu": "auto"}, {"budget": {"steps": 10}}, where="nqm.yaml", estimate=estimate)
+    assert err.value.key == "resources.gpu" and "no model" in err.value.problem

@@ -213,12 +213,21 @@ def _present_accelerators() -> tuple[str, ...]:
     return tuple(sorted(cluster_accelerators())) if ray.is_initialized() else ()
 
 
+def _estimator(spec: SearchSpec) -> Any:
+    """The memory estimate of a trial config, with the study's defaults filled in."""
+    import functools
+
+    from tune_lip.placement import estimate_memory
+
+    return functools.partial(estimate_memory, config_class=STUDIES[spec.study].load_config_class())
+
+
 def check_placement(spec: SearchSpec, present: tuple[str, ...] = ()) -> list[Any]:
     """The `Placement` of every grid point's representative config; a UserError when one fits
     no allowed GPU (before anything starts)."""
     from tune_lip.placement import plan_placement
 
-    return [plan_placement(spec.resources, config, present=present, where=spec.path)
+    return [plan_placement(spec.resources, config, present=present, where=spec.path, estimate=_estimator(spec))
             for config in grid_configs(spec)]
 
 
@@ -229,7 +238,8 @@ def _trainable(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
     from tune_lip.placement import resource_function
 
     return tune.with_resources(STUDIES[spec.study].load_trainable(),
-                               resource_function(spec.resources, present=present, where=spec.path))
+                               resource_function(spec.resources, present=present, where=spec.path,
+                                                 estimate=_estimator(spec)))
 
 
 def _trial_dirname(trial: Any) -> str:

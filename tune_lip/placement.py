@@ -70,16 +70,28 @@ class MemoryEstimate:
 _ESTIMATES: dict[str, MemoryEstimate] = {}
 
 
-def estimate_memory(config: Mapping[str, Any]) -> MemoryEstimate:
+def estimate_memory(config: Mapping[str, Any], config_class: Any = None) -> MemoryEstimate:
     """GPU memory of one training step of an image-study trial config (model, dataset, optimizer).
 
-    Cached per (model, dataset, batch size, optimizer), so a search estimates each once.
+    config_class: the study's config class; its defaults fill what ``config`` leaves out (a
+    study without a model raises ValueError). Cached per (model, dataset, batch size,
+    optimizer), so a search estimates each once.
     """
     import torch
 
     from tune_lip.data import load_dataset
     from tune_lip.models import build_model
 
+    if config_class is not None:
+        cfg = config_class.from_dict(dict(config))
+        if not (hasattr(cfg, "model") and hasattr(cfg, "dataset")):
+            raise ValueError(f"{config_class.__name__} trains no model on a data set, so there is no "
+                             "memory to estimate")
+        ds = cfg.dataset
+        config = {"model": {"name": cfg.model.name, **cfg.model.options},
+                  "dataset": {"name": ds.name, "batch_size": ds.batch_size, "data_dir": ds.data_dir,
+                              "download": ds.download, **ds.options},
+                  "optimizer": {"name": getattr(getattr(cfg, "optimizer", None), "name", "sgd")}}
     model = dict(config.get("model") or {})
     dataset = dict(config.get("dataset") or {})
     optimizer = config.get("optimizer") or {}
@@ -164,7 +176,13 @@ def plan_placement(resources: Mapping[str, Any], config: Mapping[str, Any], *,
     """
     memory = {**GPU_MEMORY_GB, **(resources.get("gpu_memory_gb") or {})}
     gpu, rule = resources.get("gpu", 0.0), resources.get("min_gpu_memory_gb")
-    need = estimate(config).total_gb if "auto" in (gpu, rule) else None
+    need = None
+    if "auto" in (gpu, rule):
+        try:
+            need = estimate(config).total_gb
+        except ValueError as exc:
+            key = "resources.gpu" if gpu == "auto" else "resources.min_gpu_memory_gb"
+            raise UserError(where, key, f"auto: {exc}", fix="give it a number instead") from None
     listed = resources.get("accelerator")
     candidates = tuple(listed) if listed else (tuple(present) or tuple(memory))
     allowed: tuple[str, ...] | None = tuple(listed) if listed else None
@@ -202,11 +220,12 @@ def _describe(config: Mapping[str, Any]) -> str:
     return f"model {model.get('name', '?')} and batch size {dataset.get('batch_size', '?')}"
 
 
-def resource_function(resources: Mapping[str, Any], *, present: tuple[str, ...] = (),
-                      where: str = "resources") -> Callable[[dict[str, Any]], Any]:
+def resource_function(resources: Mapping[str, Any], *, present: tuple[str, ...] = (), where: str = "resources",
+                      estimate: Callable[[Mapping[str, Any]], MemoryEstimate] = estimate_memory,
+                      ) -> Callable[[dict[str, Any]], Any]:
     """``config -> PlacementGroupFactory`` for `ray.tune.with_resources`."""
     def placement(config: dict[str, Any]) -> Any:
-        return plan_placement(resources, config, present=present, where=where).factory()
+        return plan_placement(resources, config, present=present, where=where, estimate=estimate).factory()
 
     return placement
 
