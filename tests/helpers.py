@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
+
+TUNE_LIP = [sys.executable, "-m", "tune_lip.cli"]
 
 
 def run_slices(loop: Any, slices: int, *, steps: int) -> list[dict]:
@@ -25,3 +33,22 @@ def start_local_ray() -> None:
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+
+
+def kill_and_resume(args: list[str], experiment: Path, *, timeout_s: float = 240) -> None:
+    """Run the search command ``args``, SIGKILL its process group once the experiment's second
+    trial has a checkpoint (one trial done, one mid-way), then run ``args --resume`` to the end."""
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    with open(experiment.parent / f"{experiment.name}.first.log", "w") as log:
+        driver = subprocess.Popen(args, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and driver.poll() is None:
+            trials = sorted(experiment.glob("*Trainable_*"))
+            if len(trials) >= 2 and any(trials[1].glob("checkpoint_*")):
+                break
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver (and a local Ray it started; not a cluster)
+        driver.wait(timeout=60)
+    assert driver.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    resumed = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

@@ -8,16 +8,11 @@ pins, packing, the memory rule, a lost node, a killed driver, and equal work on 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from helpers import start_local_ray
+from helpers import TUNE_LIP, kill_and_resume, start_local_ray
 from ray.tune import Callback
 
 from tune_lip.analysis import last_reports, load
@@ -31,7 +26,6 @@ pytestmark = pytest.mark.slow
 NODES = {"A100": 2, "V100": 1, "T4": 1}
 MODEL = "{name: aol_mlp, width: 64, depth: 4}"
 DATA = "{name: synthetic, batch_size: 32, num_train: 256, num_test: 64}"
-TUNE_LIP = [sys.executable, "-m", "tune_lip.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -158,23 +152,8 @@ def test_killed_driver_resumes_on_the_cluster(cluster, tmp_path):
     """SIGKILL the driver mid-search; ``--resume`` against the cluster finishes every trial."""
     path = _space(tmp_path, "k", resources="{cpu: 1, gpu: 1, accelerator: [A100, T4]}",
                   budget="{steps: 240}", reports=6, lrs="[0.02, 0.05, 0.1, 0.2]", extra="max_concurrent_trials: 1")
-    args = [*TUNE_LIP, "search", str(path), "--name", "k", "--storage-path", str(tmp_path),
-            "--address", cluster.address]
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    with open(tmp_path / "first.log", "w") as log:
-        driver = subprocess.Popen(args, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and driver.poll() is None:  # one trial done, one mid-way
-            trials = sorted(tmp_path.glob("k/LipschitzTrainable_*"))
-            if len(trials) >= 2 and any(trials[1].glob("checkpoint_*")):
-                break
-            time.sleep(0.2)
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver only: the cluster lives on
-        driver.wait(timeout=60)
-    assert driver.returncode == -signal.SIGKILL, "the search finished before it could be killed"
-
-    resumed = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    kill_and_resume([*TUNE_LIP, "search", str(path), "--name", "k", "--storage-path", str(tmp_path),
+                     "--address", cluster.address], tmp_path / "k")
     df = load(tmp_path / "k")
     # every trial reported each of its 6 slices exactly once: nothing lost, nothing re-run
     assert sorted(df.groupby("trial_id")["training_iteration"].apply(list).tolist()) == [list(range(1, 7))] * 4

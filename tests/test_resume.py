@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers import TUNE_LIP, kill_and_resume
 
 from tune_lip.analysis import last_reports, load
 from tune_lip.train_loop import LipschitzConfig, LipschitzLoop
@@ -30,7 +26,6 @@ space:
   dataset: {name: synthetic, batch_size: {grid: [16, 32, 64]}, num_train: 256, num_test: 32}
   optimizer: {lr: 0.1}
 """
-TUNE_LIP = [sys.executable, "-m", "tune_lip.cli"]
 
 
 def _expected(batch_size: int) -> dict:
@@ -47,24 +42,8 @@ def _expected(batch_size: int) -> dict:
 
 def test_killed_driver_resumes_and_completes(tmp_path: Path):
     (tmp_path / "k.yaml").write_text(SPACE)
-    args = [*TUNE_LIP, "search", str(tmp_path / "k.yaml"), "--name", "k", "--storage-path", str(tmp_path)]
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    with open(tmp_path / "first.log", "w") as log:
-        driver = subprocess.Popen(args, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 240
-        # kill once the second trial has a checkpoint: one trial done, one mid-way, one not started
-        while time.monotonic() < deadline and driver.poll() is None:
-            trials = sorted(tmp_path.glob("k/LipschitzTrainable_*"))
-            if len(trials) >= 2 and any(trials[1].glob("checkpoint_*")):
-                break
-            time.sleep(0.2)
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        driver.wait(timeout=60)
-    assert driver.returncode == -signal.SIGKILL, "the search finished before it could be killed"
-
-    resumed = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-
+    kill_and_resume([*TUNE_LIP, "search", str(tmp_path / "k.yaml"), "--name", "k", "--storage-path", str(tmp_path)],
+                    tmp_path / "k")
     df = load(tmp_path / "k")
     assert sorted(df.groupby("trial_id")["training_iteration"].apply(list).tolist()) == [list(range(1, 7))] * 3
     for _, row in last_reports(df).iterrows():
