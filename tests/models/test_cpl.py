@@ -118,3 +118,21 @@ def test_eval_cache_is_stable_and_refreshes_after_a_step() -> None:
         torch.relu(x @ layer.weight.T + layer.bias) @ layer.weight
     )
     torch.testing.assert_close(layer(x), expected.detach())
+
+
+def test_cpl_conv_power_iteration_start_is_seeded_with_the_model() -> None:
+    """Two models built from the same seed start power iteration from the same u, however many
+    random numbers are drawn between construction and the first training step."""
+    torch.manual_seed(0)
+    a = CPLConv2d(3)
+    torch.manual_seed(0)
+    b = CPLConv2d(3)
+    x = torch.randn(2, 3, 5, 5)
+    a.train()(x)
+    torch.randn(1000)  # e.g. the data order or another trial's model
+    b.train()(x)
+    assert a.u.shape == (1, 3, 7, 7) and torch.equal(a.u, b.u)
+    torch.manual_seed(1)
+    c = CPLConv2d(3)
+    c.train()(x)
+    assert not torch.equal(a.u, c.u)

@@ -102,9 +102,10 @@ class CPLConv2d(CachedInEval):
 
     The power-iteration buffer ``u`` has shape (1, C, H+2p, W+2p) (the torus, see the
     module docstring); it is created at the first training forward from the input's
-    spatial size and re-initialised when that size changes. It is in the state_dict (empty
-    until the first training forward), and ``load_state_dict`` adopts the checkpoint's
-    shape, so a restore is exact.
+    spatial size (from a seed drawn at construction, so seeding the model seeds it too) and
+    re-initialised when that size changes. It is in the state_dict (empty until the first
+    training forward), and ``load_state_dict`` adopts the checkpoint's shape, so a restore is
+    exact.
     """
 
     u: Tensor
@@ -120,6 +121,9 @@ class CPLConv2d(CachedInEval):
         self.weight = nn.Parameter(nn.init.orthogonal_(weight))  # (C, C, k, k)
         self.bias = nn.Parameter(torch.zeros(channels))
         self.register_buffer("u", torch.empty(0))  # (1, C, H+2p, W+2p) after a training forward
+        # The start of u is drawn now, with the weights, from the global RNG: a seeded model
+        # gets the same u whatever else draws random numbers before its first training step.
+        self.u_seed = int(torch.randint(2**62, (1,), device="cpu"))
 
     def _circular(self, u: Tensor, weight: Tensor, left: int) -> Tensor:
         """Circular cross-correlation on the torus; (1, C, N1, N2) -> (1, C, N1, N2)."""
@@ -146,10 +150,9 @@ class CPLConv2d(CachedInEval):
         torus = (size[0] + 2 * self.padding, size[1] + 2 * self.padding)
         with torch.no_grad(), self.full_precision():
             if self.u.shape[2:] != torus:
-                u0 = torch.randn(
-                    1, self.channels, *torus, device=self.weight.device, dtype=self.weight.dtype
-                )
-                self.u = u0 / u0.norm()
+                g = torch.Generator().manual_seed(self.u_seed)
+                u0 = torch.randn(1, self.channels, *torus, generator=g, dtype=self.weight.dtype)
+                self.u = (u0 / u0.norm()).to(self.weight.device)
             u = self.u.clone()  # the graph keeps u; the buffer changes at the next forward
             for _ in range(self.power_iterations):
                 u = self._torus_step(u)
