@@ -8,6 +8,8 @@ pins, packing, the memory rule, a lost node, a killed driver, and equal work on 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -160,6 +162,30 @@ def test_killed_driver_resumes_on_the_cluster(cluster, tmp_path):
     assert set(df["accelerator"]) <= {"A100", "T4"}
 
 
+def test_calibrate_cluster_command_writes_one_table(cluster, tmp_path):
+    import pandas as pd
+
+    path = _space(tmp_path, "cal", resources="{cpu: 1, gpu: 1}", batch_sizes="16, 64", lrs="[0.1]")
+    out = subprocess.run([*TUNE_LIP, "calibrate", str(path), "--cluster", "--address", cluster.address,
+                          "--warmup", "1", "--steps", "2", "--types", "A100,T4", "--timeout", "240",
+                          "--out", str(tmp_path / "cal.parquet")],
+                         env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    table = pd.read_parquet(tmp_path / "cal.parquet")
+    assert sorted(zip(table["accelerator"], table["batch_size"])) == [("A100", 16), ("A100", 64), ("T4", 16), ("T4", 64)]
+
+def test_calibrating_a_type_without_a_node_times_out_with_a_clear_error(cluster):
+    """A named type with no node waits for the autoscaler; --timeout bounds the wait."""
+    from tune_lip.calibrate import calibrate_cluster
+    from tune_lip.errors import UserError
+
+    config = {"model": {"name": "aol_mlp", "width": 64, "depth": 2},
+              "dataset": {"name": "synthetic", "batch_size": 32, "num_train": 64, "num_test": 16}}
+    with pytest.raises(UserError) as err:
+        calibrate_cluster([config], warmup_steps=1, timed_steps=1, types=["H100"], timeout_s=3)
+    assert "H100" in err.value.problem and err.value.fix
+
 def test_losing_a_node_mid_search_resumes_its_trials_elsewhere(cluster, tmp_path):
     """The T4 node dies once a trial there has checkpointed: its trials finish on the A100
     from their last checkpoint; trials already finished keep their results. (Runs last: it
@@ -184,14 +210,3 @@ def test_losing_a_node_mid_search_resumes_its_trials_elsewhere(cluster, tmp_path
         assert restarted["training_iteration"] > 1
     assert df.groupby("trial_id")["training_iteration"].max().tolist() == [6] * 4
 
-
-def test_calibrating_a_type_without_a_node_times_out_with_a_clear_error(cluster):
-    """A named type with no node waits for the autoscaler; --timeout bounds the wait."""
-    from tune_lip.calibrate import calibrate_cluster
-    from tune_lip.errors import UserError
-
-    config = {"model": {"name": "aol_mlp", "width": 64, "depth": 2},
-              "dataset": {"name": "synthetic", "batch_size": 32, "num_train": 64, "num_test": 16}}
-    with pytest.raises(UserError) as err:
-        calibrate_cluster([config], warmup_steps=1, timed_steps=1, types=["H100"], timeout_s=3)
-    assert "H100" in err.value.problem and err.value.fix

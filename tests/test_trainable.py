@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tune_lip.calibrate import accelerator_type
 from tune_lip.trainables.lipschitz import LipschitzTrainable
 
 CONFIG = {"seed": 1, "dataset": {"name": "synthetic", "batch_size": 32, "num_train": 128, "num_test": 32},
@@ -75,4 +76,12 @@ def test_wall_clock_budget_trains_in_equal_slices_of_time():
     assert not first["done"] and second["done"]
     assert 0.36 <= first["wall_seconds"] and 0.72 <= second["wall_seconds"]
     assert second["steps"] > first["steps"] > 0
+    assert first["hardware_dependent"] and first["accelerator"] == accelerator_type()  # labelled in results
+    t.stop()
+
+
+def test_work_budgets_are_not_hardware_dependent():
+    t = LipschitzTrainable(config=CONFIG)
+    result = t.train()
+    assert result["hardware_dependent"] is False and result["accelerator"] == accelerator_type()  # "CPU" here
     t.stop()
