@@ -5,8 +5,9 @@ CLI flag). The CLI prints it as one line, ``<where>: <key>: <problem>; <fix>``, 
 with code 2, without a traceback. Everything else is a bug and keeps its traceback.
 
 Example:
-    >>> raise UserError("search_spaces/x.yaml", "optimizer.lr.loguniform",
-    ...                 "lower bound must be > 0, got 0", fix="use e.g. [1e-3, 1.0]")
+    >>> print(UserError("search_spaces/x.yaml", "optimizer.lr.loguniform",
+    ...                 "lower bound must be > 0, got 0", fix="use e.g. [1e-3, 1.0]"))
+    search_spaces/x.yaml: optimizer.lr.loguniform: lower bound must be > 0, got 0; use e.g. [1e-3, 1.0]
 """
 
 from __future__ import annotations
