@@ -227,3 +227,35 @@ def test_auto_needs_a_study_with_a_model():
     with pytest.raises(UserError) as err:
         plan_placement({"cpu": 1, "gpu": "auto"}, {"budget": {"steps": 10}}, where="nqm.yaml", estimate=estimate)
     assert err.value.key == "resources.gpu" and "no model" in err.value.problem
+
+
+def test_cifar_estimate_needs_no_files(tmp_path):
+    """A cluster's head often has no data: the CIFAR shapes are known without the files."""
+    est = estimate_memory({"model": {"name": "aol_mlp", "width": 64, "depth": 2},
+                           "dataset": {"name": "cifar10", "batch_size": 16, "data_dir": str(tmp_path)}})
+    assert est.data_bytes == 60_000 * (32 * 32 * 3 + 8)
+    from tune_lip.models import build_model
+
+    model = build_model("aol_mlp", input_shape=(3, 32, 32), num_classes=10, width=64, depth=2)
+    assert est.params == sum(p.numel() for p in model.parameters())
+
+
+def test_placement_command_prints_each_grid_point(tmp_path):
+    (tmp_path / "p.yaml").write_text(textwrap.dedent("""\
+        study: lipschitz
+        metric: test_acc
+        mode: max
+        budget: {steps: 10}
+        reports: 2
+        resources: {gpu: auto, min_gpu_memory_gb: auto, accelerator: [A100, T4]}
+        space:
+          model: {name: aol_mlp, width: 64, depth: 2}
+          dataset: {name: synthetic, batch_size: {grid: [16, 256]}, num_train: 128, num_test: 32}
+          optimizer: {lr: {loguniform: [0.01, 1.0]}}
+        """))
+    out = subprocess.run([sys.executable, "-m", "tune_lip.cli", "placement", str(tmp_path / "p.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()[1:3]]
+    assert [r[0] for r in rows] == ["16", "256"]
+    assert all(r[-1] == "in(A100,T4)" and float(r[3]) == 0.125 for r in rows)

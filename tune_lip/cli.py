@@ -5,6 +5,7 @@
     tune-lip search demo --name demo-1 --resume     # continue a killed search
     tune-lip calibrate aol_lr_batch                 # step times for reference_hours budgets
     tune-lip calibrate aol_lr_batch --cluster       # ... on every GPU type of the Ray cluster
+    tune-lip placement cluster_rehearsal            # GPU share and types per grid point
     tune-lip rehearse demo --kill T4                # the cluster flow on fake local GPU nodes
     tune-lip results tune_lip_results/demo-1 --csv results.csv
 
@@ -130,6 +131,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = append_table(table, args.out or f"{DEFAULT_STORAGE}/{CALIBRATION_FILE}")
     print(table[["accelerator", "model_key", "batch_size", "step_seconds"]].to_string(index=False))
     print(f"\ncalibration table: {out}")
+    return 0
+
+
+def cmd_placement(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from tune_lip.launch import _present_accelerators, placement_table, start_ray
+
+    spec = _load_spec(args.space)
+    if args.address:
+        start_ray(args.address)
+    present = _present_accelerators()
+    table = placement_table(spec, present)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.to_string(index=False))
+    print(f"\nGPU types considered: {', '.join(present) if present else 'the spec list, else every known type'}"
+          "  (estimated_gb: one training step's GPU memory; see tune_lip.placement)")
     return 0
 
 
@@ -285,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1800, help="with --cluster: give up after this many "
                    "seconds (default 1800)")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("placement", help="what each grid point's trials ask Ray for: GPU share, types, memory")
+    p.add_argument("space", help="a shipped space name or a YAML file")
+    p.add_argument("--address", help="join this Ray cluster to see its GPU types ('auto' on a cluster node)")
+    p.set_defaults(func=cmd_placement)
 
     p = sub.add_parser("rehearse", help="run a search on a local multi-node Ray with fake GPU types")
     p.add_argument("space", help="a shipped space name or a YAML file")

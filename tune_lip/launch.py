@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from tune_lip.errors import ConfigError, UserError
 from tune_lip.spec import SearchSpec
 
-__all__ = ["STUDIES", "Study", "check_spec", "check_placement", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
+__all__ = ["STUDIES", "Study", "check_spec", "check_placement", "placement_table", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
            "DEFAULT_STORAGE"]
 
 DEFAULT_STORAGE = "tune_lip_results"
@@ -229,6 +229,32 @@ def check_placement(spec: SearchSpec, present: tuple[str, ...] = ()) -> list[Any
 
     return [plan_placement(spec.resources, config, present=present, where=spec.path, estimate=_estimator(spec))
             for config in grid_configs(spec)]
+
+
+def placement_table(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
+    """One row per grid point: its estimated GPU memory and what its trials ask Ray for
+    (``tune-lip placement``); a pandas DataFrame."""
+    import pandas as pd
+
+    from tune_lip.placement import plan_placement
+
+    estimate = _estimator(spec)
+    rows = []
+    for point, config in zip(spec.grid_points(), grid_configs(spec)):
+        try:
+            gb: float | None = estimate(config).total_gb
+        except ValueError:  # a study without a model (nqm)
+            gb = None
+        p = plan_placement(spec.resources, config, present=present, where=spec.path, estimate=estimate)
+        if p.accelerators is None:
+            where = "any node"
+        elif len(p.accelerators) == 1:
+            where = f"accelerator_type:{p.accelerators[0]}"
+        else:
+            where = f"label in({','.join(p.accelerators)})"
+        rows.append({**point, "estimated_gb": None if gb is None else round(gb, 2), "cpu": p.cpu, "gpu": p.gpu,
+                     "runs_on": where})
+    return pd.DataFrame(rows)
 
 
 def _trainable(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:

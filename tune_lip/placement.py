@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +80,6 @@ def estimate_memory(config: Mapping[str, Any], config_class: Any = None) -> Memo
     """
     import torch
 
-    from tune_lip.data import load_dataset
     from tune_lip.models import build_model
 
     if config_class is not None:
@@ -102,10 +102,9 @@ def estimate_memory(config: Mapping[str, Any], config_class: Any = None) -> Memo
 
     name = model.pop("name")
     batch_size = int(dataset.pop("batch_size", 256))
-    data = load_dataset(dataset.pop("name", "digits"), data_dir=dataset.pop("data_dir", "data"),
-                        download=dataset.pop("download", False), **dataset)
+    input_shape, num_classes, data_bytes = _data_shape(dataset)
     with torch.device("meta"):  # shapes only: no memory, no compute
-        net = build_model(name, input_shape=data.input_shape, num_classes=data.num_classes, **model)
+        net = build_model(name, input_shape=input_shape, num_classes=num_classes, **model)
     params = sum(p.numel() for p in net.parameters())
     param_ids = {id(p) for p in net.parameters()}
     saved: dict[int, int] = {}
@@ -117,14 +116,35 @@ def estimate_memory(config: Mapping[str, Any], config_class: Any = None) -> Memo
 
     net.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        net(torch.empty(batch_size, *data.input_shape, device="meta"))
+        net(torch.empty(batch_size, *input_shape, device="meta"))
     states = 2 if "adam" in optimizer_name else 1  # Adam: two moments; SGD: momentum
-    data_bytes = sum(t.numel() * t.element_size() for t in
-                     (data.train_images, data.train_labels, data.test_images, data.test_labels))
     estimate = MemoryEstimate(params=params, state_bytes=4 * params * (2 + states),
                               activation_bytes=sum(saved.values()), data_bytes=data_bytes)
     _ESTIMATES[key] = estimate
     return estimate
+
+
+# Shapes of the CIFAR sets, for estimating on a machine without their files (a cluster's head):
+# (C, H, W), classes, train + test images.
+_CIFAR_SHAPES = {"cifar10": ((3, 32, 32), 10, 60_000), "cifar100": ((3, 32, 32), 100, 60_000)}
+
+
+def _data_shape(dataset: dict[str, Any]) -> tuple[tuple[int, int, int], int, int]:
+    """(input shape, classes, bytes of the uint8 images and int64 labels kept on the device)."""
+    from tune_lip.data import load_dataset
+
+    name = dataset.pop("name", "digits")
+    try:
+        data = load_dataset(name, data_dir=dataset.pop("data_dir", "data"),
+                            download=dataset.pop("download", False), **dataset)
+    except UserError:
+        if name not in _CIFAR_SHAPES:
+            raise
+        shape, classes, images = _CIFAR_SHAPES[name]
+        return shape, classes, images * (math.prod(shape) + 8)
+    data_bytes = sum(t.numel() * t.element_size() for t in
+                     (data.train_images, data.train_labels, data.test_images, data.test_labels))
+    return data.input_shape, data.num_classes, data_bytes
 
 
 @dataclass(frozen=True)
