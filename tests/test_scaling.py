@@ -12,9 +12,8 @@ from helpers import run_slices
 from tune_lip.errors import ConfigError
 from tune_lip.models import MODELS, build_model
 from tune_lip.models.scaling_nets import SI_EPS
-from tune_lip.scaling import (
-    ScalingConfig,
-    ScalingLoop,
+from tune_lip.scaling import ScalingConfig, ScalingLoop
+from tune_lip.scaling_rules import (
     gradient_noise,
     ngd_backward,
     ngd_weights,

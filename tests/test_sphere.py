@@ -12,7 +12,8 @@ from helpers import run_slices
 
 from tune_lip.errors import ConfigError
 from tune_lip.models import MODELS, build_model
-from tune_lip.sphere import SphereConfig, SphereLoop, hutchinson_trace
+from tune_lip.sam import hutchinson_trace
+from tune_lip.sphere import SphereConfig, SphereLoop
 from tune_lip.train_loop import DIVERGED_LOSS
 
 SI_MODELS = ["convnet_si", "convnet_si_af", "resnet18_si", "resnet18_si_af"]

@@ -1,4 +1,4 @@
-"""Sharpness-aware minimisation (SAM) and sharpness (the top Hessian eigenvalue), for every study.
+"""Sharpness-aware minimisation (SAM) and curvature (Hessian eigenvalue and trace), for every study.
 
 From Foret et al., *Sharpness-Aware Minimization for Efficiently Improving Generalization*
 (2021), its adaptive variant ASAM (Kwon et al., 2021), and their use by Andriushchenko et al.
@@ -14,13 +14,17 @@ to study SAM, weight decay and large step sizes.
 - `top_hessian_eigenvalue`: the loss's sharpness, λ_max of ∇²L, by power iteration with
   Hessian-vector products (double backward). Units: loss per parameter²; full-batch GD with
   step size lr is stable along the top direction only while λ_max < 2/lr.
+- `hutchinson_trace`: tr ∇²L by Hutchinson's estimator (the mean of vᵀHv over Rademacher v),
+  with its standard error. Units: loss per parameter², summed over the parameters.
+- `buffers_restored`: a context in which forward passes leave ``model``'s buffers (BN running
+  statistics, CPL's power-iteration vectors) as they were, so measuring never changes training.
 - `SharpnessConfig`: the study-level ``sharpness: {every, iters, batch_size}`` key.
 
 Hand-written on purpose: torch has no SAM and no Hessian eigensolver. The usual SAM code is an
 optimizer class wrapping a base optimizer, which would not fit loops that act between the
 gradient and the step (the sphere loop scales per-filter gradients, then projects); here SAM is
-a function around any optimizer, with ‖g‖ kept on the device (no host sync). Power iteration is
-a few lines of ``torch.autograd``.
+a function around any optimizer, with ‖g‖ kept on the device (no host sync). Power iteration and
+Hutchinson's estimator are a few lines of ``torch.autograd`` each.
 
 Example:
     >>> import torch
@@ -34,14 +38,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ASAM_ETA", "SharpnessConfig", "sam_gradients", "sam_step", "top_hessian_eigenvalue"]
+__all__ = ["ASAM_ETA", "SharpnessConfig", "buffers_restored", "hutchinson_trace", "sam_gradients", "sam_step",
+           "top_hessian_eigenvalue"]
 
 # ASAM's offset in T = |w| + η: keeps weights at zero (zero-initialised biases) perturbable.
 ASAM_ETA = 0.01
@@ -173,6 +180,26 @@ def _normalised(vs: Sequence[Tensor]) -> list[Tensor]:
     return [v / norm.to(v.dtype) for v in vs]
 
 
+@contextmanager
+def buffers_restored(model: nn.Module) -> Iterator[None]:
+    """Copy ``model``'s buffers on entry and put them back on exit, also after an exception.
+
+    A buffer whose shape changed inside (CPL's lazily sized ``u``) is reassigned, not copied.
+
+    Example:
+        >>> bn = torch.nn.BatchNorm1d(2)
+        >>> with buffers_restored(bn):
+        ...     _ = bn(torch.randn(8, 2))   # a train-mode pass updates the running statistics
+        >>> bn.running_mean.tolist(), int(bn.num_batches_tracked)
+        ([0.0, 0.0], 0)
+    """
+    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        yield
+    finally:
+        _restore_buffers(model, saved)
+
+
 def _restore_buffers(model: nn.Module, saved: dict[str, Tensor]) -> None:
     """Put ``model``'s buffers back; one whose shape changed (CPL's lazy ``u``) is reassigned."""
     with torch.no_grad():
@@ -217,12 +244,9 @@ def top_hessian_eigenvalue(model: nn.Module, compute_loss: Callable[[], Tensor],
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
     params = [p for p in (model.parameters() if params is None else params) if p.requires_grad]
-    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
-    try:
-        with torch.enable_grad():   # callers measure from inside their no_grad evaluation
-            return _power_iteration(compute_loss, params, iters=iters, generator=generator)
-    finally:
-        _restore_buffers(model, saved)
+    # enable_grad: callers measure from inside their no_grad evaluation
+    with buffers_restored(model), torch.enable_grad():
+        return _power_iteration(compute_loss, params, iters=iters, generator=generator)
 
 
 def _power_iteration(compute_loss: Callable[[], Tensor], params: list[Tensor], *, iters: int,
@@ -263,3 +287,28 @@ def _dominant_eigenvalue(hvp: Callable[[list[Tensor]], list[Tensor]], v: list[Te
                / torch.stack([a.double().pow(2).sum() for a in v]).sum().clamp_min(1e-300))
         v = _normalised(hv)
     return float(eig)                                              # host sync
+
+
+def hutchinson_trace(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, samples: int,
+                     generator: torch.Generator) -> tuple[float, float]:
+    """Hutchinson's estimate of tr ∇²L over ``params``: the mean of vᵀHv over Rademacher v.
+
+    Unbiased; one probe's variance is 2·Σ_{i≠j} H_ij², so the error shrinks as 1/sqrt(samples).
+    Returns (estimate, its standard error from the probes' spread; NaN for one probe).
+    ``samples`` Hessian-vector products (double backward) after one forward pass.
+
+    Example:
+        >>> w = torch.ones(3, requires_grad=True)
+        >>> hutchinson_trace(lambda: (w ** 2).sum(), [w], samples=4, generator=torch.Generator())
+        (6.0, 0.0)
+    """
+    grads = torch.autograd.grad(loss_fn(), list(params), create_graph=True)
+    values = []
+    for _ in range(samples):
+        probes = [torch.randint(0, 2, p.shape, generator=generator, device=p.device, dtype=p.dtype) * 2 - 1
+                  for p in params]
+        hvps = torch.autograd.grad(grads, list(params), grad_outputs=probes, retain_graph=True)
+        values.append(sum((v * hv).sum() for v, hv in zip(probes, hvps)))
+    t = torch.stack(values).double()   # (samples,)
+    stderr = float(t.std() / math.sqrt(samples)) if samples > 1 else math.nan
+    return float(t.mean()), stderr

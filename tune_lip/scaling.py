@@ -1,8 +1,8 @@
 """The scaling-rules study's budgeted training loop, free of Ray: LR rules, SVAG, NGD, gradient noise.
 
 From *On the Validity of Modeling SGD with SDEs* (Li, Malladi, Arora 2021) and *On the SDEs and
-Scaling Rules for Adaptive Gradient Algorithms* (Malladi et al. 2022). Hand-written (no library
-has them): SVAG, NGD and the noise estimates.
+Scaling Rules for Adaptive Gradient Algorithms* (Malladi et al. 2022). The maths (SVAG, NGD, the
+noise estimates; hand-written, no library has them) is in `tune_lip.scaling_rules`.
 
 - ``optimizer.lr_rule``: at batch size B, lr = η·B/B₀ (``linear``; default for SGD, η = 0.8),
   η·√(B/B₀) (``sqrt``, the SDE rule for Adam/RMSprop; their default, η = 1e-3) or η (``none``);
@@ -21,10 +21,9 @@ has them): SVAG, NGD and the noise estimates.
   B/B₀× the LR), so curves align on it. Use ``scheduler: none`` (ASHA's max_t ignores the ×l).
 - ``grad_stats_every: K`` (0 = off): after every K-th step, k = ``grad_stats_batches`` fresh
   minibatches of B (uniform with replacement from the training pool, own generator, augmented
-  as in training, BN statistics restored) give loss gradients g₁..g_k (no weight decay). With
-  S = mean‖g_j‖² and M = ‖mean g_j‖², E S = ‖∇L‖² + tr Σ/B and E M = ‖∇L‖² + tr Σ/(kB), so
-  ``grad_norm_sq`` G = (kM − S)/(k−1) is unbiased for ‖∇L‖², ``grad_noise`` N = B(S − G) =
-  B/(k−1)·Σ_j‖g_j − ḡ‖² is unbiased for tr Σ, and ``noise_scale`` = N/G (B_simple; ratio of the
+  as in training, BN statistics restored) give loss gradients g₁..g_k (no weight decay), and
+  from them (`tune_lip.scaling_rules.gradient_noise`) ``grad_norm_sq`` G, unbiased for ‖∇L‖²,
+  ``grad_noise`` N, unbiased for tr Σ, and ``noise_scale`` = N/G (B_simple; ratio of the
   slice's mean G and N, NaN if G ≤ 0). Cost: k extra forward+backward passes of B every K steps.
 - ``optimizer.sam_rho`` > 0: SAM steps (`tune_lip.sam`; minibatch and SVAG);
   ``sharpness: {every: k}``: the top Hessian eigenvalue at every k-th evaluation.
@@ -45,7 +44,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -60,8 +58,15 @@ from tune_lip.errors import ConfigError, UserError
 from tune_lip.models import build_model
 from tune_lip.models.scaling_nets import NORMS
 from tune_lip.optim import OPTIMIZERS, OptimizerConfig, build_optimizer
-from tune_lip.sam import SharpnessConfig, sam_step, top_hessian_eigenvalue
+from tune_lip.sam import SharpnessConfig, buffers_restored, sam_step, top_hessian_eigenvalue
 from tune_lip.sampling import BatchOrder
+from tune_lip.scaling_rules import (
+    gradient_noise,
+    ngd_backward,
+    ngd_weights,
+    scaled_lr,
+    svag_objective,
+)
 
 # The study loops share the data cache and the config helpers of the Lipschitz loop.
 from tune_lip.train_loop import (
@@ -77,98 +82,12 @@ from tune_lip.train_loop import (
 )
 
 __all__ = ["BUDGET_RULES", "GRADIENTS", "LR_RULES", "GradientConfig", "ScalingConfig", "ScalingLoop",
-           "ScalingOptimizerConfig", "gradient_noise", "ngd_backward", "ngd_weights", "scaled_lr",
-           "svag_coefficients", "svag_objective"]
+           "ScalingOptimizerConfig"]
 
 LR_RULES = ("linear", "sqrt", "none")
 GRADIENTS = ("minibatch", "svag", "ngd")
 BUDGET_RULES = ("none", "sde_time")
 EVAL_BATCH = 1024   # examples per evaluation forward pass
-
-
-# ---------------------------------------------------------------------------- the maths
-
-def scaled_lr(rule: str, *, eta: float, batch_size: int, base_batch: int) -> float:
-    """The LR a rule gives batch size B: η·B/B₀ (linear), η·√(B/B₀) (sqrt) or η (none).
-
-    Example:
-        >>> scaled_lr("linear", eta=0.8, batch_size=512, base_batch=128)
-        3.2
-    """
-    ratio = batch_size / base_batch
-    return eta * {"linear": ratio, "sqrt": math.sqrt(ratio), "none": 1.0}[rule]
-
-
-def svag_coefficients(l: float) -> tuple[float, float]:
-    """SVAG's (c₁, c₂) = ((1+c)/2, (1−c)/2), c = √(2l−1): c₁ + c₂ = 1 and c₁² + c₂² = l.
-
-    Example:
-        >>> svag_coefficients(1.0), svag_coefficients(5.0)
-        ((1.0, 0.0), (2.0, -1.0))
-    """
-    c = math.sqrt(2 * l - 1)
-    return (1 + c) / 2, (1 - c) / 2
-
-
-def svag_objective(losses_1: Tensor, losses_2: Tensor, l: float) -> Tensor:
-    """c₁·mean(losses_1) + c₂·mean(losses_2) for two independent halves: one half's mean
-    gradient, l times its covariance. Not a loss to report (c₂ < 0)."""
-    c1, c2 = svag_coefficients(l)
-    return c1 * losses_1.mean() + c2 * losses_2.mean()
-
-
-def ngd_weights(n: int, batch_size: int, generator: torch.Generator) -> Tensor:
-    """(n,) per-example weights 1 + √(n/B)(zᵢ − z̄), z ~ N(0, I_n) from ``generator``'s device.
-
-    (1/n)Σ wᵢ∇ℓᵢ has mean ḡ and noise √(n/B)/n·Σ zᵢ(∇ℓᵢ − ḡ), of covariance exactly Σ/B with
-    Σ = (1/n)Σ(∇ℓᵢ − ḡ)(∇ℓᵢ − ḡ)ᵀ: the noise of SGD at batch B, made Gaussian.
-    """
-    z = torch.randn(n, generator=generator, device=generator.device)
-    return 1 + math.sqrt(n / batch_size) * (z - z.mean())
-
-
-def ngd_backward(losses_of: Callable[[Tensor], Tensor], indices: Tensor, weights: Tensor, *,
-                 chunk: int) -> Tensor:
-    """Accumulate ∇(1/n)Σ wᵢℓᵢ into ``.grad``, ``chunk`` examples per forward/backward.
-
-    ``losses_of(idx)``: per-example losses (len(idx),); ``indices``, ``weights``: (n,).
-    Returns the unweighted mean loss, detached, on the device (no host sync).
-    """
-    n, total = len(indices), torch.zeros((), device=weights.device)
-    for start in range(0, n, chunk):
-        losses = losses_of(indices[start:start + chunk])
-        (losses @ weights[start:start + chunk] / n).backward()
-        total += losses.detach().sum()
-    return total / n
-
-
-def gradient_noise(losses_of: Callable[[Tensor], Tensor], params: Sequence[Tensor],
-                   batches: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """(G, N): unbiased ‖∇L‖² and tr Σ from k ≥ 2 minibatch gradients (see the module docstring).
-
-    ``batches``: k index tensors of B, drawn uniformly with replacement (so E g_j = ∇L and
-    Cov g_j = Σ/B exactly); ``losses_of(idx)``: per-example losses. k backward passes;
-    float64 0-d tensors on the device (no host sync).
-
-    Example:
-        >>> w = torch.zeros(1, requires_grad=True); x = torch.tensor([1.0, 3.0])   # ℓᵢ = (w − xᵢ)²/2
-        >>> g, n = gradient_noise(lambda i: (w - x[i]) ** 2 / 2, [w], [torch.tensor([0]), torch.tensor([1])])
-        >>> float(g), float(n)   # (kM − S)/(k−1) = (2·4 − 5)/1 and 1·(5 − 3): one draw, not yet the mean
-        (3.0, 2.0)
-    """
-    k, b = len(batches), len(batches[0])
-    if k < 2:
-        raise ValueError(f"gradient_noise needs k >= 2 minibatches to separate mean and noise, got {k}")
-    grad_sum = [torch.zeros_like(p, dtype=torch.float64) for p in params]
-    sq_sum = torch.zeros((), dtype=torch.float64, device=grad_sum[0].device)
-    for idx in batches:
-        grads = torch.autograd.grad(losses_of(idx).mean(), list(params))
-        sq_sum = sq_sum + sum(g.double().pow(2).sum() for g in grads)
-        torch._foreach_add_(grad_sum, [g.double() for g in grads])
-    s = sq_sum / k                                                 # mean ‖g_j‖²
-    m = sum((g / k).pow(2).sum() for g in grad_sum)                # ‖mean g_j‖²
-    g_sq = (k * m - s) / (k - 1)
-    return g_sq, b * (s - g_sq)
 
 
 # ---------------------------------------------------------------------------- config
@@ -438,13 +357,8 @@ class ScalingLoop:
         b, gen = self.cfg.dataset.batch_size, self.generators["stats"]
         batches = [self.pool[torch.randint(len(self.pool), (b,), generator=gen, device=self.device)]
                    for _ in range(self.cfg.grad_stats_batches)]
-        saved = [t.clone() for t in self.model.buffers()]
-        try:
+        with buffers_restored(self.model):
             return gradient_noise(lambda idx: self._losses(*self._inputs(idx, gen))[0], self.params, batches)
-        finally:
-            with torch.no_grad():
-                for buffer, value in zip(self.model.buffers(), saved):
-                    buffer.copy_(value)
 
     def _lr(self) -> float:
         return lr_at(self.steps / self.total_steps, peak_lr=self.peak_lr, schedule=self.cfg.schedule,

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
@@ -58,7 +57,13 @@ from tune_lip.data import ImageData, convert_and_center
 from tune_lip.errors import ConfigError, UserError
 from tune_lip.models import build_model
 from tune_lip.models.sphere_nets import ScaleInvariantNet
-from tune_lip.sam import SharpnessConfig, sam_gradients, top_hessian_eigenvalue
+from tune_lip.sam import (
+    SharpnessConfig,
+    buffers_restored,
+    hutchinson_trace,
+    sam_gradients,
+    top_hessian_eigenvalue,
+)
 from tune_lip.sampling import BatchOrder
 
 # The study loops share the data cache and the config helpers of the Lipschitz loop.
@@ -75,7 +80,7 @@ from tune_lip.train_loop import (
     pick_device,
 )
 
-__all__ = ["SPHERE_MODELS", "MODES", "SphereOptimizerConfig", "SphereConfig", "SphereLoop", "hutchinson_trace"]
+__all__ = ["SPHERE_MODELS", "MODES", "SphereOptimizerConfig", "SphereConfig", "SphereLoop"]
 
 SPHERE_MODELS = ("convnet_si", "convnet_si_af", "resnet18_si", "resnet18_si_af")
 MODES = ("sphere", "full")
@@ -189,31 +194,6 @@ class SphereConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
-
-
-def hutchinson_trace(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, samples: int,
-                     generator: torch.Generator) -> tuple[float, float]:
-    """Hutchinson's estimate of tr ∇²L over ``params``: the mean of vᵀHv over Rademacher v.
-
-    Unbiased; one probe's variance is 2·Σ_{i≠j} H_ij², so the error shrinks as 1/sqrt(samples).
-    Returns (estimate, its standard error from the probes' spread; NaN for one probe).
-    ``samples`` Hessian-vector products (double backward) after one forward pass.
-
-    Example:
-        >>> w = torch.ones(3, requires_grad=True)
-        >>> hutchinson_trace(lambda: (w ** 2).sum(), [w], samples=4, generator=torch.Generator())
-        (6.0, 0.0)
-    """
-    grads = torch.autograd.grad(loss_fn(), list(params), create_graph=True)
-    values = []
-    for _ in range(samples):
-        probes = [torch.randint(0, 2, p.shape, generator=generator, device=p.device, dtype=p.dtype) * 2 - 1
-                  for p in params]
-        hvps = torch.autograd.grad(grads, list(params), grad_outputs=probes, retain_graph=True)
-        values.append(sum((v * hv).sum() for v, hv in zip(probes, hvps)))
-    t = torch.stack(values).double()   # (samples,)
-    stderr = float(t.std() / math.sqrt(samples)) if samples > 1 else math.nan
-    return float(t.mean()), stderr
 
 
 def _filter_sq(w: Tensor) -> Tensor:
@@ -415,16 +395,11 @@ class SphereLoop(LoopCheckpoint):
         """Hutchinson estimate (and standard error) of the SI weights' Hessian trace on the
         fixed batch. The probes are drawn from ``seed`` afresh each call (the same probes at
         every report); BN running statistics are left as they were."""
-        saved = [b.clone() for b in self.model.buffers()]
         g = torch.Generator(device=self.device)
         g.manual_seed(self.cfg.seed + 2)
-        try:
+        with buffers_restored(self.model):
             return hutchinson_trace(self.fixed_batch_loss, self.si, samples=self.cfg.hutchinson_samples,
                                     generator=g)
-        finally:
-            with torch.no_grad():
-                for buffer, value in zip(self.model.buffers(), saved):
-                    buffer.copy_(value)
 
     def measure_sharpness(self) -> float:
         """Top eigenvalue of the trainable weights' Hessian on the fixed batch (`sharpness_indices`,
