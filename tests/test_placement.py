@@ -259,3 +259,22 @@ def test_placement_command_prints_each_grid_point(tmp_path):
     rows = [line.split() for line in out.stdout.splitlines()[1:3]]
     assert [r[0] for r in rows] == ["16", "256"]
     assert all(r[-1] == "in(A100,T4)" and float(r[3]) == 0.125 for r in rows)
+
+
+def test_launchable_types_come_from_ray_ups_config_on_the_head(tmp_path, monkeypatch):
+    """On a `ray up` head node the cluster config says which GPU types the autoscaler can start,
+    so `gpu: auto` and `calibrate --cluster` know them before any GPU node runs."""
+    import shutil
+    from pathlib import Path
+
+    from tune_lip.launch import _present_accelerators
+    from tune_lip.placement import launchable_accelerators
+
+    shipped = Path(__file__).parents[1] / "cluster.yaml"
+    assert launchable_accelerators(shipped) == {"A100": 16.0, "A10G": 4.0, "T4": 8.0}  # max_workers x GPUs
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert launchable_accelerators() == {} and _present_accelerators() == ()  # not a head node
+    shutil.copy(shipped, tmp_path / "ray_bootstrap_config.yaml")
+    assert _present_accelerators() == ("A100", "A10G", "T4")
+    (tmp_path / "ray_bootstrap_config.yaml").write_text("available_node_types: [not, a, mapping")
+    assert launchable_accelerators() == {}  # unreadable: the live nodes decide

@@ -86,7 +86,8 @@ def calibrate_cluster(configs: Sequence[dict[str, Any]], *, warmup_steps: int = 
                       types: Sequence[str] | None = None, timeout_s: float | None = None) -> pd.DataFrame:
     """`time_batch_all` on each accelerator type of the connected Ray cluster, as one table.
 
-    types: default every type with a live node (`tune_lip.placement.cluster_accelerators`). Each
+    types: default every type with a live node or one the autoscaler can start (from ``ray up``'s
+    config on the head, `tune_lip.placement.launchable_accelerators`). Each
     type's task asks for one whole GPU and ``accelerator_type:<T>: 0.001``, so it runs on a node
     of that type, alone on its GPU; the types run in parallel. A named type with no node yet
     waits for the autoscaler to start one (the pending task is the demand it scales on).
@@ -95,9 +96,9 @@ def calibrate_cluster(configs: Sequence[dict[str, Any]], *, warmup_steps: int = 
     import ray
 
     from tune_lip.errors import UserError
-    from tune_lip.placement import PIN_AMOUNT, cluster_accelerators
+    from tune_lip.placement import PIN_AMOUNT, cluster_accelerators, launchable_accelerators
 
-    kinds = list(types) if types else sorted(cluster_accelerators())
+    kinds = list(types) if types else sorted(set(cluster_accelerators()) | set(launchable_accelerators()))
     if not kinds:
         raise UserError("tune-lip calibrate --cluster", None, "the Ray cluster has no GPU node with an "
                         "accelerator_type:<T> resource", fix="start GPU workers (ray up cluster.yaml), "

@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time on every accelerator type of the Ray cluster (one pinned task per type)")
     p.add_argument("--address", help="Ray address with --cluster (default: auto)")
     p.add_argument("--types", help="with --cluster: these accelerator types, e.g. A100,A10G,T4 (default: the "
-                   "types with a live node; named types with none are started by the autoscaler)")
+                   "types with a live node or in ray up's config; the autoscaler starts missing ones)")
     p.add_argument("--timeout", type=float, default=1800, help="with --cluster: give up after this many "
                    "seconds (default 1800)")
     p.set_defaults(func=cmd_calibrate)

@@ -206,11 +206,13 @@ def _logger_callbacks(wandb: bool, mlflow: bool, name: str) -> list[Any]:
 
 
 def _present_accelerators() -> tuple[str, ...]:
+    """The GPU types the cluster has (live nodes) or can start (``ray up``'s config on the head)."""
     import ray
 
-    from tune_lip.placement import cluster_accelerators
+    from tune_lip.placement import cluster_accelerators, launchable_accelerators
 
-    return tuple(sorted(cluster_accelerators())) if ray.is_initialized() else ()
+    live = set(cluster_accelerators()) if ray.is_initialized() else set()
+    return tuple(sorted(live | set(launchable_accelerators())))
 
 
 def _estimator(spec: SearchSpec) -> Any:

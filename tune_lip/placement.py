@@ -32,12 +32,14 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tune_lip.errors import UserError
 
 __all__ = ["GPU_MEMORY_GB", "ACCELERATOR_LABEL", "MemoryEstimate", "Placement", "estimate_memory",
-           "plan_placement", "cluster_accelerators", "node_accelerator", "resource_function"]
+           "plan_placement", "cluster_accelerators", "launchable_accelerators", "node_accelerator",
+           "resource_function"]
 
 ACCELERATOR_LABEL = "ray.io/accelerator-type"
 PIN_AMOUNT = 0.001          # of the node's accelerator_type:<T> resource: a pin, not a quota
@@ -190,8 +192,8 @@ def plan_placement(resources: Mapping[str, Any], config: Mapping[str, Any], *,
                    estimate: Callable[[Mapping[str, Any]], MemoryEstimate] = estimate_memory) -> Placement:
     """The placement of the trial with ``config`` under the spec's ``resources``.
 
-    present: accelerator types the cluster has now; with ``gpu: auto`` and no ``accelerator``
-    list they are the candidates (else every type in the memory table is).
+    present: accelerator types the cluster has or can start; without an ``accelerator`` list
+    they are the candidates (else every type in the memory table is).
     Raises UserError (naming ``where`` and the key) when no allowed GPU can hold the trial.
     """
     memory = {**GPU_MEMORY_GB, **(resources.get("gpu_memory_gb") or {})}
@@ -248,6 +250,35 @@ def resource_function(resources: Mapping[str, Any], *, present: tuple[str, ...] 
         return plan_placement(resources, config, present=present, where=where, estimate=estimate).factory()
 
     return placement
+
+
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` leaves the cluster config on the head
+
+
+def launchable_accelerators(path: str | Path = BOOTSTRAP_CONFIG) -> dict[str, float]:
+    """GPUs per accelerator type the autoscaler can start (max_workers x GPUs per node).
+
+    Read from the cluster config ``ray up`` leaves on the head node; {} on a machine without
+    one, or when it cannot be read (the live nodes then say what the cluster has).
+    """
+    import yaml
+
+    p = Path(path).expanduser()
+    try:
+        config = yaml.safe_load(p.read_text()) if p.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return {}
+    gpus: dict[str, float] = {}
+    node_types = config.get("available_node_types") if isinstance(config, dict) else None
+    for node_type in (node_types or {}).values():
+        if not isinstance(node_type, dict):
+            continue
+        resources = node_type.get("resources") or {}
+        kind = _node_type(node_type.get("labels") or {}, resources)
+        if kind is not None:
+            count = float(resources.get("GPU", 0)) * int(node_type.get("max_workers", 0) or 0)
+            gpus[kind] = gpus.get(kind, 0.0) + count
+    return gpus
 
 
 def cluster_accelerators() -> dict[str, float]:
