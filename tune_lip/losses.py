@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OffsetCrossEntropy", "certified_correct", "correct", "offset_cross_entropy"]
+__all__ = ["OffsetCrossEntropy", "certified_correct", "correct", "offset_cross_entropy", "cross_entropy_and_accuracy"]
 
 
 def offset_cross_entropy(
@@ -65,3 +66,28 @@ def certified_correct(scores: Tensor, labels: Tensor, eps: float) -> Tensor:
 def correct(scores: Tensor, labels: Tensor) -> Tensor:
     """(B,) bool: argmax of the scores equals the label."""
     return scores.argmax(dim=1) == labels
+
+
+@torch.no_grad()
+def cross_entropy_and_accuracy(model: nn.Module, images: Tensor, labels: Tensor, mean: Tensor, *,
+                       batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy and accuracy of ``model`` on a uint8 test set, as float64 0-d tensors.
+
+    images: (N, H, W, C) uint8, centred with ``mean`` (`tune_lip.data.convert_and_center`) one
+    batch at a time. The pass runs in eval mode (BatchNorm uses its running statistics); the
+    model is back in train mode after. No host sync: the caller reads both values at once.
+    """
+    from tune_lip.data import convert_and_center
+
+    model.eval()
+    n = len(labels)
+    loss_sum = torch.zeros((), device=labels.device, dtype=torch.float64)
+    hits = torch.zeros((), device=labels.device, dtype=torch.long)
+    for start in range(0, n, batch_size):
+        x = convert_and_center(images[start:start + batch_size], mean)   # (B, C, H, W)
+        y = labels[start:start + batch_size]
+        scores = model(x)                                                # (B, num_classes)
+        loss_sum += F.cross_entropy(scores, y, reduction="sum").double()
+        hits += (scores.argmax(dim=1) == y).sum()
+    model.train()
+    return loss_sum / n, hits.double() / n

@@ -55,6 +55,7 @@ from tune_lip.augment import AugmentConfig, augment_batch
 from tune_lip.budget import Budget, ScheduleConfig, lr_at, parse_budget
 from tune_lip.data import ImageData, convert_and_center
 from tune_lip.errors import ConfigError, UserError
+from tune_lip.losses import cross_entropy_and_accuracy
 from tune_lip.models import build_model
 from tune_lip.models.scaling_nets import NORMS
 from tune_lip.optim import OPTIMIZERS, OptimizerConfig, build_optimizer
@@ -431,18 +432,10 @@ class ScalingLoop:
         if self.diverged:
             out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0, "weight_norm": DIVERGED_LOSS}
             return {**out, "sharpness": DIVERGED_LOSS} if sharpness_due else out
-        self.model.eval()
-        n = self.data.num_test
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        hits = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, n, EVAL_BATCH):
-            x = convert_and_center(self.data.test_images[start:start + EVAL_BATCH], self.mean)
-            y = self.data.test_labels[start:start + EVAL_BATCH]
-            scores = self.model(x)
-            loss_sum += F.cross_entropy(scores, y, reduction="sum").double()
-            hits += (scores.argmax(dim=1) == y).sum()
-        self.model.train()
-        values = {"test_loss": float(loss_sum / n), "test_acc": hits.item() / n,               # host sync
+        loss, acc = cross_entropy_and_accuracy(self.model, self.data.test_images, self.data.test_labels, self.mean,
+                                       batch_size=EVAL_BATCH)
+        test_loss, test_acc = torch.stack([loss, acc]).tolist()                                  # host sync
+        values = {"test_loss": test_loss, "test_acc": test_acc,
                   "weight_norm": float(torch.sqrt(sum(p.detach().double().pow(2).sum() for p in self.params)))}
         if sharpness_due:
             values["sharpness"] = self.measure_sharpness()

@@ -55,6 +55,7 @@ from tune_lip.augment import AugmentConfig, augment_batch
 from tune_lip.budget import Budget, parse_budget
 from tune_lip.data import ImageData, convert_and_center
 from tune_lip.errors import ConfigError, UserError
+from tune_lip.losses import cross_entropy_and_accuracy
 from tune_lip.models import build_model
 from tune_lip.models.sphere_nets import ScaleInvariantNet
 from tune_lip.sam import (
@@ -425,20 +426,10 @@ class SphereLoop(LoopCheckpoint):
             if sharpness_due:
                 out["sharpness"] = DIVERGED_LOSS
             return out
-        self.model.eval()
-        n = self.data.num_test
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        hits = torch.zeros((), device=self.device, dtype=torch.long)
-        with torch.no_grad():
-            for start in range(0, n, EVAL_BATCH):
-                x = convert_and_center(self.data.test_images[start:start + EVAL_BATCH], self.mean)
-                y = self.data.test_labels[start:start + EVAL_BATCH]
-                scores = self.model(x)
-                loss_sum += F.cross_entropy(scores, y, reduction="sum").double()
-                hits += (scores.argmax(dim=1) == y).sum()
-        self.model.train()
-        test_loss = float(loss_sum / n)                                    # host sync
-        out = {"test_loss": test_loss if math.isfinite(test_loss) else DIVERGED_LOSS, "test_acc": hits.item() / n}
+        loss, acc = cross_entropy_and_accuracy(self.model, self.data.test_images, self.data.test_labels, self.mean,
+                                       batch_size=EVAL_BATCH)
+        test_loss, test_acc = torch.stack([loss, acc]).tolist()            # host sync
+        out = {"test_loss": test_loss if math.isfinite(test_loss) else DIVERGED_LOSS, "test_acc": test_acc}
         if self.cfg.hessian_trace:
             out["hessian_trace"] = self.hessian_trace()[0]
         if sharpness_due:
