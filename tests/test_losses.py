@@ -64,3 +64,23 @@ def test_ties_are_not_certified() -> None:
     scores, labels = torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([0])
     assert not certified_correct(scores, labels, 0.0).item()
     assert correct(torch.tensor([[3.0, 1.0]]), torch.tensor([0])).item()
+
+
+def test_cross_entropy_and_accuracy_matches_one_big_batch():
+    """Batched, eval-mode pass == the same sums over the whole set; train mode comes back."""
+    from tune_lip.data import convert_and_center
+    from tune_lip.losses import cross_entropy_and_accuracy
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.BatchNorm1d(8),
+                                torch.nn.Linear(8, 3))
+    images = torch.randint(0, 256, (10, 2, 2, 3), dtype=torch.uint8)
+    labels = torch.randint(0, 3, (10,))
+    mean = torch.tensor([0.5, 0.4, 0.3])
+    loss, acc = cross_entropy_and_accuracy(model, images, labels, mean, batch_size=4)  # 4 + 4 + 2
+    assert model.training and loss.dtype == acc.dtype == torch.float64
+    model.eval()
+    with torch.no_grad():
+        scores = model(convert_and_center(images, mean))
+    assert float(loss) == pytest.approx(float(torch.nn.functional.cross_entropy(scores, labels)), rel=1e-6)
+    assert float(acc) == float((scores.argmax(1) == labels).double().mean())
