@@ -126,7 +126,8 @@ def rehearse(space: str, *, nodes: Mapping[str, int], storage_path: str | Path, 
         print(f"rehearse: fake cluster at {cluster.address}: head + "
               + ", ".join(f"{kind} ({n} GPU)" for kind, n in nodes.items()), flush=True)
         if spec.budget.kind == "reference_hours" and not spec.budget.calibration:
-            table = calibrate_cluster(grid_configs(spec), warmup_steps=2, timed_steps=5)
+            table = calibrate_cluster(grid_configs(spec), warmup_steps=2, timed_steps=5, types=list(nodes),
+                                      timeout_s=600)
             print(f"rehearse: calibrated {', '.join(sorted(set(table['accelerator'])))} -> "
                   f"{append_table(table, f'{storage}/{CALIBRATION_FILE}')}", flush=True)
         callbacks = [NodeKiller(cluster, kill)] if kill else []
