@@ -103,7 +103,7 @@ def calibrate_cluster(configs: Sequence[dict[str, Any]], *, warmup_steps: int = 
         raise UserError("tune-lip calibrate --cluster", None, "the Ray cluster has no GPU node with an "
                         "accelerator_type:<T> resource", fix="start GPU workers (ray up cluster.yaml), "
                         "or calibrate on this machine without --cluster")
-    timer = ray.remote(max_retries=1)(time_batch_all)
+    timer: Any = ray.remote(max_retries=1)(time_batch_all)  # Ray's stubs do not carry the signature
     refs = [timer.options(num_cpus=1, num_gpus=1, resources={f"accelerator_type:{kind}": PIN_AMOUNT},
                           name=f"calibrate-{kind}").remote(list(configs), warmup_steps=warmup_steps,
                                                            timed_steps=timed_steps, accelerator=kind,

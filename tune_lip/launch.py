@@ -330,7 +330,7 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     if spec.scheduler.name == "asha":
         num_train = _num_train(config, spec.path) if spec.budget.kind == "epochs" else None
         max_t = spec.budget.progress_max(num_train=num_train)
-        asha = dict(time_attr=spec.budget.progress_attr, max_t=max_t,
+        asha: dict[str, Any] = dict(time_attr=spec.budget.progress_attr, max_t=max_t,
                     grace_period=max(spec.scheduler.grace_fraction * max_t, 1e-9),
                     reduction_factor=spec.scheduler.reduction_factor, brackets=spec.scheduler.brackets)
         # With searcher.per, ASHA compares trials only within their group (e.g. batch size).

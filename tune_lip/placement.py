@@ -226,7 +226,8 @@ def plan_placement(resources: Mapping[str, Any], config: Mapping[str, Any], *,
     if gpu == "auto":
         assert need is not None
         pool = allowed or candidates
-        smallest = min((_memory_of(t, memory) for t in pool if _memory_of(t, memory)), default=None)
+        sizes = [gb for gb in (_memory_of(t, memory) for t in pool) if gb]
+        smallest = min(sizes, default=None)
         if smallest is None:
             raise UserError(where, "resources.gpu", f"gpu: auto needs the memory of {', '.join(pool)}",
                             fix=f"add e.g. gpu_memory_gb: {{{pool[0]}: 24}} to resources, or give gpu a number")
@@ -313,7 +314,7 @@ def node_accelerator() -> str:
 
     if ray.is_initialized():
         node_id = ray.get_runtime_context().get_node_id()
-        node = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
+        node: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
         kind = _node_type(node.get("Labels") or {}, node.get("Resources") or {})
         if kind is not None:
             return kind

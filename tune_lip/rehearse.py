@@ -56,7 +56,7 @@ def start_fake_cluster(nodes: Mapping[str, int], *, cpus_per_node: int = 2, head
     from tune_lip.placement import ACCELERATOR_LABEL
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": False})
-    cluster.nodes_by_type = {
+    cluster.nodes_by_type = {  # type: ignore[attr-defined]  # our own attribute on Ray's Cluster
         kind: cluster.add_node(num_cpus=cpus_per_node, num_gpus=gpus, resources={f"accelerator_type:{kind}": 1},
                                labels={ACCELERATOR_LABEL: kind})
         for kind, gpus in nodes.items()}

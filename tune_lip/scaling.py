@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -319,17 +319,17 @@ class ScalingLoop:
         b, o = self.cfg.dataset.batch_size, self.cfg.optimizer
         self.optimizer.zero_grad(set_to_none=True)
         if self.cfg.gradient.name == "ngd":
-            hits: list[Tensor] = []
+            chunk_hits: list[Tensor] = []
 
             def losses_of(idx: Tensor) -> Tensor:
                 losses, h = self._losses(*self._inputs(idx, None))
-                hits.append(h)
+                chunk_hits.append(h)
                 return losses
 
             weights = ngd_weights(len(self.pool), b, self.generators["noise"])     # (N,)
             loss = ngd_backward(losses_of, self.pool, weights, chunk=self.cfg.gradient.chunk)
             self.optimizer.step()
-            return loss, torch.stack(hits).sum()
+            return loss, torch.stack(chunk_hits).sum()
         x, y = self._inputs(self.batch_indices(self.steps), self.generators["augment"])
 
         def objective() -> tuple[Tensor, Tensor, Tensor]:
@@ -436,7 +436,8 @@ class ScalingLoop:
                                        batch_size=EVAL_BATCH)
         test_loss, test_acc = torch.stack([loss, acc]).tolist()                                  # host sync
         values = {"test_loss": test_loss, "test_acc": test_acc,
-                  "weight_norm": float(torch.sqrt(sum(p.detach().double().pow(2).sum() for p in self.params)))}
+                  "weight_norm": float(torch.sqrt(cast(Tensor, sum(p.detach().double().pow(2).sum()
+                                                                   for p in self.params))))}
         if sharpness_due:
             values["sharpness"] = self.measure_sharpness()
         return {key: v if math.isfinite(v) else DIVERGED_LOSS for key, v in values.items()}

@@ -226,7 +226,7 @@ class SphereLoop(LoopCheckpoint):
         if o.per_filter and not self.model.filterwise_invariant:
             raise ConfigError("optimizer.per_filter", f"{cfg.model.name} is scale-invariant only in all "
                               "its conv weights jointly, not filter by filter; use per_filter: false")
-        self.si: list[Tensor] = self.model.scale_invariant_parameters()
+        self.si: list[Tensor] = [p for p in self.model.scale_invariant_parameters()]
         others = [p for p in self.model.other_parameters() if p.requires_grad]
         if o.lr_other == 0:
             for p in others:
@@ -271,7 +271,7 @@ class SphereLoop(LoopCheckpoint):
     # ------------------------------------------------------------------ the sphere
     def _norm(self) -> Tensor:
         """‖w‖ of all SI weights as one vector: a float64 0-d tensor on the device (no sync)."""
-        return torch.sqrt(sum(p.detach().double().pow(2).sum() for p in self.si))
+        return torch.sqrt(cast(Tensor, sum(p.detach().double().pow(2).sum() for p in self.si)))
 
     @torch.no_grad()
     def _project(self) -> None:
@@ -327,26 +327,28 @@ class SphereLoop(LoopCheckpoint):
             scores = self.model(x)                                         # (B, num_classes)
             loss = F.cross_entropy(scores, y)
             if o.sam_rho > 0:   # perturb, re-take gradients and restore w; step and projection follow
-                sam_gradients(self.model.parameters(), lambda x=x, y=y: F.cross_entropy(self.model(x), y),
+                sam_gradients(self.model.parameters(), lambda: F.cross_entropy(self.model(x), y),
                               rho=o.sam_rho, adaptive=o.sam_adaptive, loss=loss)
             else:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             measure = (k > 0 and (self.steps + 1) % k == 0) or (i == n - 1 and measured == 0)
+            grads = [cast(Tensor, p.grad) for p in self.si]                 # set by the backward above
             if measure:
                 before = [p.detach().clone() for p in self.si]
                 norm = self._norm()
-                grad_sum += torch.sqrt(sum(p.grad.double().pow(2).sum() for p in self.si)) * norm
+                grad_sum += torch.sqrt(cast(Tensor, sum(g.double().pow(2).sum() for g in grads))) * norm
             if o.per_filter:
-                torch._foreach_mul_([p.grad for p in self.si], self.filter_sq0)
+                torch._foreach_mul_(grads, self.filter_sq0)
             self.optimizer.step()
             if sphere:
                 self._project()
             if measure:
                 # 2·asin(‖u − u'‖/2) between unit vectors: accurate for tiny angles, unlike acos(u·u').
                 new_norm = self._norm()
-                chord = torch.sqrt(sum((a.double() / norm - b.detach().double() / new_norm).pow(2).sum()
-                                       for a, b in zip(before, self.si)))
+                chord_sq = sum((a.double() / norm - b.detach().double() / new_norm).pow(2).sum()
+                               for a, b in zip(before, self.si))
+                chord = torch.sqrt(cast(Tensor, chord_sq))
                 angle_sum += 2 * torch.asin(torch.clamp(chord / 2, max=1.0))
                 measured += 1
             loss_sum += loss.detach()

@@ -27,7 +27,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -233,6 +233,15 @@ class LoopCheckpoint:
     """The checkpoint state every image-study loop has (model, optimizer, augmentation draws,
     progress); a loop with more state extends both methods through ``super()``."""
 
+    cfg: Any
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    aug_generator: torch.Generator
+    steps: int
+    wall_seconds: float
+    diverged: bool
+    evaluations: int
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": self.cfg.to_dict(),
@@ -357,7 +366,7 @@ class LipschitzLoop(LoopCheckpoint):
             scores = self.model(inputs)                            # (B, num_classes)
             loss = self.loss_fn(scores, y)
             if self.cfg.optimizer.sam_rho > 0:   # the second pass sees the same augmented batch
-                sam_step(self.model, lambda x=inputs, y=y: self.loss_fn(self.model(x), y), self.optimizer,
+                sam_step(self.model, lambda: self.loss_fn(self.model(inputs), y), self.optimizer,
                          rho=self.cfg.optimizer.sam_rho, adaptive=self.cfg.optimizer.sam_adaptive, loss=loss)
             else:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -434,7 +443,8 @@ class LipschitzLoop(LoopCheckpoint):
                 counts[2 + i] += certified_correct(scores, y, e).sum()
         self.model.train()
         c = (counts.double() / n).tolist()                        # host sync
-        weight_norm = torch.sqrt(sum(p.detach().double().pow(2).sum() for p in self.model.parameters()))
+        weight_norm = torch.sqrt(cast(torch.Tensor, sum(p.detach().double().pow(2).sum()
+                                                        for p in self.model.parameters())))
         test_loss = (loss_sum / n).item()
         out = {"test_loss": test_loss if math.isfinite(test_loss) else DIVERGED_LOSS,
                "test_acc": c[0], "certified_acc": c[1], "weight_norm": float(weight_norm)}
