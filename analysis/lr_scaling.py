@@ -700,7 +700,7 @@ def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = "opti
                 "min_trials": min_trials, "neighbours": neighbours, "window_frac": window_frac,
                 "seed": seed,
                 "detect_break": detect_break}
-    options = dict(metric=metric, mode=mode, include_stopped=include_stopped,
+    options: dict[str, Any] = dict(metric=metric, mode=mode, include_stopped=include_stopped,
                    min_trials=min_trials, neighbours=neighbours, window_frac=window_frac,
                    n_boot=n_boot, seed=seed, detect_break=detect_break, settings=settings)
     if by is None:

@@ -408,7 +408,7 @@ class ThresholdPosterior:
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:
         """The equal-tailed ``level`` credible interval of the threshold, in ELR."""
-        lo, hi = self.quantile([(1 - level) / 2, (1 + level) / 2])
+        lo, hi = self.quantile(np.array([(1 - level) / 2, (1 + level) / 2]))
         return float(lo), float(hi)
 
     def predictive(self, elr: float | np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ class SlicedTrainable(tune.Trainable):
         torch.save({"loop": self.loop.state_dict(), "reports_done": self.reports_done}, path / STATE_FILE)
         (path / CONFIG_FILE).write_text(json.dumps(self.loop.cfg.to_dict(), indent=2))
 
-    def load_checkpoint(self, checkpoint_dir: str) -> None:
+    def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]  # Tune passes the dir we saved to
         device = getattr(self.loop, "device", "cpu")
         state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location=device, weights_only=False)
         self.loop.load_state_dict(state["loop"])

@@ -161,6 +161,8 @@ def _crop_flip(images: torch.Tensor, pad: int, flip: bool, g: torch.Generator) -
     dev = images.device
     rows = torch.arange(H, device=dev)  # (H,)
     cols = torch.arange(W, device=dev)  # (W,)
+    dy: torch.Tensor | int
+    dx: torch.Tensor | int
     if pad:
         source = F.pad(images, (0, 0, pad, pad, pad, pad))  # (B, H + 2p, W + 2p, C), zeros around
         dy = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=dev)  # (B, 1) crop offsets

@@ -44,7 +44,7 @@ class ParquetResultsCallback(Callback):
         self._rows: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, **info: Any) -> None:  # type: ignore[override]  # Ray passes everything by keyword
         """Backfill rows Ray recorded but this callback never flushed (a killed driver)."""
         try:
             ray_rows = read_ray_results(self.experiment)

@@ -32,9 +32,10 @@ def parse_budget_flag(text: str) -> dict[str, Any]:
     if "=" in text and not text.strip().startswith("{"):
         out: dict[str, Any] = {}
         for part in text.split(","):
-            key, _, value = part.partition("=")
-            out[key.strip()] = yaml.safe_load(value)
+            key, _, raw = part.partition("=")
+            out[key.strip()] = yaml.safe_load(raw)
         return out
+    value: Any
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

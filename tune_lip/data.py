@@ -487,7 +487,7 @@ def _read_label_member(zf: zipfile.ZipFile, npz_path: Path) -> np.ndarray:
             raise UserError(str(npz_path), "label", f"expected integer (N,), got {dtype} {shape}",
                             fix=_NPZ_FIX)
         labels = np.empty(shape, dtype=dtype)
-        _read_exact(f, memoryview(labels).cast("B"), npz_path, "label")
+        _read_exact(f, memoryview(labels).cast("B"), npz_path, "label")  # type: ignore[arg-type]  # ndarray is a buffer
         _expect_end(f, npz_path, "label")
     labels = labels.astype(np.int64)
     if labels.size and labels.min() < 0:

@@ -42,7 +42,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -141,7 +141,7 @@ def sam_gradients(params: Iterable[Tensor], compute_loss: Callable[[], Tensor], 
             norm = _global_norm(eps)                           # ‖T g‖
             torch._foreach_mul_(eps, scales)                   # T² g
         else:
-            eps = [g.clone() for g in grads]
+            eps = tuple(g.clone() for g in grads)
             norm = _global_norm(eps)
         torch._foreach_mul_(eps, rho / (norm + _TINY))
         # A copy restores w bit for bit (w + ε − ε would not): the step starts from w itself.
@@ -308,7 +308,7 @@ def hutchinson_trace(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *,
         probes = [torch.randint(0, 2, p.shape, generator=generator, device=p.device, dtype=p.dtype) * 2 - 1
                   for p in params]
         hvps = torch.autograd.grad(grads, list(params), grad_outputs=probes, retain_graph=True)
-        values.append(sum((v * hv).sum() for v, hv in zip(probes, hvps)))
+        values.append(cast(Tensor, sum((v * hv).sum() for v, hv in zip(probes, hvps))))
     t = torch.stack(values).double()   # (samples,)
     stderr = float(t.std() / math.sqrt(samples)) if samples > 1 else math.nan
     return float(t.mean()), stderr

@@ -32,8 +32,11 @@ class GroupedASHAScheduler(ASHAScheduler):
     def __init__(self, *, group_keys: Sequence[str], time_attr: str = "training_iteration",
                  metric: str | None = None, mode: str | None = None, max_t: float = 100,
                  grace_period: float = 1, reduction_factor: float = 4, brackets: int = 1) -> None:
-        super().__init__(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t,
-                         grace_period=grace_period, reduction_factor=reduction_factor, brackets=brackets)
+        # Ray annotates max_t and grace_period as int, but its brackets work in any monotone units
+        # (here steps, examples or reference seconds, possibly fractional).
+        super().__init__(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t,  # type: ignore[arg-type]
+                         grace_period=grace_period,  # type: ignore[arg-type]
+                         reduction_factor=reduction_factor, brackets=brackets)
         self._group_keys = list(group_keys)
         self._bracket_args = (grace_period, max_t, reduction_factor)
         self._num_brackets = brackets
@@ -47,7 +50,8 @@ class GroupedASHAScheduler(ASHAScheduler):
         group = self._group(trial.config)
         if group not in self._groups:
             grace, max_t, rf = self._bracket_args
-            self._groups[group] = [_Bracket(grace, max_t, rf, s, stop_last_trials=self._stop_last_trials)
+            self._groups[group] = [_Bracket(grace, max_t, rf, s,  # type: ignore[arg-type]  # float units, as above
+                                            stop_last_trials=self._stop_last_trials)
                                    for s in range(self._num_brackets)]
         brackets = self._groups[group]
         # as Ray's ASHA: prefer brackets with more rungs, at random (seeded by Ray's numpy state)

@@ -26,7 +26,7 @@ import copy
 import itertools
 import pickle
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.distributions import (
@@ -149,7 +149,7 @@ class GroupedOptunaSearch(PickledStateSearcher):
     def _ensure_studies(self) -> list[optuna.Study]:
         if self._studies is None:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            direction = "maximize" if self._mode == "max" else "minimize"
+            direction: Literal["maximize", "minimize"] = "maximize" if self._mode == "max" else "minimize"
             self._studies = [
                 optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(
                     seed=self._seed + i, n_startup_trials=self._n_startup))
@@ -161,7 +161,7 @@ class GroupedOptunaSearch(PickledStateSearcher):
         studies = self._ensure_studies()
         open_groups = [i for i, n in enumerate(self._suggested) if n < self._samples_per_group]
         if not open_groups:
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]  # Ray's sentinel string ends the search
         group = min(open_groups, key=lambda i: (self._suggested[i], i))  # round-robin
         trial = studies[group].ask(self._searched)
         self._suggested[group] += 1

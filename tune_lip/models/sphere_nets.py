@@ -36,7 +36,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +66,7 @@ class ScaleInvariantNet(nn.Module):
 
     def scale_invariant_parameters(self) -> list[nn.Parameter]:
         """The conv weights, in module order: scaling them all by c > 0 keeps the output."""
-        return [m.weight for m in self.modules() if isinstance(m, nn.Conv2d)]
+        return [cast(nn.Parameter, m.weight) for m in self.modules() if isinstance(m, nn.Conv2d)]
 
     def other_parameters(self) -> list[nn.Parameter]:
         """Every parameter that is not scale-invariant (frozen ones included), in module order."""
