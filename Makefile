@@ -23,6 +23,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 
 clean:
