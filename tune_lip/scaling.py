@@ -161,10 +161,7 @@ class GradientConfig:
 
 
 def _scaling_model(raw: Any) -> ModelConfig:
-    raw = {"name": raw} if isinstance(raw, str) else (raw or {})
-    if not isinstance(raw, dict):
-        raise TypeError(f"model must be a mapping, got {raw!r}")
-    cfg = _model_config({"name": "preresnet32", **raw})
+    cfg = _model_config(raw, default="preresnet32")
     if cfg.options.get("norm", "bn") not in NORMS:   # fail at config time, not in a trial's setup
         raise ValueError(f"unknown norm {cfg.options['norm']!r}; valid: {', '.join(NORMS)}")
     return cfg

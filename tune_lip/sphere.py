@@ -122,10 +122,7 @@ class SphereOptimizerConfig:
 
 
 def _sphere_model(raw: Any) -> ModelConfig:
-    raw = {"name": raw} if isinstance(raw, str) else (raw or {})
-    if not isinstance(raw, dict):
-        raise ValueError(f"model must be a mapping, got {raw!r}")
-    cfg = _model_config({"name": "convnet_si", **raw})
+    cfg = _model_config(raw, default="convnet_si")
     if cfg.name not in SPHERE_MODELS:
         raise ValueError(f"model {cfg.name!r} is not scale-invariant; valid: {', '.join(SPHERE_MODELS)}")
     return cfg

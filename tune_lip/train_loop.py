@@ -84,7 +84,10 @@ def _section(key: str, build: Any) -> Any:
         raise ConfigError(key, str(exc).split("\n")[0]) from None
 
 
-def _model_config(raw: Any) -> ModelConfig:
+def _model_config(raw: Any, default: str = "aol_mlp") -> ModelConfig:
+    """The ``model`` section: a name or a mapping; ``default`` is the study's model when it names none."""
+    if raw is None or isinstance(raw, (str, dict)):
+        raw = {"name": default, **({"name": raw} if isinstance(raw, str) else (raw or {}))}
     cfg = _from_dict(ModelConfig, raw, "model", free="options")
     if cfg.name not in MODELS:
         raise ValueError(f"unknown model {cfg.name!r}; valid models: {', '.join(sorted(MODELS))}")
@@ -289,10 +292,10 @@ class LipschitzLoop(LoopCheckpoint):
                                  num_classes=self.data.num_classes, **cfg.model.options).to(self.device)
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
         self.loss_fn = OffsetCrossEntropy(eps=cfg.loss.eps, temperature=cfg.loss.temperature)
-        self.mean = torch.tensor(self.data.mean, dtype=torch.float32, device=self.device)  # (C,)
+        self.mean = self.data.mean_tensor()                                                # (C,)
         self.aug_generator = torch.Generator(device=self.device)
         self.aug_generator.manual_seed(cfg.seed + 1)
-        self.augment = cfg.augmentation != AugmentConfig()
+        self.augment = not cfg.augmentation.is_identity
 
         self.steps = 0
         self.wall_seconds = 0.0     # training time only; evaluation is not charged to the budget
