@@ -44,7 +44,10 @@ class SlicedTrainable(tune.Trainable):
 
         self.loop = self.make_loop(config)
         self.reports_done = 0
-        self.accelerator = node_accelerator()  # the type the scheduler placed this trial on
+        if not hasattr(self, "accelerator"):  # once per actor: a reused actor stays on its node
+            self.accelerator = node_accelerator()  # the type the scheduler placed this trial on
+        budget = getattr(self.loop.cfg, "budget", None)
+        self.hardware_dependent = bool(budget is not None and budget.hardware_dependent)
 
     def step(self) -> dict[str, Any]:
         loop, reports = self.loop, self.loop.cfg.reports
@@ -56,8 +59,7 @@ class SlicedTrainable(tune.Trainable):
         metrics.update(loop.evaluate())
         self.reports_done = k
         metrics["accelerator"] = self.accelerator
-        budget = getattr(loop.cfg, "budget", None)
-        metrics["hardware_dependent"] = bool(budget is not None and budget.hardware_dependent)
+        metrics["hardware_dependent"] = self.hardware_dependent
         metrics["done"] = loop.finished or k >= reports
         return metrics
 

@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tune_lip.errors import UserError
 
@@ -313,9 +313,12 @@ def node_accelerator() -> str:
     import ray
 
     if ray.is_initialized():
-        node_id = ray.get_runtime_context().get_node_id()
-        node: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
-        kind = _node_type(node.get("Labels") or {}, node.get("Resources") or {})
+        context = ray.get_runtime_context()
+        labels = cast(Mapping[str, str], context.get_node_labels() or {})  # values are str at run time
+        kind = labels.get(ACCELERATOR_LABEL)  # known locally: no call to the GCS
+        if kind is None:  # a node started without the label: its accelerator_type:<T> resource
+            node: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == context.get_node_id()), {})
+            kind = _node_type({}, node.get("Resources") or {})
         if kind is not None:
             return kind
     from tune_lip.calibrate import accelerator_type
