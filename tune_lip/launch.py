@@ -129,6 +129,7 @@ def _resolve_calibration(spec: SearchSpec, storage_path: str, experiment_dir: st
         return spec
     from tune_lip.analysis.results import storage_location
     from tune_lip.budget import lookup_step_seconds, read_calibration
+    from tune_lip.calibrate import append_table
     from tune_lip.train_loop import LipschitzConfig, model_key
 
     raw = spec.budget.calibration
@@ -152,11 +153,7 @@ def _resolve_calibration(spec: SearchSpec, storage_path: str, experiment_dir: st
     copy = f"{experiment_dir}/{CALIBRATION_FILE}"
     fs, path_in_fs = storage_location(copy)
     if fs.get_file_info(path_in_fs).type == pafs.FileType.NotFound:  # a resumed search keeps its copy
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        fs.create_dir(path_in_fs.rsplit("/", 1)[0], recursive=True)
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path_in_fs, filesystem=fs)
+        append_table(table, copy)
     return replace(spec, budget=replace(spec.budget, calibration=copy))
 
 
