@@ -62,7 +62,7 @@ def test_sam_restores_the_weights_bit_for_bit_before_the_step():
     x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)   # a zero step: only the restore acts
     sam_step(model, lambda: nn.functional.cross_entropy(model(x), y), opt, rho=0.5)
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))   # sam.py restores a saved copy
 
 
 def test_rho_zero_is_the_plain_step():
@@ -123,7 +123,7 @@ def test_top_eigenvalue_of_an_mlp_matches_autograd_hessian_and_keeps_bn_stats():
     value = top_hessian_eigenvalue(model, lambda: nn.functional.cross_entropy(model(x), y), iters=300,
                                    generator=torch.Generator().manual_seed(0))
     assert value == pytest.approx(float(eigs[-1]), rel=1e-6)
-    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))   # BN stats restored
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))   # BN stats restored from a copy
 
 
 def test_sharpness_config_defaults_and_errors():
@@ -171,6 +171,7 @@ def test_loops_train_with_sam_and_continue_exactly(make_loop, make_cfg):
     head = _run(first, 2)
     resumed = make_loop(make_cfg())   # a fresh process would build exactly this
     resumed.load_state_dict(first.state_dict())
+    # Exact on purpose: a resumed loop repeats the uninterrupted run's bits (same process, same seed).
     assert head + _run(resumed, 2) == expected
     assert all(torch.equal(a, b) for a, b in zip(straight.model.parameters(), resumed.model.parameters()))
     # every = 2: sharpness at the 2nd and 4th report only, positive and finite (near a minimum)
@@ -200,6 +201,8 @@ def test_measuring_sharpness_never_changes_training(make_loop, make_cfg, model):
     silent = make_loop(make_cfg(model=model))
     b = _run(silent, 2, steps=3)
     assert all("sharpness" in m for m in a)
+    # Exact on purpose: measuring uses its own generator and restores the buffers it touches, so it
+    # cannot change a bit of training (same seed, same process).
     assert [{k: v for k, v in m.items() if k != "sharpness"} for m in a] == [
         {k: v for k, v in m.items() if k != "sharpness"} for m in b]
     assert all(torch.equal(x, y) for x, y in zip(measured.model.state_dict().values(),
@@ -212,7 +215,8 @@ def test_sharpness_is_the_top_eigenvalue_on_the_fixed_batch():
     idx = loop.sharpness_indices
     assert torch.equal(idx[:32], loop.batch_indices(0)) and len(idx) == 48   # step 0's batch, then on
     value = loop.evaluate()["sharpness"]
-    assert math.isfinite(value) and value == loop.measure_sharpness()   # same start vector each call
+    # Exact on purpose: the same function on the same batch from the same start vector, twice.
+    assert math.isfinite(value) and value == loop.measure_sharpness()
 
 
 @pytest.mark.parametrize("make_cfg, over, key", [

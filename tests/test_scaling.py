@@ -158,7 +158,8 @@ def test_loop_measures_noise_without_changing_training():
     assert "grad_norm_sq" not in a[0]
     for x, y in zip(a, b):
         stats = {key: y.pop(key) for key in ("grad_norm_sq", "grad_noise", "noise_scale")}
-        assert x == y                                        # the run itself is untouched
+        # Exact on purpose: measuring must not change a bit of training (same seed, same process).
+        assert x == y
         assert stats["grad_noise"] > 0 and math.isfinite(stats["grad_norm_sq"])
         if stats["grad_norm_sq"] > 0:
             assert stats["noise_scale"] == pytest.approx(stats["grad_noise"] / stats["grad_norm_sq"])
@@ -246,6 +247,7 @@ def test_state_dict_continues_bit_identically():
         head = _run(first, 2)
         resumed = ScalingLoop(_cfg(**over))   # a fresh process would build exactly this
         resumed.load_state_dict(first.state_dict())
+        # Exact on purpose: a resumed loop repeats the uninterrupted run's bits (same process, same seed).
         assert head + _run(resumed, 2) == expected
         for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
             assert torch.equal(a, b)
@@ -254,7 +256,7 @@ def test_state_dict_continues_bit_identically():
 def test_svag_l1_is_plain_minibatch_training():
     a = _run(ScalingLoop(_cfg()), 2)
     b = _run(ScalingLoop(_cfg(gradient={"name": "svag", "l": 1})), 2)
-    assert a == b
+    assert a == b   # exact on purpose: l = 1 takes the minibatch code path itself (ScalingLoop.svag is False)
 
 
 def test_ngd_and_sam_train_on_digits():
@@ -358,6 +360,7 @@ def test_trainable_reports_then_done(tmp_path):
     second = ScalingTrainable(config=TRAINABLE_CONFIG)
     second.restore(checkpoint)
     tail = [second.train() for _ in range(2)]
+    # Exact on purpose: a checkpoint restore continues the uninterrupted run bit for bit (same process).
     assert [r["train_loss"] for r in tail] == [r["train_loss"] for r in results[2:]]
     assert second.reset_config({**TRAINABLE_CONFIG, "seed": 2}) and second.loop.steps == 0
     for trainable in (t, first, second):

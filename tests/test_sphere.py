@@ -90,7 +90,7 @@ def test_si_head_is_frozen_at_norm_10_and_af_head_trains():
     assert not head.requires_grad and float(head.norm()) == pytest.approx(10.0, rel=1e-6)
     before = head.detach().clone()
     loop.train_for(10)
-    assert torch.equal(head, before)  # SI mode: lr_other does not reach the frozen head
+    assert torch.equal(head, before)  # SI mode: lr_other does not reach the frozen head (never written)
     af = SphereLoop(_cfg(model={"name": "convnet_si_af", "width": 4}, optimizer={"elr": 1e-2, "lr_other": 0.1}))
     assert float(af.model.head.weight.detach().norm()) == pytest.approx(10.0, rel=1e-6)
     before = af.model.head.weight.detach().clone()
@@ -103,6 +103,7 @@ def test_lr_other_zero_freezes_the_non_si_parameters():
     others = [p.detach().clone() for p in loop.model.other_parameters()]
     si = [p.detach().clone() for p in loop.model.scale_invariant_parameters()]
     loop.train_for(10)
+    # Exact: with lr_other = 0 these parameters are never updated (sphere.py freezes them).
     assert all(torch.equal(a, b) for a, b in zip(others, loop.model.other_parameters()))
     assert not any(torch.equal(a, b) for a, b in zip(si, loop.model.scale_invariant_parameters()))
 
@@ -165,6 +166,7 @@ def test_state_dict_continues_bit_identically():
     head = _run(first, 2)
     resumed = SphereLoop(_cfg(**over))  # a fresh process would build exactly this
     resumed.load_state_dict(first.state_dict())
+    # Exact on purpose: a resumed loop repeats the uninterrupted run's bits (same process, same seed).
     assert head + _run(resumed, 2) == expected
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
@@ -211,7 +213,7 @@ def test_hutchinson_matches_the_exact_trace_within_its_standard_error():
     estimate, stderr = loop.hessian_trace()
     assert abs(estimate - exact) < 4 * sigma
     assert 0.5 * sigma < stderr < 2 * sigma          # the reported error bar is honest
-    assert all(torch.equal(a, b) for a, b in zip(buffers, loop.model.buffers()))  # BN stats untouched
+    assert all(torch.equal(a, b) for a, b in zip(buffers, loop.model.buffers()))  # BN stats restored from a copy
     assert loop.evaluate()["hessian_trace"] == pytest.approx(estimate)  # same probes every report
 
 
@@ -287,6 +289,7 @@ def test_trainable_reports_then_done_with_a_regime(tmp_path):
     second = SphereTrainable(config=TRAINABLE_CONFIG)
     second.restore(checkpoint)
     tail = [second.train() for _ in range(2)]
+    # Exact on purpose: a checkpoint restore continues the uninterrupted run bit for bit (same process).
     assert [r["train_loss"] for r in tail] == [r["train_loss"] for r in results[2:]]
     assert tail[-1]["regime"] == results[-1]["regime"]
     assert second.reset_config({**TRAINABLE_CONFIG, "seed": 2}) and second.loop.steps == 0

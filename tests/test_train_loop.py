@@ -24,6 +24,7 @@ _run = partial(run_slices, steps=6)  # one loop's reports, without wall_seconds
 
 
 def test_same_seed_same_metrics():
+    # Exact on purpose: the loop promises bit-identical runs for the same seed on the same machine.
     assert _run(LipschitzLoop(_cfg()), 3) == _run(LipschitzLoop(_cfg()), 3)
 
 
@@ -39,6 +40,7 @@ def test_state_dict_continues_bit_identically():
     state = first.state_dict()
     resumed = LipschitzLoop(_cfg())  # a fresh process would build exactly this
     resumed.load_state_dict(state)
+    # Exact on purpose: a resumed loop repeats the uninterrupted run's bits (same process, same seed).
     assert head + _run(resumed, 2) == expected
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)  # bit-identical, not just close

@@ -35,6 +35,7 @@ def test_checkpoint_restore_continues_exactly(tmp_path):
     checkpoint = first.save(str(tmp_path / "ckpt"))
     second = LipschitzTrainable(config=CONFIG)
     second.restore(checkpoint)
+    # Exact on purpose: a checkpoint restore continues the uninterrupted run bit for bit (same process).
     assert head + [_strip(second.train()) for _ in range(2)] == expected
     assert (tmp_path / "ckpt" / "config.json").exists()  # the resolved config travels along
     for t in (straight, first, second):
@@ -48,6 +49,7 @@ def test_reset_config_reuses_the_actor():
     assert t.reset_config(other)
     assert t.loop.steps == 0 and t.loop.cfg.optimizer.lr == 0.05
     fresh = LipschitzTrainable(config=other)
+    # Exact on purpose: a reset actor must repeat a fresh one's bits (same seed, same process).
     assert _strip(t.train()) == _strip(fresh.train())  # nothing of the old trial leaks
     t.stop()
     fresh.stop()
