@@ -283,6 +283,9 @@ _CIFAR = {
 }
 
 
+_CIFAR_ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
+
+
 def _read_cifar(name: str, root: Path, *, train: bool,
                 download: bool) -> tuple[np.ndarray, np.ndarray]:
     """One split of CIFAR-10/100 as (uint8 (N, 32, 32, 3), int64 (N,)) numpy arrays."""
@@ -292,7 +295,8 @@ def _read_cifar(name: str, root: Path, *, train: bool,
     folder = root / fmt.folder
     files = fmt.train_files if train else fmt.test_files
     missing = [f for f in files if not (folder / f).is_file()]
-    fix = f"pass download: true or put {fmt.folder} under data_dir ({root})"
+    fix = (f"get {_CIFAR_ARCHIVES[name]} from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it in "
+           f"{root} (dataset.data_dir), or set dataset.download: true on a machine with internet")
     if missing and not download:
         raise UserError(str(folder), "dataset", f"{name} files missing: {', '.join(missing)}",
                         fix=fix)

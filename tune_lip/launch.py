@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,8 +26,9 @@ import pyarrow.fs as pafs
 from tune_lip.errors import ConfigError, UserError
 from tune_lip.spec import SearchSpec
 
-__all__ = ["STUDIES", "Study", "check_spec", "check_placement", "placement_table", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
-           "DEFAULT_STORAGE"]
+__all__ = ["STUDIES", "Study", "check_spec", "check_data", "check_placement", "check_resources", "preflight",
+           "placement_table", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
+           "stored_spec", "resume_spec", "storage_root", "PendingTimeoutError", "DEFAULT_STORAGE", "SPEC_FILE", "LAUNCH_FILE"]
 
 DEFAULT_STORAGE = "tune_lip_results"
 
@@ -101,6 +103,47 @@ def _num_train(config: dict[str, Any], where: str) -> int:
         return load_dataset(name, data_dir=data_dir, download=download, **ds).num_train
     except ValueError as exc:
         raise UserError(where, "dataset", str(exc)) from None
+
+
+def _study_config(spec: SearchSpec, config: dict[str, Any]) -> Any:
+    try:
+        return STUDIES[spec.study].load_config_class().from_dict(config)
+    except ConfigError as exc:
+        raise UserError(spec.path, exc.key, exc.problem) from None
+
+
+def check_data(spec: SearchSpec) -> None:
+    """Read every data set the grid's trials train on, and check each trial's budget buys at
+    least one step per report; a UserError names the missing or broken file, or the budget.
+
+    Run on the driver before Ray starts, for a local Ray, whose workers read the same files.
+    Each distinct data set is read once (the generated npz's conversion is cached on disk, so
+    the trials find it done).
+    """
+    from tune_lip.data import load_dataset
+
+    sizes: dict[str, int] = {}
+    for config in grid_configs(spec):
+        cfg = _study_config(spec, config)
+        data = getattr(cfg, "dataset", None)
+        num_train = 0
+        if data is not None and hasattr(data, "name"):   # a study with a data set (not the NQM)
+            key = json.dumps([data.name, data.data_dir, data.options], sort_keys=True, default=str)
+            if key not in sizes:
+                try:
+                    sizes[key] = load_dataset(data.name, data_dir=data.data_dir, download=data.download,
+                                              **data.options).num_train
+                except ValueError as exc:
+                    raise UserError(spec.path, "dataset", str(exc)) from None
+            num_train = sizes[key]
+        if spec.budget.kind not in ("epochs", "examples"):
+            continue   # steps are checked by the spec; time budgets are decided while running
+        steps = (cfg.total_steps(num_train) if callable(getattr(cfg, "total_steps", None))
+                 else spec.budget.total_steps(batch_size=cfg.dataset.batch_size, num_train=num_train))
+        if steps is not None and steps < spec.reports:
+            raise UserError(spec.path, "budget", f"{spec.budget.amount:g} {spec.budget.kind} buy {steps} steps at "
+                            f"batch size {cfg.dataset.batch_size}, fewer than the {spec.reports} reports",
+                            fix="use a larger budget or fewer reports")
 
 
 def grid_configs(spec: SearchSpec, points: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -230,6 +273,43 @@ def check_placement(spec: SearchSpec, present: tuple[str, ...] = ()) -> list[Any
             for config in grid_configs(spec)]
 
 
+def _is_local(address: str | None) -> bool:
+    return address in (None, "local")
+
+
+def check_resources(spec: SearchSpec, *, address: str | None, num_cpus: int | None = None) -> None:
+    """A UserError unless some node can run every grid point's trial: Ray would leave such
+    trials PENDING for ever. A local Ray is checked before it starts (this machine's CPUs and
+    GPUs); a cluster once joined (its live nodes, plus the node types ``ray up``'s config lets
+    the autoscaler start)."""
+    from tune_lip.placement import launchable_nodes, live_nodes, local_node
+
+    if _is_local(address):
+        nodes, cluster = [local_node(num_cpus)], "the local Ray (this machine)"
+        fix = ("run it on the CPU with --resources cpu=1, or pass --address of a Ray cluster that has such nodes"
+               " (tune-lip placement shows what each trial asks for)")
+        placements = check_placement(spec, (nodes[0].kind,) if nodes[0].kind else ())
+    else:
+        nodes, cluster = [*live_nodes(), *launchable_nodes()], f"the Ray cluster at {address}"
+        fix = ("add such a node type to the cluster (cluster.yaml), or change the space's resources "
+               "(e.g. --resources cpu=1 runs it on CPUs)")
+        placements = check_placement(spec, _present_accelerators())
+    from tune_lip.placement import check_fits
+
+    check_fits(placements, nodes, where=spec.path, cluster=cluster, fix=fix)
+
+
+def preflight(spec: SearchSpec, *, address: str | None, num_cpus: int | None = None) -> None:
+    """Everything that can be checked before Ray starts, in the order a user would fix it:
+    the space against its study, the data files and the budget (local Ray only: a cluster's
+    workers may see other files), and whether the local machine can run the trials at all."""
+    check_spec(spec)
+    check_placement(spec)
+    if _is_local(address):
+        check_data(spec)
+        check_resources(spec, address=address, num_cpus=num_cpus)
+
+
 def placement_table(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
     """One row per grid point: its estimated GPU memory and what its trials ask Ray for
     (``tune-lip placement``); a pandas DataFrame."""
@@ -303,10 +383,11 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from tune_lip.callbacks import ParquetResultsCallback
+    from tune_lip.pending import PendingTimeout
     from tune_lip.schedulers import GroupedASHAScheduler
     from tune_lip.searchers import GroupedOptunaSearch, to_tune_space
 
-    storage = _storage(storage_path)
+    storage = storage_root(storage_path)
     config = check_spec(spec)
     present = _present_accelerators()
     check_placement(spec, present)
@@ -336,10 +417,13 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     else:
         scheduler = FIFOScheduler()
 
+    # Trials that wait for resources nobody provides stop the search instead of hanging it.
+    watchdog = PendingTimeout(f"{storage}/{name}", seconds=spec.pending_timeout_seconds)
     run_config = tune.RunConfig(
         name=name,
         storage_path=storage,
-        callbacks=[ParquetResultsCallback(f"{storage}/{name}"), *(extra_callbacks or [])],
+        callbacks=[ParquetResultsCallback(f"{storage}/{name}"), watchdog, *(extra_callbacks or [])],
+        stop=watchdog,
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.checkpoint_every,
                                                 checkpoint_at_end=True,
                                                 num_to_keep=spec.keep_checkpoints),
@@ -355,63 +439,163 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     return tune.Tuner(_trainable(spec, present), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-SPEC_FILE = "search_space.yaml"
+SPEC_FILE = "search_space.yaml"   # the resolved spec the search ran (overrides applied)
+LAUNCH_FILE = "launch.yaml"       # how it was started: the space file, its text, the overrides
 
 
-def _storage(storage_path: str | Path) -> str:
+def storage_root(storage_path: str | Path) -> str:
     """A URI (``s3://bucket/x``) as given; a local path made absolute, as Ray wants it."""
     text = str(storage_path)
     return text.rstrip("/") if "://" in text else str(Path(text).expanduser().resolve())
 
 
-def save_spec(spec: SearchSpec, experiment_dir: str) -> str:
-    """Record the searched spec (after CLI overrides) in the experiment, for the analysis."""
+def _write_text(target: str, text: str) -> None:
+    from tune_lip.analysis.results import storage_location
+
+    fs, path = storage_location(target)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
+def _read_text(target: str) -> str | None:
+    from tune_lip.analysis.results import storage_location
+
+    fs, path = storage_location(target)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return bytes(f.read()).decode()
+
+
+def save_spec(spec: SearchSpec, experiment_dir: str, *, overrides: dict[str, Any] | None = None) -> str:
+    """Record the searched spec in the experiment: the resolved spec (``search_space.yaml``,
+    which the analysis and ``--resume NAME`` read) and how it was launched (``launch.yaml``:
+    the space file, its text and the command-line overrides)."""
     import yaml
 
     from tune_lip.analysis.results import storage_location
 
     fs, path = storage_location(experiment_dir)
     fs.create_dir(path, recursive=True)
-    text = f"# searched from {spec.path}\n" + yaml.safe_dump(spec.to_dict(), sort_keys=False)
-    with fs.open_output_stream(f"{path}/{SPEC_FILE}") as out:
-        out.write(text.encode())
+    _write_text(f"{experiment_dir}/{SPEC_FILE}",
+                f"# searched from {spec.path}\n" + yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    source = Path(spec.path)
+    launch = {"space": spec.path,
+              "space_text": source.read_text(encoding="utf-8") if source.is_file() else None,
+              "overrides": overrides or {}}
+    _write_text(f"{experiment_dir}/{LAUNCH_FILE}", yaml.safe_dump(launch, sort_keys=False))
     return f"{experiment_dir}/{SPEC_FILE}"
+
+
+def stored_spec(experiment_dir: str) -> tuple[SearchSpec, dict[str, Any]]:
+    """The resolved spec an experiment ran, and the overrides it was launched with."""
+    import yaml
+
+    from tune_lip.spec import parse_spec
+
+    text = _read_text(f"{experiment_dir}/{SPEC_FILE}")
+    if text is None:
+        raise UserError(experiment_dir, None, f"no {SPEC_FILE} here: the search was started by an older "
+                        "tune-lip or by hand", fix="name its space too: tune-lip search SPACE --name NAME --resume")
+    spec = parse_spec(yaml.safe_load(text), where=f"{experiment_dir}/{SPEC_FILE}", studies=study_metrics())
+    launch = yaml.safe_load(_read_text(f"{experiment_dir}/{LAUNCH_FILE}") or "{}") or {}
+    return spec, dict(launch.get("overrides") or {})
+
+
+def _differences(stored: SearchSpec, given: SearchSpec) -> list[str]:
+    """``key: stored X, given Y`` for each top-level (and space) key where the two specs differ."""
+    from tune_lip.analysis.results import flatten_result
+
+    a, b = (flatten_result({k: v for k, v in s.to_dict().items() if k != "description"}) for s in (stored, given))
+    return [f"{key.replace('/', '.')}: started with {a.get(key)!r}, given {b.get(key)!r}"
+            for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+
+
+def resume_spec(experiment_dir: str, *, space: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> SearchSpec:
+    """The spec to resume ``experiment_dir`` with: the stored one, or ``space`` (with the stored
+    overrides, then ``overrides``) if it resolves to the same spec. A UserError says what differs."""
+    from tune_lip.spec import load_spec
+
+    stored, launched = stored_spec(experiment_dir)
+    if space is None:
+        given = stored.with_overrides(**_override_values(overrides or {}), where="--resume")
+        where = "--resume"
+    else:
+        given = load_spec(space, studies=study_metrics())
+        given = given.with_overrides(**_override_values({**launched, **(overrides or {})}), where=given.path)
+        where = given.path
+    diff = _differences(stored, given)
+    if diff:
+        raise UserError(where, None, f"differs from the spec {Path(experiment_dir).name} was started with "
+                        f"({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''})",
+                        fix=f"resume with `tune-lip search --resume {Path(experiment_dir).name}` and no SPACE "
+                            "or overrides, or start a new search under another --name")
+    return given
+
+
+def _override_values(overrides: dict[str, Any]) -> dict[str, Any]:
+    keys = ("num_samples", "budget", "resources", "pending_timeout_seconds")
+    return {k: overrides[k] for k in keys if overrides.get(k) is not None}
 
 
 def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str | Path = DEFAULT_STORAGE,
                address: str | None = None, resume: bool = False, num_cpus: int | None = None,
                wandb: bool = False, mlflow: bool = False, verbose: int = 1,
-               extra_callbacks: list[Any] | None = None) -> Any:
+               extra_callbacks: list[Any] | None = None, overrides: dict[str, Any] | None = None) -> Any:
     """Run (or with ``resume=True`` continue) the search; returns Ray's ResultGrid.
 
+    Everything that can be checked is checked before Ray starts (`preflight`), and whether
+    the cluster can run the trials before any trial is launched (`check_resources`).
     extra_callbacks: more Tune callbacks (after the loggers) for a new search.
+    overrides: the command-line overrides ``spec`` carries, recorded in the experiment.
+    Raises `PendingTimeoutError` (a UserError) when trials waited longer than
+    ``spec.pending_timeout_seconds`` for resources with no trial running; the finished
+    results stay in the experiment.
     """
     from ray import tune
 
+    from tune_lip import pending
     from tune_lip.analysis.results import storage_location
 
-    storage = _storage(storage_path)
+    storage = storage_root(storage_path)
     name = name or experiment_name(spec)
     experiment_dir = f"{storage}/{name}"
     if resume:
         if not tune.Tuner.can_restore(experiment_dir):
             raise UserError(str(experiment_dir), None, "no experiment to resume here",
                             fix="pass the --name (and --storage-path) of the killed search")
-        start_ray(address, num_cpus=num_cpus)
-        tuner = tune.Tuner.restore(experiment_dir, trainable=_trainable(spec, _present_accelerators()),
-                                   resume_unfinished=True,
-                                   resume_errored=True)
-        return tuner.fit()
-    fs, path = storage_location(experiment_dir)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        raise UserError(experiment_dir, None, "an experiment with this name exists already",
-                        fix="pass --resume to continue it, or choose another --name")
-    check_spec(spec)
-    check_placement(spec)
-    loggers = _logger_callbacks(wandb, mlflow, name)  # input errors first: nothing started or written
+    else:
+        fs, path = storage_location(experiment_dir)
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            raise UserError(experiment_dir, None, "an experiment with this name exists already",
+                            fix="pass --resume to continue it, or choose another --name")
+    preflight(spec, address=address, num_cpus=num_cpus)
+    loggers = [] if resume else _logger_callbacks(wandb, mlflow, name)  # input errors first: nothing started
     start_ray(address, num_cpus=num_cpus)
-    save_spec(spec, experiment_dir)
-    tuner = build_tuner(spec, name=name, storage_path=storage, extra_callbacks=[*loggers, *(extra_callbacks or [])],
-                        verbose=verbose)
-    return tuner.fit()
+    if not _is_local(address):
+        check_resources(spec, address=address)
+    pending.clear(experiment_dir)
+    if resume:
+        tuner = tune.Tuner.restore(experiment_dir, trainable=_trainable(spec, _present_accelerators()),
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        save_spec(spec, experiment_dir, overrides=overrides)
+        tuner = build_tuner(spec, name=name, storage_path=storage, verbose=verbose,
+                            extra_callbacks=[*loggers, *(extra_callbacks or [])])
+    grid = tuner.fit()
+    why = pending.fired(experiment_dir)
+    if why:
+        raise PendingTimeoutError(experiment_dir, grid, why)
+    return grid
 
+
+class PendingTimeoutError(UserError):
+    """The search stopped because trials waited too long for resources; ``grid`` holds what finished."""
+
+    def __init__(self, experiment_dir: str, grid: Any, why: str) -> None:
+        super().__init__(experiment_dir, "resources", f"search stopped: {why}",
+                         fix=f"give the cluster such nodes (or change resources), then continue with "
+                             f"tune-lip search --resume {Path(experiment_dir).name}; finished trials are kept")
+        self.grid = grid
+        self.experiment_dir = experiment_dir

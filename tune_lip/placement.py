@@ -39,7 +39,7 @@ from tune_lip.errors import UserError
 
 __all__ = ["GPU_MEMORY_GB", "ACCELERATOR_LABEL", "MemoryEstimate", "Placement", "estimate_memory",
            "plan_placement", "cluster_accelerators", "launchable_accelerators", "node_accelerator",
-           "resource_function"]
+           "resource_function", "Node", "local_node", "live_nodes", "launchable_nodes", "check_fits"]
 
 ACCELERATOR_LABEL = "ray.io/accelerator-type"
 PIN_AMOUNT = 0.001          # of the node's accelerator_type:<T> resource: a pin, not a quota
@@ -254,6 +254,100 @@ def resource_function(resources: Mapping[str, Any], *, present: tuple[str, ...] 
 
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` leaves the cluster config on the head
+
+
+# ---------------------------------------------------------------------------- can the cluster run it?
+
+@dataclass(frozen=True)
+class Node:
+    """What one node offers Ray's scheduler: its resources and labels (a live node, the local
+    machine before Ray starts, or a node type the autoscaler can start)."""
+
+    resources: Mapping[str, float]
+    labels: Mapping[str, str]
+    name: str = "node"
+
+    @property
+    def kind(self) -> str | None:
+        """The node's accelerator type (None for a CPU node)."""
+        return _node_type(self.labels, self.resources)
+
+    def fits(self, placement: Placement) -> bool:
+        if any(self.resources.get(k, 0.0) + 1e-9 < amount for k, amount in placement.bundle().items()):
+            return False
+        if placement.accelerators is not None and len(placement.accelerators) > 1:
+            return self.kind in placement.accelerators
+        return True
+
+    def describe(self) -> str:
+        shown = {k: v for k, v in self.resources.items() if k in ("CPU", "GPU")}
+        text = ", ".join(f"{k} {v:g}" for k, v in sorted(shown.items()))
+        return f"{self.name}: {text}{' (' + self.kind + ')' if self.kind else ', no GPU'}"
+
+
+def local_node(num_cpus: int | None = None) -> Node:
+    """The machine a private local Ray would run on, read before Ray starts (as Ray reads it:
+    every CPU unless ``num_cpus``; the GPUs CUDA sees, typed by `calibrate.accelerator_type`)."""
+    import os
+
+    import torch
+
+    gpus = torch.cuda.device_count()
+    resources: dict[str, float] = {"CPU": float(num_cpus or os.cpu_count() or 1),
+                                   "memory": float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))}
+    labels: dict[str, str] = {}
+    if gpus:
+        from tune_lip.calibrate import accelerator_type
+
+        kind = accelerator_type()
+        resources.update({"GPU": float(gpus), f"accelerator_type:{kind}": 1.0})
+        labels[ACCELERATOR_LABEL] = kind
+    return Node(resources, labels, name="this machine")
+
+
+def live_nodes() -> list[Node]:
+    """The alive nodes of the connected Ray cluster."""
+    import ray
+
+    return [Node(dict(n.get("Resources") or {}), dict(n.get("Labels") or {}),
+                 name=f"node {n.get('NodeManagerAddress', '?')}") for n in ray.nodes() if n.get("Alive")]
+
+
+def launchable_nodes(path: str | Path = BOOTSTRAP_CONFIG) -> list[Node]:
+    """The worker types ``ray up``'s config lets the autoscaler start (``max_workers > 0``)."""
+    import yaml
+
+    p = Path(path).expanduser()
+    try:
+        config = yaml.safe_load(p.read_text()) if p.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return []
+    out = []
+    for name, node_type in ((config or {}).get("available_node_types") or {}).items():
+        if isinstance(node_type, dict) and int(node_type.get("max_workers", 0) or 0) > 0:
+            out.append(Node({k: float(v) for k, v in (node_type.get("resources") or {}).items()},
+                            dict(node_type.get("labels") or {}), name=f"node type {name}"))
+    return out
+
+
+def check_fits(placements: list[Placement], nodes: list[Node], *, where: str, cluster: str, fix: str) -> None:
+    """UserError unless every placement fits on at least one node: Ray would otherwise leave
+    those trials PENDING for ever, without a word.
+
+    cluster: how to name ``nodes`` in the message ("the local Ray", "the Ray cluster at ...").
+    """
+    for placement in dict.fromkeys(placements):
+        if any(node.fits(placement) for node in nodes):
+            continue
+        asked = ", ".join(f"{k} {v:g}" for k, v in placement.bundle().items()
+                          if k != "memory" and not k.startswith("accelerator_type:"))
+        if placement.memory_bytes:
+            asked += f", memory {placement.memory_bytes / 2**30:g} GB"
+        if placement.accelerators:
+            asked += " on " + " or ".join(placement.accelerators)
+        have = "; ".join(node.describe() for node in nodes) or "no nodes"
+        raise UserError(where, "resources", f"each trial asks for {asked}; {cluster} cannot give that ({have})",
+                        fix=fix)
 
 
 def launchable_accelerators(path: str | Path = BOOTSTRAP_CONFIG) -> dict[str, float]:

@@ -111,7 +111,7 @@ def rehearse(space: str, *, nodes: Mapping[str, int], storage_path: str | Path, 
         grid_configs,
         run_search,
     )
-    from tune_lip.launch import _storage as absolute_storage
+    from tune_lip.launch import storage_root as absolute_storage
 
     spec = _load_spec(space, num_samples=num_samples, budget=budget)
     if kill is not None and kill not in nodes:

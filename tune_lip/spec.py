@@ -23,7 +23,8 @@ Key convention in messages and in dotted paths (``searcher.per``, :meth:`SearchS
 keys inside ``space`` are written *without* the ``space.`` prefix (``optimizer.lr``), top-level
 keys as themselves (``scheduler.grace_fraction``).
 
-Defaults for optional keys: ``reports: 20``, ``checkpoint_every: 5``, ``max_failures: 3``, ``num_samples: 1``,
+Defaults for optional keys: ``reports: 20``, ``checkpoint_every: 5``, ``max_failures: 3``,
+``pending_timeout_seconds: 900``, ``num_samples: 1``,
 ``max_concurrent_trials: null`` (unlimited), ``resources: {cpu: 1}``, ``scheduler: none`` (no
 silent early stopping unless asked for), ``searcher: random``.
 
@@ -241,6 +242,9 @@ class SearchSpec:
     checkpoint_every: reports between checkpoints; 0 = only at the end.
     max_failures: times a failed trial (e.g. its node was lost) restarts from its last
         checkpoint, anywhere in the cluster; -1 = no limit.
+    pending_timeout_seconds: how long trials may wait for resources with no trial running
+        (an autoscaler that never delivers, a GPU type lost for good) before the search stops,
+        keeping every finished result.
     keep_checkpoints: newest checkpoints kept per trial; None = all. Ray deletes older ones
     as new ones land; a driver killed between a deletion and Tune's next experiment snapshot
     can leave a trial pointing at a deleted checkpoint, so None is the safe default.
@@ -264,6 +268,7 @@ class SearchSpec:
     description: str = ""
     keep_checkpoints: int | None = None
     max_failures: int = 3
+    pending_timeout_seconds: float = 900.0
 
     def domains(self) -> dict[str, Domain]:
         """Dotted path (without ``space.``) -> domain, in file order.
@@ -294,13 +299,17 @@ class SearchSpec:
         *,
         num_samples: int | None = None,
         budget: Budget | Mapping[str, Any] | None = None,
+        resources: Mapping[str, Any] | None = None,
+        pending_timeout_seconds: float | None = None,
         where: str = "override",
     ) -> SearchSpec:
-        """A copy with ``num_samples`` and/or ``budget`` replaced (e.g. from command-line flags).
+        """A copy with ``num_samples``, ``budget``, ``resources`` and/or the pending timeout
+        replaced (e.g. from command-line flags).
 
-        ``budget`` may be a Budget or a mapping such as ``{"steps": 100}``; bad values raise
-        UserError naming ``where``.
-        Example: ``spec.with_overrides(num_samples=2, budget={"steps": 50})``
+        ``budget`` may be a Budget or a mapping such as ``{"steps": 100}``; ``resources``
+        replaces the whole ``resources`` mapping (``{"cpu": 1}`` runs a GPU space on the CPU).
+        Bad values raise UserError naming ``where``.
+        Example: ``spec.with_overrides(num_samples=2, budget={"steps": 50}, resources={"cpu": 1})``
         """
         changes: dict[str, Any] = {}
         if num_samples is not None:
@@ -310,6 +319,10 @@ class SearchSpec:
             new = budget if isinstance(budget, Budget) else _budget(dict(budget), where=where)
             _check_reports_fit(self.reports, new, where=where)
             changes["budget"] = new
+        if resources is not None:
+            changes["resources"] = _resources(dict(resources), where=where)
+        if pending_timeout_seconds is not None:
+            changes["pending_timeout_seconds"] = _pending_timeout(pending_timeout_seconds, where=where)
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -336,6 +349,7 @@ class SearchSpec:
             "checkpoint_every": self.checkpoint_every,
             "keep_checkpoints": self.keep_checkpoints,
             "max_failures": self.max_failures,
+            "pending_timeout_seconds": self.pending_timeout_seconds,
             "space": _to_raw(self.space),
             "description": self.description,
         }
@@ -378,7 +392,8 @@ def set_in(d: dict[str, Any], dotted: str, value: Any) -> None:
 
 TOP_LEVEL_KEYS = (
     "study", "metric", "mode", "budget", "reports", "scheduler", "searcher", "num_samples",
-    "max_concurrent_trials", "resources", "checkpoint_every", "keep_checkpoints", "max_failures", "space", "description",
+    "max_concurrent_trials", "resources", "checkpoint_every", "keep_checkpoints", "max_failures",
+    "pending_timeout_seconds", "space", "description",
 )
 REQUIRED_KEYS = ("study", "metric", "mode", "budget", "space")
 _REQUIRED_EXAMPLES = {
@@ -571,6 +586,7 @@ def _parse(
         fix="use e.g. keep_checkpoints: 2, or leave it out to keep every checkpoint")
     max_failures = _int(raw.get("max_failures", 3), where=where, key="max_failures", minimum=-1,
                         fix="use e.g. max_failures: 3 (restarts of a failed trial from its last checkpoint; -1 = no limit)")
+    pending_timeout = _pending_timeout(raw.get("pending_timeout_seconds", 900), where=where)
     num_samples = _int(raw.get("num_samples", 1), where=where, key="num_samples", minimum=1,
                        fix="use e.g. num_samples: 12 (trials per grid point)")
     mct_raw = raw.get("max_concurrent_trials")
@@ -597,6 +613,7 @@ def _parse(
         searcher=searcher, num_samples=num_samples, max_concurrent_trials=max_concurrent,
         resources=resources, reports=reports, checkpoint_every=checkpoint_every, space=space,
         description=desc, keep_checkpoints=keep_checkpoints, max_failures=max_failures,
+        pending_timeout_seconds=pending_timeout,
     )
 
 
@@ -609,6 +626,14 @@ def _budget(raw: Any, *, where: str) -> Budget:
             raise
         # parse_budget leaves some messages without a fix; every spec error carries one.
         raise UserError(exc.where, exc.key, exc.problem, fix=example) from None
+
+
+def _pending_timeout(raw: Any, *, where: str) -> float:
+    fix = "use e.g. pending_timeout_seconds: 900 (seconds trials may wait for resources with none running)"
+    seconds = _float(raw, where=where, key="pending_timeout_seconds", fix=fix)
+    if not seconds > 0:
+        raise UserError(where, "pending_timeout_seconds", f"must be > 0, got {raw!r}", fix=fix)
+    return seconds
 
 
 def _check_reports_fit(reports: int, budget: Budget, *, where: str) -> None:
