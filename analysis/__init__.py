@@ -29,15 +29,17 @@ from tune_lip.analysis.results import (
     best_reports,
     config_column,
     flatten_result,
+    hashable_value,
     last_reports,
     load,
     ran_full_budget,
+    write_results,
 )
 
 __all__ = ["PARQUET_DIR", "LRScalingFit", "best_reports", "config_column", "fit_lr_scaling",
-           "flatten_result", "last_reports", "load", "plot_lr_scaling", "plot_metric_vs_lr",
-           "ran_full_budget", "save_figure", "split_groups", "trial_outcomes",
-           "write_lr_scaling_report"]
+           "flatten_result", "hashable_value", "last_reports", "load", "plot_lr_scaling",
+           "plot_metric_vs_lr", "ran_full_budget", "save_figure", "split_groups", "trial_outcomes",
+           "write_lr_scaling_report", "write_results"]
 __all__ += ["REGIMES", "RegimeBoundaries", "ThresholdPosterior", "classify_regime",
             "fit_regime_thresholds", "regime_boundaries", "threshold_posterior", "trial_regimes",
             "write_regime_report"]

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from tune_lip.analysis.results import config_column, jsonable, ran_full_budget
+from tune_lip.analysis.results import config_column, hashable_value, jsonable, ran_full_budget
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -162,27 +162,40 @@ def split_groups(df: pd.DataFrame, by: str | Sequence[str] | None
                  ) -> list[tuple[Any, dict[str, Any], pd.DataFrame]]:
     """``df`` split by the config keys ``by``: ``[(key, {config key: value}, rows), ...]``.
 
-    ``key`` is the group's value (a tuple for several keys); with ``by=None`` one group
-    ``(None, {}, df)``.
+    ``key`` is the group's value (a tuple for several keys), hashable: a list or dict value is
+    its JSON text there (`hashable_value`), while ``group`` holds the value itself. With
+    ``by=None`` one group ``(None, {}, df)``.
 
     Example:
         >>> import pandas as pd
         >>> df = pd.DataFrame({"config/budget/steps": [100, 200, 100]})
         >>> [(k, g, len(rows)) for k, g, rows in split_groups(df, "budget.steps")]
         [(100, {'budget.steps': 100}, 2), (200, {'budget.steps': 200}, 1)]
+        >>> df = pd.DataFrame({"config/eval/extra_eps": [[0.1], [0.2], [0.1]]})
+        >>> [(k, g, len(rows)) for k, g, rows in split_groups(df, "eval.extra_eps")]
+        [('[0.1]', {'eval.extra_eps': [0.1]}, 2), ('[0.2]', {'eval.extra_eps': [0.2]}, 1)]
     """
     if by is None:
         return [(None, {}, df)]
     keys = [by] if isinstance(by, str) else list(by)
     cols = _by_columns(keys)
     _require_columns(df, {c: k for c, k in zip(cols, keys)})
+    hashed = [df[c].map(hashable_value) for c in cols]
+    try:
+        grouped = list(df.groupby(hashed, sort=True, dropna=False))
+    except TypeError:  # values of mixed types (3 and "auto") have no order
+        grouped = list(df.groupby(hashed, sort=False, dropna=False))
     out = []
-    for value, rows in df.groupby(cols if len(cols) > 1 else cols[0], sort=True, dropna=False):
-        values = value if isinstance(value, tuple) else (value,)
-        values = tuple(v.item() if isinstance(v, np.generic) else v for v in values)
-        group = {k.removeprefix("config/").replace("/", "."): v for k, v in zip(keys, values)}
+    for value, rows in grouped:
+        values = tuple(_python(v) for v in value)
+        group = {k.removeprefix("config/").replace("/", "."): _python(rows[c].iloc[0])
+                 for k, c in zip(keys, cols)}
         out.append((values if len(values) > 1 else values[0], group, rows))
     return out
+
+
+def _python(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 # ---------------------------------------------------------------------------------------------

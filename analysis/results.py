@@ -8,6 +8,11 @@ reads them back: one row per report, columns named as Ray names them in
 ``source="ray"``) are read from Ray's own per-trial ``result.json`` files instead.
 Paths may be local or URIs that pyarrow understands (``s3://bucket/tune-lip/<name>``).
 
+Every config value comes back as the Python value the Trainable got: lists as lists (not numpy
+arrays), dicts as dicts, strings, bools, None. `write_results` stores the columns Arrow cannot
+hold faithfully (lists, dicts, mixed types) as JSON text and names them in the file's schema
+metadata; `load` decodes them. In a numeric column, a None reads as NaN (pandas' missing number).
+
 Example:
     >>> df = load("tune_lip_results/demo")                                   # doctest: +SKIP
     >>> last_reports(df).groupby("config/dataset/batch_size")["certified_acc"].max()  # doctest: +SKIP
@@ -16,18 +21,21 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = ["PARQUET_DIR", "flatten_result", "jsonable", "load", "read_ray_results", "storage_location", "last_reports", "best_reports", "config_column",
-           "ran_full_budget"]
+           "ran_full_budget", "write_results", "hashable_value", "json_cells"]
 
 PARQUET_DIR = "tune_lip_results"
+JSON_COLUMNS = b"tune_lip.json_columns"  # schema metadata key: JSON list of the columns stored as JSON text
 
 
 def flatten_result(result: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -46,8 +54,6 @@ def jsonable(value: Any) -> Any:
     """``value`` with numpy scalars as Python numbers, non-finite floats as None, keys as str."""
     import math
 
-    import numpy as np
-
     if isinstance(value, Mapping):
         return {(f"{k:g}" if isinstance(k, float) else str(k)): jsonable(x) for k, x in value.items()}
     if isinstance(value, (list, tuple)):
@@ -57,6 +63,119 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _is_nested(value: Any) -> bool:
+    return isinstance(value, (Mapping, list, tuple, set, frozenset, np.ndarray))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return str(value)  # as Ray's result.json encoder does for anything else
+
+
+def _json_text(value: Any, *, sort_keys: bool = False) -> str:
+    try:
+        return json.dumps(value, default=_json_default, sort_keys=sort_keys)
+    except TypeError:  # sort_keys over keys of mixed types
+        return json.dumps(value, default=_json_default)
+
+
+def hashable_value(value: Any) -> Any:
+    """``value``, or for a list, tuple, dict or array its JSON text (keys sorted): a key that
+    ``groupby``, ``nunique`` and ``set`` accept, equal for equal values.
+
+    Example:
+        >>> hashable_value([0.0706, 0.2824]), hashable_value({"b": 1, "a": None}), hashable_value(3)
+        ('[0.0706, 0.2824]', '{"a": null, "b": 1}', 3)
+        >>> df = pd.DataFrame({"config/eval/extra_eps": [[0.1], [0.1], [0.2]]})
+        >>> int(df["config/eval/extra_eps"].map(hashable_value).nunique())
+        2
+    """
+    return _json_text(value, sort_keys=True) if _is_nested(value) else value
+
+
+def json_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose list and dict cells are JSON text (for CSV files and printing).
+
+    Example:
+        >>> json_cells(pd.DataFrame({"x": [["a", "b"], None]}))["x"].tolist()
+        ['["a", "b"]', None]
+    """
+    out = df.copy()
+    for col in df.columns:
+        if df[col].dtype == object and df[col].map(_is_nested).any():
+            out[col] = _objects([_json_text(v) if _is_nested(v) else v for v in df[col]], df.index)
+    return out
+
+
+def write_results(rows: pd.DataFrame | Sequence[Mapping[str, Any]], path: str | Path, *,
+                  filesystem: pafs.FileSystem | None = None) -> None:
+    """Write reports to one Parquet file that `load` reads back value for value.
+
+    rows: flat dicts (as `flatten_result` gives; a key a row lacks is null there) or a frame
+    (as `load` gives). path: a local path or URI, or a path in ``filesystem``.
+    A column with a list, tuple, dict or array value, or with values of types Arrow cannot
+    hold in one column (``"auto"`` and ``3``), is stored as JSON text and listed under
+    ``tune_lip.json_columns`` in the schema metadata. In a column of ints and floats the ints
+    become floats; bools stay bools. Tuples come back as lists, as from Ray's result.json.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_results([{"config/eps": [0.1, 0.2], "config/aug": {}, "lr": 1},
+        ...                    {"config/eps": [], "lr": 0.5}], f"{d}/r.parquet")
+        ...     load(f"{d}/r.parquet").to_dict("list")
+        {'config/eps': [[0.1, 0.2], []], 'config/aug': [{}, None], 'lr': [1.0, 0.5]}
+    """
+    if isinstance(rows, pd.DataFrame):
+        columns: dict[str, Any] = {str(c): rows[c] for c in rows.columns}
+    else:
+        columns = _row_columns(rows)
+    arrays: dict[str, pa.Array] = {}
+    as_json: list[str] = []
+    for name, values in columns.items():
+        arrays[name], encoded = _arrow_column(values)
+        if encoded:
+            as_json.append(name)
+    table = pa.table(arrays)
+    table = table.replace_schema_metadata({JSON_COLUMNS: json.dumps(as_json).encode()})
+    if filesystem is None:
+        filesystem, path = storage_location(path)
+    pq.write_table(table, str(path), filesystem=filesystem)
+
+
+def _row_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Rows -> one value list per column (None where a row lacks the key); a column with a
+    float has its ints (not bools) as floats, so pandas sees one number type per column."""
+    names = dict.fromkeys(key for row in rows for key in row)
+    out: dict[str, list[Any]] = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        if any(isinstance(v, float) for v in values):
+            values = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values]
+        out[name] = values
+    return out
+
+
+def _arrow_column(values: list[Any] | pd.Series) -> tuple[pa.Array, bool]:
+    """(Arrow array, whether it holds JSON text) for one column's values."""
+    from_pandas = isinstance(values, pd.Series)
+    if isinstance(values, pd.Series):
+        if values.dtype != object:
+            return pa.Array.from_pandas(values), False
+        values = values.tolist()
+    if not any(_is_nested(v) for v in values):
+        try:
+            return pa.array(values, from_pandas=from_pandas), False
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types, e.g. "auto" and 3
+            pass
+    return pa.array([None if v is None else _json_text(v) for v in values], pa.string()), True
 
 
 def config_column(key: str) -> str:
@@ -85,14 +204,45 @@ def _children(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
     return sorted(infos, key=lambda i: i.path)
 
 
-def _from_parquet(fs: pafs.FileSystem, folder: str) -> pd.DataFrame:
-    parts = [i.path for i in _children(fs, folder) if i.base_name.startswith("part-")
-             and i.base_name.endswith(".parquet")]
-    frames = [pq.read_table(p, filesystem=fs).to_pandas() for p in parts]
+def _read_parquet(fs: pafs.FileSystem, path: str) -> pd.DataFrame:
+    """One Parquet file as a frame; JSON-text columns decoded and natively nested columns (files
+    written before `write_results`) as Python lists and dicts, never numpy arrays."""
+    table = pq.read_table(path, filesystem=fs)
+    as_json = set(json.loads((table.schema.metadata or {}).get(JSON_COLUMNS, b"[]")))
+    df = table.to_pandas()
+    for field in table.schema:
+        if field.name not in as_json and not pa.types.is_nested(field.type):
+            continue
+        values = table.column(field.name).to_pylist()
+        if field.name in as_json:
+            values = [None if v is None else json.loads(v) for v in values]
+        df[field.name] = _objects(values, df.index)
+    return df
+
+
+def _objects(values: Sequence[Any], index: pd.Index) -> pd.Series:
+    """An object Series holding ``values`` as they are (a list stays one cell)."""
+    cells = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        cells[i] = value
+    return pd.Series(cells, index=index, dtype=object)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames -> one; a column a frame lacks is None there (NaN once the column is numeric)."""
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
+    columns = list(dict.fromkeys(c for f in frames for c in f.columns))
+    frames = [f.assign(**{c: None for c in columns if c not in f.columns}) for f in frames]
+    # infer_objects: a column of None in one part and floats in another is float, as in one part
+    return pd.concat(frames, ignore_index=True)[columns].infer_objects()
+
+
+def _from_parquet(fs: pafs.FileSystem, folder: str) -> pd.DataFrame:
+    parts = [i.path for i in _children(fs, folder) if i.base_name.startswith("part-")
+             and i.base_name.endswith(".parquet")]
+    return _concat([_read_parquet(fs, p) for p in parts])
 
 
 def read_ray_results(location: str | Path) -> pd.DataFrame:
@@ -107,23 +257,31 @@ def read_ray_results(location: str | Path) -> pd.DataFrame:
             for line in f.read().decode().splitlines():
                 if line.strip():
                     rows.append(flatten_result(json.loads(line)))
-    return pd.DataFrame(rows)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    # None, not NaN, where a row lacks a list- or dict-valued key (as `load` gives from Parquet)
+    return pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)
 
 
 def load(path: str | Path, *, source: str = "auto") -> pd.DataFrame:
     """All reports of an experiment, one row per report (see the module docstring).
 
+    path: the experiment folder, or one Parquet file (``tune-lip results --parquet``'s export).
     source: "auto" (Parquet if present, else Ray's files), "parquet" or "ray".
     A trial resumed from a checkpoint re-reports some iterations; the latest report of each
     (trial_id, training_iteration) is kept. Rows are sorted by trial and iteration.
+    Config values come back as the Trainable got them: lists as lists, dicts as dicts.
     """
     if source not in ("auto", "parquet", "ray"):
         raise ValueError(f"source must be auto, parquet or ray, got {source!r}")
-    fs, exp = _experiment(path)
-    df = _from_parquet(fs, f"{exp}/{PARQUET_DIR}") if source != "ray" else pd.DataFrame()
-    if df.empty and source != "parquet":
-        df = read_ray_results(path)
-    if df.empty:
+    fs, location = storage_location(path)
+    if source != "ray" and fs.get_file_info(location).type == pafs.FileType.File:
+        df = _read_parquet(fs, location)
+    else:
+        fs, exp = _experiment(path)
+        df = _from_parquet(fs, f"{exp}/{PARQUET_DIR}") if source != "ray" else pd.DataFrame()
+        if df.empty and source != "parquet":
+            df = read_ray_results(path)
+    if df.empty or not {"trial_id", "training_iteration"} <= set(df.columns):
         return df
     df = df.drop_duplicates(subset=["trial_id", "training_iteration"], keep="last")
     return df.sort_values(["trial_id", "training_iteration"], kind="stable").reset_index(drop=True)

@@ -9,6 +9,9 @@ half-written file that `tune_lip.analysis.load` would trip on.
 
 When a killed experiment is resumed, results reported before the kill but not yet
 flushed are recovered in ``setup`` from Ray's own ``result.json`` files.
+
+Parts are written by `tune_lip.analysis.results.write_results`, so list- and dict-valued
+config keys come back from `load` as the lists and dicts the Trainable got.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from ray.tune import Callback
 
 from tune_lip.analysis.results import (
@@ -29,6 +30,7 @@ from tune_lip.analysis.results import (
     load,
     read_ray_results,
     storage_location,
+    write_results,
 )
 
 __all__ = ["ParquetResultsCallback"]
@@ -82,21 +84,10 @@ class ParquetResultsCallback(Callback):
         fs, experiment = storage_location(self.experiment)
         folder = f"{experiment}/{PARQUET_DIR}"
         fs.create_dir(folder, recursive=True)
-        table = pa.Table.from_pylist(_uniform(rows))
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = f"{folder}/.{name}.tmp"  # object stores write whole objects; a rename keeps local files whole
-        pq.write_table(table, tmp, filesystem=fs)
+        write_results(rows, tmp, filesystem=fs)
         fs.move(tmp, f"{folder}/{name}")
-
-
-def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give every row every column, and ints and floats of one column one type (float)."""
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    floaty = {c for c in columns if any(isinstance(r.get(c), float) for r in rows)}
-    return [{c: (float(r[c]) if c in floaty and isinstance(r.get(c), int) and not isinstance(r.get(c), bool)
-                 else r.get(c)) for c in columns} for r in rows]
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
