@@ -57,22 +57,27 @@ def _load_spec(space: str, *, num_samples: int | None = None, budget: str | None
     return spec.with_overrides(num_samples=num_samples, budget=parsed_budget)
 
 
-def _summary(path: Path, *, metric: str | None, mode: str, top: int) -> str:
+def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = None) -> str:
+    """The experiment in a few lines: trials, reports, diverged, and the ``top`` trials with the
+    config keys that vary (list and dict values printed as JSON). ``df``: `load`'s frame, if read."""
     import pandas as pd
 
-    from tune_lip.analysis import last_reports, load
+    from tune_lip.analysis.results import hashable_value, json_cells, last_reports, load
 
-    df = load(path)
+    if df is None:
+        df = load(path)
     if df.empty:
         return f"{path}: no results yet"
     last = last_reports(df)
     metric = metric or next((m for m in ("certified_acc", "test_acc") if m in last), None)
     lines = [f"{path}: {last['trial_id'].nunique()} trials, {len(df)} reports"]
     if "diverged" in last:
-        lines.append(f"diverged: {int(last['diverged'].astype(bool).sum())}")
+        diverged = pd.to_numeric(last["diverged"], errors="coerce").fillna(0).astype(bool)
+        lines.append(f"diverged: {int(diverged.sum())}")
     if metric and metric in last:
-        config_cols = [c for c in last.columns if c.startswith("config/") and last[c].nunique(dropna=False) > 1]
-        best = last.sort_values(metric, ascending=(mode == "min")).head(top)
+        config_cols = [c for c in last.columns if c.startswith("config/")
+                       and last[c].map(hashable_value).nunique(dropna=False) > 1]
+        best = json_cells(last.sort_values(metric, ascending=(mode == "min")).head(top))
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             lines.append(f"best {top} by {metric} ({mode}):")
             lines.append(best[["trial_id", metric, *config_cols]].to_string(index=False))
@@ -249,20 +254,22 @@ def cmd_analyze_scaling_rule(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from tune_lip.analysis import load
+    from tune_lip.analysis.results import json_cells, load, write_results
 
     path = Path(args.path)
     if not path.is_dir():
         raise UserError(str(path), None, "no such experiment directory", fix="pass tune_lip_results/<name>")
-    print(_summary(path, metric=args.metric, mode=args.mode, top=args.top))
-    if args.csv or args.parquet:
-        df = load(path)
-        for target, write in ((args.csv, df.to_csv), (args.parquet, df.to_parquet)):
-            if target:
-                if Path(target).exists() and not args.force:
-                    raise UserError(str(target), None, "exists already", fix="choose another file or pass --force")
-                write(target, index=False)
-                print(f"wrote {target} ({len(df)} rows)")
+    df = load(path)
+    print(_summary(path, metric=args.metric, mode=args.mode, top=args.top, df=df))
+    exports = ((args.csv, lambda target: json_cells(df).to_csv(target, index=False)),  # lists as JSON text
+               (args.parquet, lambda target: write_results(df, target)))  # load(target) reads it back
+    for target, _ in exports:
+        if target and Path(target).exists() and not args.force:
+            raise UserError(str(target), None, "exists already", fix="choose another file or pass --force")
+    for target, write in exports:
+        if target:
+            write(target)
+            print(f"wrote {target} ({len(df)} rows)")
     return 0
 
 
