@@ -25,6 +25,9 @@ space:
   model: {name: aol_mlp, width: 64, depth: 2}
   dataset: {name: synthetic, batch_size: {grid: [16, 32, 64]}, num_train: 256, num_test: 32}
   optimizer: {lr: 0.1}
+  eval: {extra_eps: [0.0706, 0.2824]}   # a list, an empty dict, a None: must round-trip (training unchanged)
+  augmentation: {}
+  sharpness: null
 """
 
 
@@ -50,3 +53,9 @@ def test_killed_driver_resumes_and_completes(tmp_path: Path):
         expected = _expected(int(row["config/dataset/batch_size"]))
         for metric in ("steps", "train_loss", "test_loss", "test_acc", "certified_acc", "weight_norm"):
             assert row[metric] == pytest.approx(expected[metric], rel=1e-6), metric
+    # Every report, flushed before the kill, backfilled from result.json or written after the
+    # resume, has the config values the Trainable got, as Python values (passed through
+    # unchanged, so compared exactly): a list stays a list, not a numpy array.
+    for column, value in (("config/eval/extra_eps", [0.0706, 0.2824]), ("config/augmentation", {}),
+                          ("config/sharpness", None)):
+        assert all(type(v) is type(value) and v == value for v in df[column]), (column, df[column].tolist())
