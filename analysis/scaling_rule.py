@@ -6,8 +6,11 @@ against SDE time (Li, Malladi, Arora, *On the Validity of Modeling SGD with SDEs
 holds for small batches and breaks past some size. `check_scaling_rule` finds that size:
 
 - **time**: the reported ``sde_time`` metric (the scaling study's continuous time), or, where a
-  frame has no such column, steps·lr accumulated per trial as Σ lr·Δsteps over its reports (the
-  reported ``lr`` is the slice's last; exact for a constant lr). Any other column may be named;
+  frame has no such column, steps·lr accumulated per trial as Σ lr_now·Δsteps over its reports
+  (``lr_now`` is the LR of each slice's last step, so this is exact for a constant LR and an
+  approximation under a schedule; ``lr`` is the configured peak and is not used when ``lr_now``
+  is there; experiments from before ``lr_now`` existed reported the current LR as ``lr``, so
+  ``lr`` stands in for it when the column is missing). Any other column may be named;
   ``time="steps·lr"`` computes steps·lr even where ``sde_time`` exists. The time must put the
   compared runs on one clock (the wrong clock finds a wrong break): the scaling study's
   ``sde_time`` = Σ lr aligns SVAG's l and batch sizes under the linear rule alike.
@@ -94,12 +97,14 @@ def _trajectories(df: pd.DataFrame, *, metric: str, batch_size: str, time: str
         return out, time
     if time not in ("sde_time", LR_STEPS):
         raise ValueError(f"time column {time!r} not in the results")
-    if "steps" not in rows.columns or "lr" not in rows.columns:
-        raise ValueError("no 'sde_time' column, and no 'steps' and 'lr' columns to compute SDE "
-                         "time as steps·lr from; pass time=<column>")
+    # lr_now is the current (scheduled) LR; older experiments reported it as lr (the peak now).
+    lr_col = "lr_now" if "lr_now" in rows.columns else "lr"
+    if "steps" not in rows.columns or lr_col not in rows.columns:
+        raise ValueError("no 'sde_time' column, and no 'steps' and 'lr_now' (or 'lr') columns to "
+                         "compute SDE time as steps·lr from; pass time=<column>")
     steps = pd.to_numeric(rows["steps"], errors="coerce").to_numpy(float)
-    lr = pd.to_numeric(rows["lr"], errors="coerce").to_numpy(float)
-    # Σ lr·Δsteps per trial: the reported lr is the slice's last, so a scheduled lr is approximate.
+    lr = pd.to_numeric(rows[lr_col], errors="coerce").to_numpy(float)
+    # Σ lr·Δsteps per trial: lr_now is the slice's last step's, so a scheduled lr is approximate.
     delta = pd.Series(steps).groupby(out["trial_id"].to_numpy()).diff().fillna(pd.Series(steps)).to_numpy()
     out["time"] = pd.Series(lr * delta).groupby(out["trial_id"].to_numpy()).cumsum().to_numpy()
     return out, LR_STEPS

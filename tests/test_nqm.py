@@ -180,8 +180,19 @@ def test_examples_budget_and_progress_counters():
     loop = NQMLoop(_cfg(budget={"examples": 1000}, dataset={"batch_size": 16}))
     assert loop.total_steps == 62
     m = loop.train_for(10_000)
-    assert (m["steps"], m["examples"], m["lr"]) == (62, 992, 0.05)
+    assert (m["steps"], m["examples"], m["lr"], m["lr_now"]) == (62, 992, 0.05, 0.05)   # constant lr
     assert loop.finished
+
+
+def test_lr_is_the_configured_peak_and_lr_now_the_schedules():
+    loop = NQMLoop(_cfg(schedule="one_cycle"))                        # 200 steps, peak 0.05
+    reports = [loop.train_for(50) for _ in range(4)]
+    assert all(m["lr"] == 0.05 for m in reports)                     # the config's value, passed through
+    for m in reports:   # the LR of the slice's last step
+        assert m["lr_now"] == pytest.approx(loop.lr(m["steps"] - 1), rel=1e-12)
+    assert reports[-1]["lr_now"] < 1e-3 * 0.05                        # OneCycle ends ~1e4 below the peak
+    # Step 59 (pct_start 0.3 of 200, less one) is where OneCycle peaks.
+    assert NQMLoop(_cfg(schedule="one_cycle")).train_for(60)["lr_now"] == pytest.approx(0.05, rel=1e-12)
 
 
 # Stability needs lr·max h < 2 for SGD and < 2(1 + μ) = 3.8 for heavy ball with μ = 0.9.

@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import run_slices
 
+from tune_lip.budget import lr_at
 from tune_lip.errors import ConfigError
 from tune_lip.models import MODELS, build_model
 from tune_lip.models.scaling_nets import SI_EPS
@@ -182,8 +183,24 @@ def test_lr_rules_give_the_configured_lr_per_batch_size():
         assert loop.train_for(1)["lr"] == pytest.approx(lr)
         assert [g["lr"] for g in loop.optimizer.param_groups] == [pytest.approx(lr)]
     svag = ScalingLoop(_cfg(gradient={"name": "svag", "l": 4}))
-    assert svag.train_for(1)["lr"] == pytest.approx(0.8 * 16 / 128 / 4)     # SVAG: lr / l
+    m = svag.train_for(1)
+    assert m["lr"] == pytest.approx(0.8 * 16 / 128)                          # the trial's LR: the rule's
+    assert m["lr_now"] == pytest.approx(0.8 * 16 / 128 / 4)                  # SVAG steps at lr / l
     assert svag.total_steps == 4 * 12                                        # ... for l times the steps
+
+
+def test_lr_is_the_rules_and_lr_now_the_step_size_taken():
+    loop = ScalingLoop(_cfg(gradient={"name": "svag", "l": 2}, schedule="one_cycle"))   # 24 steps
+    lr = 0.8 * 16 / 128                       # linear rule at B = 16: the trial's LR, before SVAG's 1/l
+    reports = [loop.train_for(6) for _ in range(4)]
+    assert all(m["lr"] == pytest.approx(lr) for m in reports)
+    for m in reports:   # the step size of the slice's last step: the schedule, peak lr / l
+        assert m["lr_now"] == pytest.approx(lr_at((m["steps"] - 1) / 24, peak_lr=lr / 2,
+                                                  schedule=loop.cfg.schedule, total_steps=24), rel=1e-12)
+    assert reports[-1]["lr_now"] < 1e-3 * lr                   # OneCycle ends ~1e4 below the peak
+    # sde_time is the sum of the step sizes taken, not of the trial's lr
+    steps = [lr_at(t / 24, peak_lr=lr / 2, schedule=loop.cfg.schedule, total_steps=24) for t in range(24)]
+    assert reports[-1]["sde_time"] == pytest.approx(sum(steps), rel=1e-12)
 
 
 def test_budget_rules():
@@ -351,7 +368,8 @@ def test_trainable_reports_then_done(tmp_path):
     # SDE time = Σ lr = steps x 0.8 * 16/128 / l: the same as 4 plain steps per report at l = 1
     assert [r["sde_time"] for r in results] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert [r["done"] for r in results] == [False, False, False, True]
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "lr", "examples",
+    assert all(r["lr"] == pytest.approx(0.8 * 16 / 128) for r in results)   # the trial's LR, whatever l
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "lr", "lr_now", "examples",
                 "grad_norm_sq", "grad_noise"):
         assert math.isfinite(results[-1][key])
     first = ScalingTrainable(config=TRAINABLE_CONFIG)

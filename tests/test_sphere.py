@@ -122,6 +122,7 @@ def test_projection_keeps_the_norm_and_the_elr_fixed(per_filter):
         assert abs(m["weight_norm"] / rho0 - 1) < 1e-6
         assert m["elr"] == pytest.approx(0.05, rel=1e-6)       # lr / ||w||^2 = configured ELR
         assert m["lr"] == pytest.approx(0.05 if per_filter else 0.05 * rho0**2, rel=1e-9)
+        assert m["lr_now"] == m["lr"]                             # no schedule: passed through
     if per_filter:  # every filter stays on its own sphere
         for p, n0 in zip(loop.si, filters0):
             torch.testing.assert_close(p.detach().flatten(1).norm(dim=1), n0, rtol=1e-6, atol=0)
@@ -149,6 +150,7 @@ def test_full_space_reports_the_drifting_elr():
     norms, elrs = [], []
     for _ in range(4):
         m = loop.train_for(6)
+        assert m["lr"] == m["lr_now"] == 0.5                      # full mode: the configured lr
         norm = _norm(loop.si)
         assert m["weight_norm"] == pytest.approx(norm, rel=1e-9)
         assert m["elr"] == pytest.approx(0.5 / norm**2, rel=1e-9)   # ELR = lr / ||w||^2

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from functools import partial
 
+import pytest
 import torch
 from helpers import run_slices
 
+from tune_lip.budget import lr_at
 from tune_lip.train_loop import DIVERGED_LOSS, LipschitzConfig, LipschitzLoop
 
 
@@ -62,6 +64,19 @@ def test_budget_ends_training():
     assert loop.steps == 24 and loop.finished and loop.fraction == 1.0
     epochs = LipschitzLoop(_cfg(budget={"epochs": 2}))
     assert epochs.total_steps == 2 * 256 // 32
+
+
+def test_lr_is_the_configured_peak_and_lr_now_the_schedules():
+    loop = LipschitzLoop(_cfg())                                   # one_cycle (the default), peak 0.2
+    cfg = loop.cfg.schedule
+    reports = [loop.train_for(6) for _ in range(4)]
+    assert all(m["lr"] == 0.2 for m in reports)                    # the config's value, passed through
+    for m in reports:   # the LR of the slice's last step: step steps - 1 of 24
+        assert m["lr_now"] == pytest.approx(lr_at((m["steps"] - 1) / 24, peak_lr=0.2, schedule=cfg,
+                                                  total_steps=24), rel=1e-12)
+    assert reports[-1]["lr_now"] < 1e-3 * 0.2                      # OneCycle ends ~1e4 below the peak
+    # Before any step, lr_now is the LR the first step will take (peak / div_factor).
+    assert LipschitzLoop(_cfg()).train_for(0)["lr_now"] == pytest.approx(0.2 / 25, rel=1e-12)
 
 
 def test_huge_lr_ends_as_diverged_with_finite_worst_values():

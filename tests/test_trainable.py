@@ -14,7 +14,7 @@ CONFIG = {"seed": 1, "dataset": {"name": "synthetic", "batch_size": 32, "num_tra
 
 def _strip(result: dict) -> dict:
     """Metrics that must repeat exactly (timing and bookkeeping keys vary run to run)."""
-    keep = ("steps", "examples", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "certified_acc",
+    keep = ("steps", "examples", "lr", "lr_now", "train_loss", "train_acc", "test_loss", "test_acc", "certified_acc",
             "weight_norm", "diverged", "done")
     return {k: result[k] for k in keep}
 

@@ -2,10 +2,11 @@
 
 Each ``step()`` trains one of ``config["reports"]`` equal slices of the trial's budget (which
 SVAG has already multiplied by l), evaluates, and returns the DESIGN.md metrics (``train_loss``,
-``test_acc``, ``lr``, ``weight_norm``, ``sde_time``, and ``grad_norm_sq`` / ``grad_noise`` /
-``noise_scale`` when ``grad_stats_every`` > 0); the last slice (or a divergence) returns
-``done=True``. Checkpoints hold the loop's full state, so a restored trial continues
-bit-identically; ``reset_config`` rebuilds the loop so Tune can reuse the actor.
+``test_acc``, ``lr`` (the rule's LR at the trial's batch size), ``lr_now`` (the step size of
+the last step: scheduled, /l for SVAG), ``weight_norm``, ``sde_time``, and ``grad_norm_sq`` /
+``grad_noise`` / ``noise_scale`` when ``grad_stats_every`` > 0); the last slice (or a
+divergence) returns ``done=True``. Checkpoints hold the loop's full state, so a restored trial
+continues bit-identically; ``reset_config`` rebuilds the loop so Tune can reuse the actor.
 
 Example (on a running Ray):
     >>> from ray import tune

@@ -455,8 +455,9 @@ class NQMLoop:
     def train_for(self, steps: int) -> dict[str, Any]:
         """Train ``steps`` steps (fewer at the end of the budget or on divergence).
 
-        Returns steps, examples, lr (of the last step taken), train_loss (the expected loss at
-        the current iterate) and diverged.
+        Returns steps, examples, ``lr`` (the configured peak LR, ``optimizer.lr``), ``lr_now``
+        (the scheduled LR of the last step taken; before the first step, the first step's),
+        train_loss (the expected loss at the current iterate) and diverged.
         """
         end = min(self.steps + max(steps, 0), self.total_steps)
         last = max(self.steps - 1, 0)
@@ -467,7 +468,9 @@ class NQMLoop:
             self._check()
         if not self.diverged:
             self._check()
-        return {"steps": self.steps, "examples": self.examples, "lr": self.lr(last),
+        # steps and lr first: Ray's live progress table shows a trial's first four numeric metrics.
+        return {"steps": self.steps, "lr": self.cfg.optimizer.lr, "examples": self.examples,
+                "lr_now": self.lr(last),
                 "train_loss": DIVERGED_LOSS if self.diverged else self.loss(), "diverged": self.diverged}
 
     def evaluate(self) -> dict[str, float]:

@@ -16,7 +16,8 @@ noise estimates; hand-written, no library has them) is in `tune_lip.scaling_rule
 - ``budget_rule``: ``none`` reads the budget at the trial's B (``{epochs: E}`` is then E passes
   at every B, which under either rule is already a fixed SDE time); ``sde_time`` reads it at B₀
   and scales the steps by B₀/B. SVAG multiplies both by l. Progress is reported as ``sde_time``
-  = Σ_k lr_k, the time of the SDE the run approximates: it is the same for every l (l× the steps
+  = Σ_k lr_k over the step sizes taken (``lr_now``, not the trial's ``lr``), the time of the
+  SDE the run approximates: it is the same for every l (l× the steps
   at lr/l) and for every B under the linear rule with a fixed-epoch budget (B₀/B× the steps at
   B/B₀× the LR), so curves align on it. Use ``scheduler: none`` (ASHA's max_t ignores the ×l).
 - ``grad_stats_every: K`` (0 = off): after every K-th step, k = ``grad_stats_batches`` fresh
@@ -36,8 +37,8 @@ Example:
     ...     "model": {"name": "preresnet32", "norm": "gn", "width": 0.25},
     ...     "gradient": {"name": "svag", "l": 2}, "budget": {"steps": 4}, "reports": 1})
     >>> m = ScalingLoop(cfg).train_for(8)
-    >>> m["steps"], round(m["sde_time"], 6), round(m["lr"], 4)    # lr = 0.8 * 32/128 / 2
-    (8, 0.8, 0.1)
+    >>> m["steps"], round(m["sde_time"], 6), m["lr"], round(m["lr_now"], 4)   # 0.8·32/128, then /l
+    (8, 0.8, 0.2, 0.1)
 """
 
 from __future__ import annotations
@@ -250,7 +251,9 @@ class ScalingLoop:
     """Budgeted training of one scaling-rules trial; see the module docstring.
 
     ``pool``: (N,) indices of the training examples (a fixed seeded subset with ``gradient.subset``);
-    ``draw``: examples per step (B, 2B for SVAG, N for NGD); ``peak_lr``: the rule's LR / l.
+    ``draw``: examples per step (B, 2B for SVAG, N for NGD); ``lr``: the trial's LR, the one its
+    ``lr_rule`` gives at its batch size (`ScalingOptimizerConfig.lr`); ``peak_lr``: the peak of the
+    steps actually taken, ``lr`` / l (SVAG), which the schedule then shapes.
     """
 
     def __init__(self, cfg: ScalingConfig, *, data: ImageData | None = None) -> None:
@@ -279,7 +282,8 @@ class ScalingLoop:
         self.model = build_model(cfg.model.name, input_shape=self.data.input_shape,
                                  num_classes=self.data.num_classes, **cfg.model.options).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]   # PreResNet's head is frozen
-        self.peak_lr = cfg.optimizer.lr(b) / self.l
+        self.lr = cfg.optimizer.lr(b)
+        self.peak_lr = self.lr / self.l
         self.optimizer = build_optimizer(cfg.optimizer.torch_config(self.peak_lr), self.params)
         self.mean = self.data.mean_tensor()                                  # (C,)
         self.augment = not cfg.augmentation.is_identity
@@ -358,17 +362,22 @@ class ScalingLoop:
         with buffers_restored(self.model):
             return gradient_noise(lambda idx: self._losses(*self._inputs(idx, gen))[0], self.params, batches)
 
-    def _lr(self) -> float:
-        return lr_at(self.steps / self.total_steps, peak_lr=self.peak_lr, schedule=self.cfg.schedule,
+    def _lr(self, step: int) -> float:
+        """The step size of step ``step`` (0-based): the schedule at that point, peak ``peak_lr``."""
+        return lr_at(step / self.total_steps, peak_lr=self.peak_lr, schedule=self.cfg.schedule,
                      total_steps=self.total_steps)
 
     def train_for(self, steps: int) -> dict[str, Any]:
         """Train ``steps`` steps (fewer at the budget's end or after divergence); the slice's metrics.
 
-        Returns steps, examples (drawn by the gradient estimates), sde_time (Σ lr so far),
-        wall_seconds, lr (the last step's), train_loss / train_acc (plain means over the drawn
-        examples), diverged, and grad_norm_sq / grad_noise / noise_scale when measured in the
-        slice. One host sync, at the end.
+        Returns steps, examples (drawn by the gradient estimates), sde_time (Σ lr_now over the
+        steps so far), wall_seconds, ``lr`` (the trial's LR: what its ``lr_rule`` gives at its
+        batch size, before SVAG's 1/l and the schedule -- the LR of the SGD run whose SDE the
+        trial follows, so every l of a SVAG sweep reports the same ``lr``), ``lr_now`` (the step
+        size of the last step taken: scheduled, and divided by l; before the first step, the
+        first step's), train_loss / train_acc (plain means over the drawn examples), diverged,
+        and grad_norm_sq / grad_noise / noise_scale when measured in the slice. One host sync,
+        at the end.
         """
         self.model.train()
         n = max(0, min(steps, self.total_steps - self.steps)) if not self.diverged else 0
@@ -376,9 +385,9 @@ class ScalingLoop:
         loss_sum = torch.zeros((), device=self.device)
         hit_sum = torch.zeros((), device=self.device, dtype=torch.long)
         noise_sum = torch.zeros(2, dtype=torch.float64, device=self.device)   # Σ G, Σ N
-        measured, lr, start = 0, self._lr(), time.perf_counter()
+        measured, start = 0, time.perf_counter()
         for _ in range(n):
-            lr = self._lr()
+            lr = self._lr(self.steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             loss, hits = self._step()
@@ -394,9 +403,10 @@ class ScalingLoop:
         mean_loss = (loss_sum / max(n, 1)).item()                           # host sync: once per slice
         self.wall_seconds += time.perf_counter() - start
         self.diverged = self.diverged or not math.isfinite(mean_loss)
-        out: dict[str, Any] = {
-            "steps": self.steps, "examples": self.steps * self.draw, "sde_time": self.sde_time,
-            "wall_seconds": self.wall_seconds, "lr": lr, "diverged": self.diverged,
+        out: dict[str, Any] = {   # steps and lr first: Ray's progress table shows the first four numbers
+            "steps": self.steps, "lr": self.lr, "examples": self.steps * self.draw, "sde_time": self.sde_time,
+            "wall_seconds": self.wall_seconds, "lr_now": self._lr(max(self.steps - 1, 0)),
+            "diverged": self.diverged,
             "train_loss": DIVERGED_LOSS if self.diverged else mean_loss,
             "train_acc": 0.0 if self.diverged else hit_sum.item() / max(n * self.draw, 1),
         }

@@ -302,10 +302,13 @@ class SphereLoop(LoopCheckpoint):
     def train_for(self, steps: int) -> dict[str, Any]:
         """Train ``steps`` SGD steps (fewer at the budget's end or after divergence); the slice's metrics.
 
-        Returns steps, examples, wall_seconds, lr (of the SI weights), train_loss / train_acc
-        (means over the slice's batches), weight_norm and elr (at the slice's end),
-        effective_grad_norm and angular_update (means over the slice's measured steps: every
-        ``metrics_every``-th step, else the last one; NaN if no step ran) and diverged.
+        Returns steps, examples, wall_seconds, ``lr`` (the SI weights' SGD LR: ``optimizer.lr`` in
+        full mode, elr·ρ₀² on the sphere, elr per filter, each filter's gradient then scaled by its
+        ‖w₀ᵢ‖²), ``lr_now`` (the LR of the last step taken: the same number, as the study has no
+        LR schedule), train_loss / train_acc (means over the slice's batches), weight_norm and
+        elr (at the slice's end), effective_grad_norm and angular_update (means over the slice's
+        measured steps: every ``metrics_every``-th step, else the last one; NaN if no step ran)
+        and diverged.
         With SAM, train_loss / train_acc are at w and effective_grad_norm is that of the
         gradient the step uses (taken at w + ε). One host sync at the end.
         """
@@ -358,9 +361,9 @@ class SphereLoop(LoopCheckpoint):
         if n and not self.diverged:
             self.train_loss_history.append(mean_loss)
         nan = math.nan
-        out: dict[str, Any] = {
-            "steps": self.steps, "examples": self.steps * self.cfg.dataset.batch_size,
-            "wall_seconds": self.wall_seconds, "lr": self.si_lr, "diverged": self.diverged,
+        out: dict[str, Any] = {   # steps and lr first: Ray's progress table shows the first four numbers
+            "steps": self.steps, "lr": self.si_lr, "examples": self.steps * self.cfg.dataset.batch_size,
+            "wall_seconds": self.wall_seconds, "lr_now": self.si_lr, "diverged": self.diverged,
             "train_loss": DIVERGED_LOSS if self.diverged else mean_loss,
             "train_acc": 0.0 if self.diverged else correct_sum.item() / max(n * self.cfg.dataset.batch_size, 1),
             "weight_norm": float(self._norm()), "elr": self.elr(),

@@ -305,6 +305,8 @@ class LipschitzLoop(LoopCheckpoint):
                                       seed=cfg.seed, device=self.device)
         # Sharpness's fixed batch: the data order's first examples (step 0's batch and on).
         self.sharpness_indices = self.batch_order.permutation(0)[:cfg.sharpness.batch_size]  # (B_s,)
+        # The optimizer's lr is the last step's (checkpointed with it); before any step, the first step's.
+        self._set_lr()
 
     # ------------------------------------------------------------------ progress
     @property
@@ -337,6 +339,7 @@ class LipschitzLoop(LoopCheckpoint):
 
     # ------------------------------------------------------------------ training
     def _set_lr(self) -> float:
+        """Set the scheduled lr for the step about to be taken (at the current budget fraction)."""
         lr = lr_at(self.fraction, peak_lr=self.cfg.optimizer.lr, schedule=self.cfg.schedule,
                    total_steps=self.total_steps)
         for group in self.optimizer.param_groups:
@@ -347,19 +350,19 @@ class LipschitzLoop(LoopCheckpoint):
         """Train ``steps`` optimizer steps (fewer if the budget ends); the slice's metrics.
 
         Returns train_loss / train_acc averaged over the slice's (augmented) batches (with SAM:
-        at w, before the perturbation), the last lr, the progress counters and ``diverged``.
-        One host sync at the end.
+        at w, before the perturbation), the progress counters, ``diverged``, ``lr`` (the configured
+        peak LR, ``optimizer.lr``) and ``lr_now`` (the scheduled LR of the last step taken; before
+        the first step, the LR it will take). One host sync at the end.
         """
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct_sum = torch.zeros((), device=self.device, dtype=torch.long)
         done = 0
-        lr = self._set_lr()
         start = time.perf_counter()
         for _ in range(steps):
             if self.total_steps is not None and self.steps >= self.total_steps:
                 break
-            lr = self._set_lr()
+            self._set_lr()
             idx = self.batch_indices(self.steps)
             x = self.data.train_images[idx]                      # (B, H, W, C) uint8
             y = self.data.train_labels[idx]                      # (B,)
@@ -383,8 +386,9 @@ class LipschitzLoop(LoopCheckpoint):
         self.wall_seconds += time.perf_counter() - start
         if not math.isfinite(mean_loss):
             self.diverged = True
-        out: dict[str, float] = dict(self.progress())
-        out.update(lr=lr, diverged=self.diverged,
+        # steps and lr first: Ray's live progress table shows a trial's first four numeric metrics.
+        out: dict[str, float] = {"steps": self.steps, "lr": self.cfg.optimizer.lr, **self.progress()}
+        out.update(lr_now=float(self.optimizer.param_groups[0]["lr"]), diverged=self.diverged,
                    train_loss=DIVERGED_LOSS if self.diverged else mean_loss,
                    train_acc=0.0 if self.diverged else correct_sum.item() / max(done * self.cfg.dataset.batch_size, 1))
         return out

@@ -16,11 +16,13 @@ SIZES = (32, 64, 128, 256, 512, 1024, 2048)
 
 def frame(*, seeds: int = 3, drop_from: float | None = 512, noise: float = 0.005, seed: int = 0,
           reports: int = 20, sizes=SIZES, key: str = "config/dataset/batch_size",
-          grad_stats: bool = False, sde_time: bool = True) -> pd.DataFrame:
+          grad_stats: bool = False, sde_time: bool = True, legacy_lr: bool = False) -> pd.DataFrame:
     """Reports of runs that plateau at 0.9 up to ``drop_from`` and 0.05 lower per doubling past it.
 
     Time is SDE time k/10 for report k (horizon 2.0); without ``sde_time`` the runs follow the
-    linear rule instead (lr = 0.1·b/2048, k·2048/b steps), so steps·lr is the same k/10.
+    linear rule instead (lr_now = 0.1·b/2048, k·2048/b steps), so steps·lr_now is the same k/10,
+    and ``lr``, the configured peak, is 10× lr_now (the wrong clock: it would give horizon 20).
+    ``legacy_lr``: as experiments from before lr_now, which reported the current LR as ``lr``.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -36,7 +38,10 @@ def frame(*, seeds: int = 3, drop_from: float | None = 512, noise: float = 0.005
                     row["sde_time"] = t
                 else:
                     lr = 0.1 * b / 2048
-                    row.update(steps=k * 2048 // b, lr=lr)
+                    if legacy_lr:
+                        row.update(steps=k * 2048 // b, lr=lr)
+                    else:
+                        row.update(steps=k * 2048 // b, lr_now=lr, lr=10 * lr)
                 if grad_stats:
                     row.update(grad_norm_sq=np.exp(-t) + 0.01, grad_noise=b * 0.1 * np.exp(-t / 2))
                 rows.append(row)
@@ -79,8 +84,10 @@ def test_spurious_breaks_are_rare_on_flat_data():
     assert broken <= 5
 
 
-def test_without_sde_time_the_time_is_steps_times_lr():
-    check = check_scaling_rule(frame(sde_time=False))
+@pytest.mark.parametrize("legacy_lr", [False, True], ids=["lr_now", "lr-before-lr_now"])
+def test_without_sde_time_the_time_is_steps_times_lr(legacy_lr):
+    # Σ lr_now·Δsteps, not the peak lr; an old experiment's lr (then the current LR) stands in.
+    check = check_scaling_rule(frame(sde_time=False, legacy_lr=legacy_lr))
     assert check.time == "steps·lr" and check.horizon == pytest.approx(2.0)
     assert check.breaks_at == 512
 
