@@ -35,9 +35,11 @@ def start_local_ray() -> None:
         ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
 
 
-def kill_and_resume(args: list[str], experiment: Path, *, timeout_s: float = 240) -> None:
+def kill_and_resume(args: list[str], experiment: Path, *, timeout_s: float = 240,
+                    resume_args: list[str] | None = None) -> subprocess.CompletedProcess:
     """Run the search command ``args``, SIGKILL its process group once the experiment's second
-    trial has a checkpoint (one trial done, one mid-way), then run ``args --resume`` to the end."""
+    trial has a checkpoint (one trial done, one mid-way), then run ``resume_args`` (default
+    ``args --resume``) to the end; returns that finished run."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     with open(experiment.parent / f"{experiment.name}.first.log", "w") as log:
         driver = subprocess.Popen(args, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
@@ -50,5 +52,7 @@ def kill_and_resume(args: list[str], experiment: Path, *, timeout_s: float = 240
         os.killpg(driver.pid, signal.SIGKILL)  # the driver (and a local Ray it started; not a cluster)
         driver.wait(timeout=60)
     assert driver.returncode == -signal.SIGKILL, "the search finished before it could be killed"
-    resumed = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(resume_args or [*args, "--resume"], env=env, capture_output=True, text=True,
+                             timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return resumed

@@ -1,7 +1,9 @@
-"""A search whose driver is killed (SIGKILL) resumes with --resume and loses nothing."""
+"""A search whose driver is killed (SIGKILL) resumes with ``--resume NAME`` and loses nothing."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,10 +45,27 @@ def _expected(batch_size: int) -> dict:
     return out
 
 
-def test_killed_driver_resumes_and_completes(tmp_path: Path):
+def _summary(text: str, experiment: Path, trial_ids) -> list[str]:
+    """The summary tune-lip prints (from ``<experiment>: N trials`` on; Ray's progress output
+    before it is not tune-lip's), with the experiment's path and its trial ids (random per
+    run) masked: what must match between two runs of one search."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{experiment}: "))
+    text = "\n".join(line.rstrip() for line in lines[start:] if "(pid=" not in line)
+    for trial_id in trial_ids:
+        text = text.replace(trial_id, "<trial>")
+    return text.replace(str(experiment), "<experiment>").splitlines()
+
+
+def test_killed_driver_resumes_by_name_and_matches_an_uninterrupted_run(tmp_path: Path):
     (tmp_path / "k.yaml").write_text(SPACE)
-    kill_and_resume([*TUNE_LIP, "search", str(tmp_path / "k.yaml"), "--name", "k", "--storage-path", str(tmp_path)],
-                    tmp_path / "k")
+    search = [*TUNE_LIP, "search", str(tmp_path / "k.yaml"), "--storage-path", str(tmp_path)]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    uninterrupted = subprocess.run([*search, "--name", "u"], env=env, capture_output=True, text=True, timeout=300)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    # The resume names only the experiment: its spec comes from the experiment itself.
+    resumed = kill_and_resume([*search, "--name", "k"], tmp_path / "k",
+                              resume_args=[*TUNE_LIP, "search", "--resume", "k", "--storage-path", str(tmp_path)])
     df = load(tmp_path / "k")
     assert sorted(df.groupby("trial_id")["training_iteration"].apply(list).tolist()) == [list(range(1, 7))] * 3
     for _, row in last_reports(df).iterrows():
@@ -59,3 +78,31 @@ def test_killed_driver_resumes_and_completes(tmp_path: Path):
     for column, value in (("config/eval/extra_eps", [0.0706, 0.2824]), ("config/augmentation", {}),
                           ("config/sharpness", None)):
         assert all(type(v) is type(value) and v == value for v in df[column]), (column, df[column].tolist())
+
+    # The resumed search prints the summary the uninterrupted one printed, and so does
+    # `tune-lip results` (same seeds and configs on one machine: the same numbers).
+    ids = {name: load(tmp_path / name)["trial_id"].unique() for name in ("u", "k")}
+    assert "Traceback" not in resumed.stdout + resumed.stderr
+    assert (_summary(resumed.stdout, tmp_path / "k", ids["k"])
+            == _summary(uninterrupted.stdout, tmp_path / "u", ids["u"]))
+    results = {name: subprocess.run([*TUNE_LIP, "results", str(tmp_path / name)], env=env, capture_output=True,
+                                    text=True, timeout=120) for name in ("u", "k")}
+    assert all(r.returncode == 0 for r in results.values())
+    assert (_summary(results["k"].stdout, tmp_path / "k", ids["k"])
+            == _summary(results["u"].stdout, tmp_path / "u", ids["u"]))
+
+
+def test_ray_tuner_restore_reads_a_tune_lip_experiment(tmp_path: Path, ray_local):
+    """Ray's own `Tuner.restore(path, trainable=...)` works on what tune-lip wrote (README)."""
+    from ray import tune
+
+    from tune_lip.launch import run_search
+    from tune_lip.spec import load_spec
+    from tune_lip.trainables.lipschitz import LipschitzTrainable
+
+    (tmp_path / "r.yaml").write_text(SPACE.replace("budget: {steps: 240}", "budget: {steps: 12}"))
+    run_search(load_spec(tmp_path / "r.yaml"), name="r", storage_path=tmp_path, verbose=0)
+    assert tune.Tuner.can_restore(str(tmp_path / "r"))
+    grid = tune.Tuner.restore(str(tmp_path / "r"), trainable=LipschitzTrainable).get_results()
+    assert len(grid) == 3 and grid.num_errors == 0
+    assert sorted(r.metrics["config"]["dataset"]["batch_size"] for r in grid) == [16, 32, 64]

@@ -2,7 +2,8 @@
 
     tune-lip demo                                   # a real search on digits, then analysis and plots
     tune-lip search aol_lr_batch --address auto     # a shipped space (or a path to your YAML)
-    tune-lip search demo --name demo-1 --resume     # continue a killed search
+    tune-lip search --resume demo-1                 # continue a killed search (its stored spec)
+    tune-lip search aol_depth --resources cpu=1     # a GPU space on the CPU
     tune-lip calibrate aol_lr_batch                 # step times for reference_hours budgets
     tune-lip calibrate aol_lr_batch --cluster       # ... on every GPU type of the Ray cluster
     tune-lip placement cluster_rehearsal            # GPU share and types per grid point
@@ -22,7 +23,7 @@ from typing import Any
 
 from tune_lip.errors import EXIT_USER_ERROR, UserError
 
-__all__ = ["main", "parse_budget_flag"]
+__all__ = ["main", "parse_budget_flag", "parse_resources_flag"]
 
 
 def parse_budget_flag(text: str) -> dict[str, Any]:
@@ -45,16 +46,45 @@ def parse_budget_flag(text: str) -> dict[str, Any]:
     return value
 
 
-def _load_spec(space: str, *, num_samples: int | None = None, budget: str | None = None) -> Any:
+def parse_resources_flag(text: str) -> dict[str, Any]:
+    """``--resources cpu=1`` / ``cpu=2,gpu=0.5`` / ``"{cpu: 1, gpu: 0.25, accelerator: [A100]}"`` -> mapping."""
+    try:
+        return parse_budget_flag(text)
+    except UserError:
+        raise UserError("--resources", None, f"cannot read {text!r}", fix="use e.g. --resources cpu=1") from None
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec overrides on the command line, as plain values (recorded in the experiment)."""
+    out: dict[str, Any] = {}
+    if getattr(args, "num_samples", None) is not None:
+        out["num_samples"] = args.num_samples
+    if getattr(args, "budget", None):
+        out["budget"] = parse_budget_flag(args.budget)
+    if getattr(args, "resources", None):
+        out["resources"] = parse_resources_flag(args.resources)
+    if getattr(args, "pending_timeout", None) is not None:
+        out["pending_timeout_seconds"] = args.pending_timeout
+    return out
+
+
+def _load_spec(space: str, *, num_samples: int | None = None, budget: str | None = None,
+               overrides: dict[str, Any] | None = None) -> Any:
     from tune_lip.budget import parse_budget
     from tune_lip.launch import study_metrics
     from tune_lip.spec import load_spec
 
     spec = load_spec(space, studies=study_metrics())
-    parsed_budget = parse_budget(parse_budget_flag(budget), where="--budget", key="budget") if budget else None
-    if num_samples is not None and num_samples < 1:
-        raise UserError("--num-samples", None, f"must be >= 1, got {num_samples}")
-    return spec.with_overrides(num_samples=num_samples, budget=parsed_budget)
+    overrides = dict(overrides or {})
+    if num_samples is not None:
+        overrides["num_samples"] = num_samples
+    if budget:
+        overrides["budget"] = parse_budget_flag(budget)
+    if overrides.get("num_samples") is not None and overrides["num_samples"] < 1:
+        raise UserError("--num-samples", None, f"must be >= 1, got {overrides['num_samples']}")
+    if "budget" in overrides:
+        overrides["budget"] = parse_budget(overrides["budget"], where="--budget", key="budget")
+    return spec.with_overrides(**overrides, where="command line")
 
 
 def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = None) -> str:
@@ -85,23 +115,50 @@ def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = N
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from tune_lip.launch import DEFAULT_STORAGE, run_search
+    from tune_lip.launch import (
+        DEFAULT_STORAGE,
+        PendingTimeoutError,
+        resume_spec,
+        run_search,
+        storage_root,
+    )
 
     if args.list:
         from tune_lip.search_spaces import available
 
         print("\n".join(available()))
         return 0
-    if not args.space:
-        raise UserError("tune-lip search", "SPACE", "missing", fix="name a shipped space (tune-lip search --list) "
-                        "or a YAML file")
-    spec = _load_spec(args.space, num_samples=args.num_samples, budget=args.budget)
+    overrides = _overrides(args)
     storage = Path(args.storage_path or DEFAULT_STORAGE)
-    grid = run_search(spec, name=args.name, storage_path=storage, address=args.address, resume=args.resume,
-                      wandb=args.wandb, mlflow=args.mlflow)
-    experiment = Path(grid.experiment_path)
-    print(_summary(experiment, metric=spec.metric, mode=spec.mode, top=5))
-    print(f"\nresults: {experiment}  (tune_lip.analysis.load({str(experiment)!r}))")
+    name = args.name
+    if args.resume:
+        if isinstance(args.resume, str):
+            if name and name != args.resume:
+                raise UserError("--resume", None, f"names {args.resume!r} but --name says {name!r}",
+                                fix="give the experiment's name once: tune-lip search --resume NAME")
+            name = args.resume
+        if not name:
+            raise UserError("--resume", None, "which experiment?", fix="tune-lip search --resume NAME "
+                            "(the folder name under --storage-path)")
+        experiment = f"{storage_root(storage)}/{name}"
+        if not Path(experiment).is_dir() and "://" not in experiment:
+            raise UserError(experiment, None, "no experiment to resume here",
+                            fix="pass the name (and --storage-path) of the killed search")
+        spec = resume_spec(experiment, space=args.space, overrides=overrides)
+    elif not args.space:
+        raise UserError("tune-lip search", "SPACE", "missing", fix="name a shipped space (tune-lip search --list) "
+                        "or a YAML file, or continue a search with --resume NAME")
+    else:
+        spec = _load_spec(args.space, overrides=overrides)
+    try:
+        grid = run_search(spec, name=name, storage_path=storage, address=args.address, resume=bool(args.resume),
+                          wandb=args.wandb, mlflow=args.mlflow, overrides=overrides)
+    except PendingTimeoutError as exc:
+        print(_summary(Path(exc.experiment_dir), metric=spec.metric, mode=spec.mode, top=5))
+        raise
+    experiment_path = Path(grid.experiment_path)
+    print(_summary(experiment_path, metric=spec.metric, mode=spec.mode, top=5))
+    print(f"\nresults: {experiment_path}  (tune_lip.analysis.load({str(experiment_path)!r}))")
     return 0
 
 
@@ -167,17 +224,24 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     return 0
 
 
-def _experiment_metric(path: Path, metric: str | None, mode: str | None) -> tuple[str, str]:
-    """The metric and mode to analyse: the flags, else those the search optimised."""
+def _saved_spec(path: Path) -> dict[str, Any]:
+    """The spec an experiment searched (its ``search_space.yaml``), or {} when it has none."""
     import yaml
 
     from tune_lip.launch import SPEC_FILE
 
     if not path.is_dir():
         raise UserError(str(path), None, "no such experiment directory", fix="pass tune_lip_results/<name>")
-    saved: dict[str, Any] = {}
     if (path / SPEC_FILE).exists():
-        saved = yaml.safe_load((path / SPEC_FILE).read_text()) or {}
+        return yaml.safe_load((path / SPEC_FILE).read_text()) or {}
+    return {}
+
+
+def _experiment_metric(path: Path, metric: str | None, mode: str | None) -> tuple[str, str]:
+    """The metric and mode to analyse: the flags, else those the search optimised."""
+    from tune_lip.launch import SPEC_FILE
+
+    saved = _saved_spec(path)
     metric = metric or saved.get("metric")
     if not metric:
         raise UserError(str(path), "--metric", f"no {SPEC_FILE} here to read the searched metric from",
@@ -228,7 +292,7 @@ def cmd_analyze_lr_scaling(args: argparse.Namespace) -> int:
         for name, summary in report["summaries"].items():
             print(summary if by is None else f"[{name}]\n{summary}\n")
         for name, why in report["errors"].items():
-            print(f"[{name}] no fit: {why}")
+            print(f"no fit: {why}" if by is None else f"[{name}] no fit: {why}")
         print(f"\nplots: {out}/ ({len(report['plots'])} files)")
     return 0
 
@@ -257,10 +321,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     from tune_lip.analysis.results import json_cells, load, write_results
 
     path = Path(args.path)
-    if not path.is_dir():
-        raise UserError(str(path), None, "no such experiment directory", fix="pass tune_lip_results/<name>")
+    saved = _saved_spec(path)   # rank by the searched metric unless told otherwise
     df = load(path)
-    print(_summary(path, metric=args.metric, mode=args.mode, top=args.top, df=df))
+    print(_summary(path, metric=args.metric or saved.get("metric"), mode=args.mode or saved.get("mode") or "max",
+                   top=args.top, df=df))
     exports = ((args.csv, lambda target: json_cells(df).to_csv(target, index=False)),  # lists as JSON text
                (args.parquet, lambda target: write_results(df, target)))  # load(target) reads it back
     for target, _ in exports:
@@ -285,7 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray address: 'auto' on a cluster node; default: a private local Ray")
     p.add_argument("--num-samples", type=int, help="override num_samples (per grid point)")
     p.add_argument("--budget", help="override the budget, e.g. steps=200 or epochs=3")
-    p.add_argument("--resume", action="store_true", help="continue the experiment --name")
+    p.add_argument("--resume", nargs="?", const=True, metavar="NAME",
+                   help="continue the killed search NAME (its stored spec; SPACE is then optional)")
+    p.add_argument("--resources", help="override every trial's resources, e.g. cpu=1 (a GPU space on the CPU) "
+                   "or \"{cpu: 1, gpu: 0.5}\"")
+    p.add_argument("--pending-timeout", type=float, metavar="SECONDS",
+                   help="stop the search when trials wait this long for resources with none running "
+                   "(default: the space's pending_timeout_seconds, 900)")
     p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (Ray's callback)")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow (Ray's callback)")
     p.set_defaults(func=cmd_search)
@@ -363,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("results", help="summarise an experiment; export CSV/Parquet")
     p.add_argument("path", help="experiment directory, e.g. tune_lip_results/demo-20260101-120000")
-    p.add_argument("--metric", help="rank trials by this metric (default: certified_acc)")
-    p.add_argument("--mode", choices=("max", "min"), default="max")
+    p.add_argument("--metric", help="rank trials by this metric (default: the one the search optimised)")
+    p.add_argument("--mode", choices=("max", "min"), help="default: the search's mode")
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--csv", help="write all reports to this CSV file")
     p.add_argument("--parquet", help="write all reports to this Parquet file")

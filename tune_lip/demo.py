@@ -19,7 +19,7 @@ __all__ = ["run_demo"]
 def run_demo(*, storage_path: str | Path = "tune_lip_results", quick: bool = False,
              num_cpus: int | None = None, verbose: int = 1) -> Path:
     """Run the demo search; print the best trial per batch size; return the experiment dir."""
-    from tune_lip.analysis import last_reports, load, plot_metric_vs_lr, write_lr_scaling_report
+    from tune_lip.analysis import last_reports, load, write_lr_scaling_report
 
     spec = load_spec("demo")
     if quick:
@@ -37,16 +37,14 @@ def run_demo(*, storage_path: str | Path = "tune_lip_results", quick: bool = Fal
     print(best[[b, lr, metric, "test_acc", "steps", "trial_id"]].to_string(index=False))
     plots = experiment / "plots"
     print()
-    try:
-        # Three finished trials per batch size suffice for the demo's small search (ASHA stops
-        # about half); `tune-lip analyze lr-scaling` asks for four by default.
-        report = write_lr_scaling_report(df, metric=metric, mode=spec.mode, out_dir=plots, title=experiment.name,
-                                         min_trials=3)
-        print(report["summaries"]["all"])
-    except ValueError as exc:  # too few finished trials: say so rather than invent a slope
-        print(f"lr-scaling fit not possible: {exc}")
-        plot_metric_vs_lr(df, metric=metric, mode=spec.mode, title=f"{experiment.name}: {metric} vs learning rate",
-                          out=plots / "metric_vs_lr")
+    # Three finished trials per batch size suffice for the demo's small search (ASHA stops
+    # about half); `tune-lip analyze lr-scaling` asks for four by default.
+    report = write_lr_scaling_report(df, metric=metric, mode=spec.mode, out_dir=plots, title=experiment.name,
+                                     min_trials=3)
+    for summary in report["summaries"].values():
+        print(summary)
+    for why in report["errors"].values():  # too few finished trials: say so rather than invent a slope
+        print(f"lr-scaling fit not possible: {why}")
     print(f"\nresults: {experiment}")
     print(f"  pandas:   tune_lip.analysis.load({str(experiment)!r})")
     print(f"  summary:  tune-lip results {experiment}")

@@ -212,8 +212,12 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, num_gp
     if ray.is_initialized():
         return
     if address in (None, "local"):
-        # Keeps every local node on loopback (ray 2.60); see DESIGN.md "Testing".
+        # Keeps every local node on loopback (ray 2.60; see DESIGN.md "Testing"). Ray reads the
+        # variable once, when it is first imported (perhaps before this call): set its constant too.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                  log_to_driver=True, configure_logging=False)
     else:
