@@ -66,6 +66,18 @@ _LOSS_FLOOR = 1e-12  # log of a loss of exactly 0 (a memorised batch) stays fini
 _MAP_POINTS = 24  # progress points per trial on the regime map: each is one classification
 
 
+def _settled_elr(reports: pd.DataFrame) -> float:
+    """Geometric mean of a trial's reported ``elr`` over the last quarter of its reports before
+    any divergence (NaN when there is none)."""
+    values = pd.to_numeric(reports["elr"], errors="coerce").to_numpy(float)
+    if "diverged" in reports:
+        values = values[~reports["diverged"].fillna(False).astype(bool).to_numpy()]
+    values = values[np.isfinite(values) & (values > 0)]
+    if not len(values):
+        return math.nan
+    return float(np.exp(np.log(values[len(values) - max(1, len(values) // 4):]).mean()))
+
+
 # ---------------------------------------------------------------------------------------------
 # One trajectory
 # ---------------------------------------------------------------------------------------------
@@ -193,8 +205,12 @@ def trial_regimes(df: pd.DataFrame, *, elr: str = "optimizer.elr", num_classes: 
     ``source`` says which: ``"reported"``, ``"diverged flag"``, ``"classified"``, or
     ``"unclassified"`` with the reason in ``why`` and ``regime`` missing (NaN; too few reports).
 
-    Raises ValueError when the ELR column is missing or an ELR is not positive, or when a trial
-    needs classifying and there is no ``train_loss`` column.
+    ``elr`` names the config key of the ELR. A full-space search has none (its ELR lr/|w|²
+    drifts): then each trial's reported ``elr`` metric is used, averaged (geometrically) over
+    the last quarter of its reports before any divergence.
+
+    Raises ValueError when the ELR is neither a config column nor reported, or an ELR is not
+    positive, or when a trial needs classifying and there is no ``train_loss`` column.
 
     Example:
         >>> import pandas as pd
@@ -205,7 +221,11 @@ def trial_regimes(df: pd.DataFrame, *, elr: str = "optimizer.elr", num_classes: 
         [['a', 'converged'], ['b', 'diverged']]
     """
     col = config_column(elr)
-    if col not in df.columns:
+    # A full-space search (lr and weight decay) fixes no ELR: lr/|w|^2 drifts, and the loop
+    # reports it as `elr`. Its trial then sits at the mean log ELR of its last quarter of
+    # healthy reports, where the drift has settled (the paper's equilibrium ELR).
+    reported = col not in df.columns and "elr" in df.columns
+    if col not in df.columns and not reported:
         config_cols = sorted(c for c in df.columns if str(c).startswith("config/"))
         raise ValueError(f"column {col!r} (for elr={elr!r}) not in the results; config columns: "
                          f"{', '.join(config_cols) or '(none)'}")
@@ -215,7 +235,14 @@ def trial_regimes(df: pd.DataFrame, *, elr: str = "optimizer.elr", num_classes: 
     rows: list[dict[str, Any]] = []
     for trial_id, reports in df.sort_values(order, kind="stable").groupby("trial_id", sort=True):
         last = reports.iloc[-1]
-        value = float(pd.to_numeric(pd.Series([last[col]]), errors="coerce").iloc[0])
+        if reported:
+            value = _settled_elr(reports)
+            if not (math.isfinite(value) and value > 0):
+                rows.append({"trial_id": trial_id, "elr": math.nan, "regime": None, "source": "unclassified",
+                             "why": "no finite reported elr before it diverged"})
+                continue
+        else:
+            value = float(pd.to_numeric(pd.Series([last[col]]), errors="coerce").iloc[0])
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{col}: trial {trial_id!r} has ELR {last[col]!r}; a log-ELR fit "
                              f"needs ELR > 0")
@@ -813,11 +840,15 @@ def regime_boundaries(df: pd.DataFrame, *, elr: str = "optimizer.elr", num_class
             if progress in ordered else np.arange(len(ordered), dtype=float),
             "train_loss": pd.to_numeric(ordered["train_loss"], errors="coerce").to_numpy(float),
         })
+    placed = trials[np.isfinite(trials["elr"].to_numpy(float))]
     fit = fit_regime_thresholds(
-        trials["elr"].to_numpy(float), list(trials["regime"]),
-        n_boot=n_boot, level=level, seed=seed, trials=trials, history=history,
+        placed["elr"].to_numpy(float), list(placed["regime"]),
+        n_boot=n_boot, level=level, seed=seed, trials=placed, history=history,
         settings={"elr": elr, "num_classes": num_classes,
                   "classify_options": dict(classify_options or {}), "progress": progress})
+    if config_column(elr) not in df.columns:
+        fit.notes.append("ELR: each trial's reported elr (lr/|w|^2, which drifts in the full space), "
+                         "geometric mean over its last quarter of reports")
     if not left_out.empty:
         first = left_out.iloc[0]
         fit.notes.append(f"{len(left_out)} trial(s) left out, too short to classify (e.g. "

@@ -315,3 +315,22 @@ def test_plots_need_a_history():
 
 def test_docstring_examples_run():
     assert doctest.testmod(regimes_module).failed == 0
+
+
+def test_full_space_trials_sit_at_their_reported_settled_elr():
+    """A full-space search has no ELR in its config; each trial is placed at the geometric mean
+    of its reported elr over the last quarter of its healthy reports."""
+    rows = []
+    for i, (lr, diverges) in enumerate([(0.1, False), (1.0, False), (3.0, True)]):
+        for k in range(8):
+            elr = lr * 1e-2 * (1 + 1 / (k + 1))   # drifts, then settles
+            rows.append({"trial_id": f"t{i}", "training_iteration": k + 1, "config/optimizer/lr": lr,
+                         "elr": elr, "diverged": diverges and k >= 2,
+                         "train_loss": 2.3 if diverges else 2.3 * 0.6 ** k})
+    trials = trial_regimes(pd.DataFrame(rows)).set_index("trial_id")
+    settled = math.exp(np.mean(np.log([0.1e-2 * (1 + 1 / 7), 0.1e-2 * (1 + 1 / 8)])))  # reports 7 and 8
+    assert trials.loc["t0", "elr"] == pytest.approx(settled, rel=1e-9)
+    assert trials.loc["t2", "elr"] == pytest.approx(3e-2 * (1 + 1 / 2), rel=1e-9)   # its last healthy report
+    assert trials.loc["t2", "regime"] == "diverged"
+    fit = regime_boundaries(pd.DataFrame(rows), n_boot=50)
+    assert any("reported elr" in note for note in fit.notes)
