@@ -35,19 +35,22 @@ from tune_lip.analysis.results import (
     ran_full_budget,
     write_results,
 )
-
-__all__ = ["PARQUET_DIR", "LRScalingFit", "best_reports", "config_column", "fit_lr_scaling",
-           "flatten_result", "hashable_value", "last_reports", "load", "plot_lr_scaling",
-           "plot_metric_vs_lr", "ran_full_budget", "save_figure", "split_groups", "trial_outcomes",
-           "write_lr_scaling_report", "write_results"]
-__all__ += ["REGIMES", "RegimeBoundaries", "ThresholdPosterior", "classify_regime",
-            "fit_regime_thresholds", "regime_boundaries", "threshold_posterior", "trial_regimes",
-            "write_regime_report"]
-
 from tune_lip.analysis.scaling_rule import (
     ScalingRuleCheck,
     check_scaling_rule,
     write_scaling_rule_report,
 )
 
-__all__ += ["ScalingRuleCheck", "check_scaling_rule", "write_scaling_rule_report"]
+__all__ = [
+    # results as pandas (analysis/results.py)
+    "PARQUET_DIR", "best_reports", "config_column", "flatten_result", "hashable_value", "last_reports",
+    "load", "ran_full_budget", "write_results",
+    # lr* against batch size (lr_scaling.py, plots.py, report.py)
+    "LRScalingFit", "fit_lr_scaling", "plot_lr_scaling", "plot_metric_vs_lr", "save_figure",
+    "split_groups", "trial_outcomes", "write_lr_scaling_report",
+    # the sphere study's regimes (regimes.py)
+    "REGIMES", "RegimeBoundaries", "ThresholdPosterior", "classify_regime", "fit_regime_thresholds",
+    "regime_boundaries", "threshold_posterior", "trial_regimes", "write_regime_report",
+    # where a scaling rule breaks (scaling_rule.py)
+    "ScalingRuleCheck", "check_scaling_rule", "write_scaling_rule_report",
+]
