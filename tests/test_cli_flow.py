@@ -43,7 +43,12 @@ def _wants_gpu(space: str) -> bool:
 def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "MPLBACKEND": "Agg"}
     done = subprocess.run([*TUNE_LIP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert "Traceback" not in done.stdout + done.stderr, (args, (done.stdout + done.stderr)[-4000:])
+    text = done.stdout + done.stderr
+    # Python's own "Exception ignored in: ..." reports (a Ray worker interrupted while it is torn
+    # down, relayed by Ray) are tracebacks Python itself ignored; every other one is a failure.
+    tracebacks = text.count("Traceback (most recent call last)") - text.count("Exception ignored in")
+    at = text.find("Traceback")
+    assert tracebacks <= 0, (args, text[max(0, at - 2000):at + 3000])
     return done
 
 
@@ -84,7 +89,8 @@ def test_space_runs_end_to_end(space, tmp_path, shared_ray):
     assert results.returncode == 0 and "trials" in results.stdout, results.stderr
     analysis = _run(["analyze", ANALYSIS[load_spec(space).study], str(experiment)], tmp_path, timeout=300)
     assert analysis.returncode == 0, (analysis.stdout + analysis.stderr)[-4000:]
-    assert "plots:" in analysis.stdout
+    # Plots, or (a search that varied no numeric axis: ngd_vs_sgd) the reason there is no check.
+    assert "plots:" in analysis.stdout or "no check:" in analysis.stdout
 
 
 def test_gpu_space_on_a_cpu_only_local_ray(tmp_path):

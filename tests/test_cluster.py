@@ -186,6 +186,20 @@ def test_calibrating_a_type_without_a_node_times_out_with_a_clear_error(cluster)
         calibrate_cluster([config], warmup_steps=1, timed_steps=1, types=["H100"], timeout_s=3)
     assert "H100" in err.value.problem and err.value.fix
 
+def test_a_type_no_node_has_is_refused_before_any_trial_launches(cluster, tmp_path):
+    """Ray would leave trials pinned to H100 PENDING for ever on this cluster (no such node, no
+    autoscaler to add one): the search refuses in one line naming what was asked and what the
+    cluster has, and writes nothing."""
+    from tune_lip.errors import UserError
+
+    spec = load_spec(_space(tmp_path, "h100", resources="{cpu: 1, gpu: 1, accelerator: H100}"))
+    with pytest.raises(UserError) as err:
+        run_search(spec, name="h100", storage_path=tmp_path / "res", address="auto", verbose=0)
+    line = err.value.line()
+    assert "GPU 1 on H100" in line and "(A100)" in line and "(T4)" in line and "--resources" in line
+    assert not (tmp_path / "res").exists()
+
+
 def test_losing_a_node_mid_search_resumes_its_trials_elsewhere(cluster, tmp_path):
     """The T4 node dies once a trial there has checkpointed: its trials finish on the A100
     from their last checkpoint; trials already finished keep their results. (Runs last: it

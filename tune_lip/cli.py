@@ -159,6 +159,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     experiment_path = Path(grid.experiment_path)
     print(_summary(experiment_path, metric=spec.metric, mode=spec.mode, top=5))
     print(f"\nresults: {experiment_path}  (tune_lip.analysis.load({str(experiment_path)!r}))")
+    failed = [r for r in grid if r.error is not None]
+    if failed:   # a crash in a trial is not an input error: its traceback is in the trial's folder
+        print(f"tune-lip: {len(failed)} trial(s) failed; their tracebacks: "
+              + ", ".join(f"{r.path}/error.txt" for r in failed[:3]) + (" ..." if len(failed) > 3 else ""),
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -306,12 +312,43 @@ def cmd_analyze_regimes(args: argparse.Namespace) -> int:
     return 0
 
 
+# The axes a scaling-rules search compares along, in order of preference, and the run the
+# others should match: the smallest batch size; for SVAG the largest l (closest to the SDE).
+_RULE_AXES = {"dataset.batch_size": "smallest", "gradient.l": "largest"}
+
+
+def _varied_keys(path: Path) -> dict[str, tuple[Any, ...]]:
+    """Grid keys (not the seed) the experiment's search varied, with their values."""
+    from tune_lip.launch import stored_spec
+    from tune_lip.spec import Grid
+
+    try:
+        spec, _ = stored_spec(str(path))
+    except UserError:
+        return {}
+    return {k: d.values for k, d in spec.domains().items()
+            if isinstance(d, Grid) and len(d.values) > 1 and k.split(".")[-1] != "seed"}
+
+
 def cmd_analyze_scaling_rule(args: argparse.Namespace) -> int:
     from tune_lip.analysis import write_scaling_rule_report
 
-    metric, mode = _experiment_metric(Path(args.experiment), args.metric, args.mode)
-    report, out = _analyze(args, write_scaling_rule_report, metric=metric, mode=mode, batch_size=args.axis,
-                           time=args.time, pool_seeds=args.pool_seeds)
+    path = Path(args.experiment)
+    metric, mode = _experiment_metric(path, args.metric, args.mode)
+    axis, reference = args.axis, "smallest"
+    if axis is None:   # the numeric key the search varied: batch size, else SVAG's l
+        varied = _varied_keys(path)
+        numeric = [k for k, values in varied.items()
+                   if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)]
+        axis = next((k for k in _RULE_AXES if k in numeric), numeric[0] if numeric else None)
+        if axis is None and varied:
+            print(f"no check: the search varied no numeric key to compare along (it varied "
+                  f"{', '.join(varied)}); pass --axis KEY, or compare with tune-lip results {path}")
+            return 0
+        axis = axis or "dataset.batch_size"
+        reference = _RULE_AXES.get(axis, "smallest")
+    report, out = _analyze(args, write_scaling_rule_report, metric=metric, mode=mode, batch_size=axis,
+                           reference=reference, time=args.time, pool_seeds=args.pool_seeds)
     if report is not None:
         print(f"{report['summary']}\n\nplots: {out}/ ({len(report['plots'])} files)")
     return 0
@@ -423,8 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("experiment", help="experiment directory of a scaling search")
     q.add_argument("--metric", help="metric to compare (default: the one the search optimised)")
     q.add_argument("--mode", choices=("max", "min"), help="default: the search's mode")
-    q.add_argument("--axis", default="dataset.batch_size",
-                   help="config key compared across trials (default dataset.batch_size; SVAG: the l key)")
+    q.add_argument("--axis", help="config key compared across trials (default: the numeric key the search "
+                   "varied, dataset.batch_size first, then SVAG's gradient.l, whose reference is the largest l)")
     q.add_argument("--time", default="sde_time", help="the progress metric curves are aligned on (default sde_time)")
     q.add_argument("--pool-seeds", action="store_true", help="pool the seed variance across batch sizes")
     q.add_argument("--out", help="folder for the plots (default: EXPERIMENT/plots)")
