@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,21 +27,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from tune_lip.train_loop import LipschitzConfig, LipschitzLoop, model_key, pick_device
+from tune_lip.placement import accelerator_type
+from tune_lip.train_loop import LipschitzConfig, LipschitzLoop, model_key
 
-__all__ = ["accelerator_type", "time_batch_all", "calibrate_cluster", "append_table"]
-
-
-def accelerator_type(device: torch.device | None = None) -> str:
-    """Ray-style accelerator name of ``device``: "A100", "V100", "T4", "H100", ... or "CPU"."""
-    device = device or pick_device("auto")
-    if device.type != "cuda":
-        return "CPU"
-    name = torch.cuda.get_device_name(device)
-    for known in ("H200", "H100", "A100", "A10G", "A10", "L40S", "L4", "V100", "T4", "P100", "K80"):
-        if known in name.upper():
-            return known
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+__all__ = ["time_batch_all", "calibrate_cluster", "append_table"]
 
 
 def _sync(device: torch.device) -> None:

@@ -58,6 +58,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The spec overrides on the command line, as plain values (recorded in the experiment)."""
     out: dict[str, Any] = {}
     if getattr(args, "num_samples", None) is not None:
+        if args.num_samples < 1:
+            raise UserError("--num-samples", None, f"must be >= 1, got {args.num_samples}")
         out["num_samples"] = args.num_samples
     if getattr(args, "budget", None):
         out["budget"] = parse_budget_flag(args.budget)
@@ -66,25 +68,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "pending_timeout", None) is not None:
         out["pending_timeout_seconds"] = args.pending_timeout
     return out
-
-
-def _load_spec(space: str, *, num_samples: int | None = None, budget: str | None = None,
-               overrides: dict[str, Any] | None = None) -> Any:
-    from tune_lip.budget import parse_budget
-    from tune_lip.launch import study_metrics
-    from tune_lip.spec import load_spec
-
-    spec = load_spec(space, studies=study_metrics())
-    overrides = dict(overrides or {})
-    if num_samples is not None:
-        overrides["num_samples"] = num_samples
-    if budget:
-        overrides["budget"] = parse_budget_flag(budget)
-    if overrides.get("num_samples") is not None and overrides["num_samples"] < 1:
-        raise UserError("--num-samples", None, f"must be >= 1, got {overrides['num_samples']}")
-    if "budget" in overrides:
-        overrides["budget"] = parse_budget(overrides["budget"], where="--budget", key="budget")
-    return spec.with_overrides(**overrides, where="command line")
 
 
 def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = None) -> str:
@@ -118,6 +101,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from tune_lip.launch import (
         DEFAULT_STORAGE,
         PendingTimeoutError,
+        load_space,
         resume_spec,
         run_search,
         storage_root,
@@ -149,7 +133,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UserError("tune-lip search", "SPACE", "missing", fix="name a shipped space (tune-lip search --list) "
                         "or a YAML file, or continue a search with --resume NAME")
     else:
-        spec = _load_spec(args.space, overrides=overrides)
+        spec = load_space(args.space, overrides)
     try:
         grid = run_search(spec, name=name, storage_path=storage, address=args.address, resume=bool(args.resume),
                           wandb=args.wandb, mlflow=args.mlflow, overrides=overrides)
@@ -177,9 +161,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from tune_lip.calibrate import append_table, calibrate_cluster, time_batch_all
-    from tune_lip.launch import CALIBRATION_FILE, DEFAULT_STORAGE, grid_configs, start_ray
+    from tune_lip.launch import (
+        CALIBRATION_FILE,
+        DEFAULT_STORAGE,
+        grid_configs,
+        load_space,
+        start_ray,
+    )
 
-    spec = _load_spec(args.space)
+    spec = load_space(args.space)
     points = spec.grid_points()
     if args.batch_sizes:
         sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -206,9 +196,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_placement(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from tune_lip.launch import _present_accelerators, placement_table, start_ray
+    from tune_lip.launch import _present_accelerators, load_space, placement_table, start_ray
 
-    spec = _load_spec(args.space)
+    spec = load_space(args.space)
     if args.address:
         start_ray(args.address)
     present = _present_accelerators()
@@ -224,8 +214,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     from tune_lip.rehearse import parse_nodes, rehearse
 
     experiment = rehearse(args.space, nodes=parse_nodes(args.nodes), storage_path=args.storage_path,
-                          name=args.name, kill=args.kill, cpus_per_node=args.cpus_per_node, budget=args.budget,
-                          num_samples=args.num_samples)
+                          name=args.name, kill=args.kill, cpus_per_node=args.cpus_per_node,
+                          overrides=_overrides(args))
     print(f"\nresults: {experiment}  (tune-lip results {experiment})")
     return 0
 

@@ -28,7 +28,7 @@ from tune_lip.spec import SearchSpec
 
 __all__ = ["STUDIES", "Study", "check_spec", "check_data", "check_placement", "check_resources", "preflight",
            "placement_table", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
-           "stored_spec", "resume_spec", "storage_root", "PendingTimeoutError", "DEFAULT_STORAGE", "SPEC_FILE", "LAUNCH_FILE"]
+           "load_space", "stored_spec", "resume_spec", "storage_root", "PendingTimeoutError", "DEFAULT_STORAGE", "SPEC_FILE", "LAUNCH_FILE"]
 
 DEFAULT_STORAGE = "tune_lip_results"
 
@@ -536,6 +536,15 @@ def resume_spec(experiment_dir: str, *, space: str | Path | None = None,
                         fix=f"resume with `tune-lip search --resume {Path(experiment_dir).name}` and no SPACE "
                             "or overrides, or start a new search under another --name")
     return given
+
+
+def load_space(space: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpec:
+    """A search space (a YAML file or a shipped name) validated against its study, with the
+    command-line ``overrides`` (num_samples, budget, resources, pending_timeout_seconds) applied."""
+    from tune_lip.spec import load_spec
+
+    spec = load_spec(space, studies=study_metrics())
+    return spec.with_overrides(**_override_values(overrides or {}), where="command line")
 
 
 def _override_values(overrides: dict[str, Any]) -> dict[str, Any]:

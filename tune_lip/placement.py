@@ -39,7 +39,7 @@ from tune_lip.errors import UserError
 
 __all__ = ["GPU_MEMORY_GB", "ACCELERATOR_LABEL", "MemoryEstimate", "Placement", "estimate_memory",
            "plan_placement", "cluster_accelerators", "launchable_accelerators", "node_accelerator",
-           "resource_function", "Node", "local_node", "live_nodes", "launchable_nodes", "check_fits"]
+           "resource_function", "accelerator_type", "Node", "local_node", "live_nodes", "launchable_nodes", "check_fits"]
 
 ACCELERATOR_LABEL = "ray.io/accelerator-type"
 PIN_AMOUNT = 0.001          # of the node's accelerator_type:<T> resource: a pin, not a quota
@@ -287,7 +287,7 @@ class Node:
 
 def local_node(num_cpus: int | None = None) -> Node:
     """The machine a private local Ray would run on, read before Ray starts (as Ray reads it:
-    every CPU unless ``num_cpus``; the GPUs CUDA sees, typed by `calibrate.accelerator_type`)."""
+    every CPU unless ``num_cpus``; the GPUs CUDA sees, typed by `accelerator_type`)."""
     import os
 
     import torch
@@ -297,8 +297,6 @@ def local_node(num_cpus: int | None = None) -> Node:
                                    "memory": float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))}
     labels: dict[str, str] = {}
     if gpus:
-        from tune_lip.calibrate import accelerator_type
-
         kind = accelerator_type()
         resources.update({"GPU": float(gpus), f"accelerator_type:{kind}": 1.0})
         labels[ACCELERATOR_LABEL] = kind
@@ -398,6 +396,25 @@ def _node_type(labels: Mapping[str, str], resources: Mapping[str, float]) -> str
     return labels.get(ACCELERATOR_LABEL) or None
 
 
+def accelerator_type(device: Any = None) -> str:
+    """Ray-style accelerator name of ``device`` (a torch.device; default: the one training
+    would pick): "A100", "V100", "T4", "H100", ... or "CPU"."""
+    import re
+
+    import torch
+
+    from tune_lip.train_loop import pick_device
+
+    device = device or pick_device("auto")
+    if device.type != "cuda":
+        return "CPU"
+    name = torch.cuda.get_device_name(device)
+    for known in ("H200", "H100", "A100", "A10G", "A10", "L40S", "L4", "V100", "T4", "P100", "K80"):
+        if known in name.upper():
+            return known
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
 def node_accelerator() -> str:
     """The accelerator type of the node this process runs on ("CPU" if none is declared).
 
@@ -415,7 +432,5 @@ def node_accelerator() -> str:
             kind = _node_type({}, node.get("Resources") or {})
         if kind is not None:
             return kind
-    from tune_lip.calibrate import accelerator_type
-
     return accelerator_type()
 

@@ -96,24 +96,24 @@ class NodeKiller(Callback):
 
 
 def rehearse(space: str, *, nodes: Mapping[str, int], storage_path: str | Path, name: str | None = None,
-             kill: str | None = None, cpus_per_node: int = 2, budget: str | None = None,
-             num_samples: int | None = None) -> Path:
-    """Run ``space`` on a fake local cluster; return the experiment directory."""
+             kill: str | None = None, cpus_per_node: int = 2, overrides: dict[str, Any] | None = None) -> Path:
+    """Run ``space`` (with the command-line ``overrides`` of `tune_lip.launch.load_space`) on a
+    fake local cluster; return the experiment directory."""
     import ray
 
     from tune_lip.calibrate import append_table, calibrate_cluster
-    from tune_lip.cli import _load_spec
     from tune_lip.launch import (
         CALIBRATION_FILE,
         check_placement,
         check_spec,
         experiment_name,
         grid_configs,
+        load_space,
         run_search,
     )
     from tune_lip.launch import storage_root as absolute_storage
 
-    spec = _load_spec(space, num_samples=num_samples, budget=budget)
+    spec = load_space(space, overrides)
     if kill is not None and kill not in nodes:
         raise UserError("--kill", None, f"no {kill} node in --nodes", fix=f"use one of: {', '.join(nodes)}")
     check_spec(spec)
