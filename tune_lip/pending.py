@@ -52,7 +52,7 @@ class PendingTimeout(Callback, Stopper):
         self._since: float | None = None
         self._stop = False
 
-    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         pending = [t for t in trials if t.status == "PENDING"]
         if not pending or any(t.status == "RUNNING" for t in trials):
             self._since = None
