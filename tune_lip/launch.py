@@ -308,10 +308,11 @@ def preflight(spec: SearchSpec, *, address: str | None, num_cpus: int | None = N
     the space against its study, the data files and the budget (local Ray only: a cluster's
     workers may see other files), and whether the local machine can run the trials at all."""
     check_spec(spec)
-    check_placement(spec)
     if _is_local(address):
         check_data(spec)
-        check_resources(spec, address=address, num_cpus=num_cpus)
+        check_resources(spec, address=address, num_cpus=num_cpus)   # with check_placement
+    else:
+        check_placement(spec)   # the memory rule; the cluster's nodes once it is joined
 
 
 def placement_table(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
@@ -507,7 +508,8 @@ def stored_spec(experiment_dir: str) -> tuple[SearchSpec, dict[str, Any]]:
 
 
 def _differences(stored: SearchSpec, given: SearchSpec) -> list[str]:
-    """``key: stored X, given Y`` for each top-level (and space) key where the two specs differ."""
+    """``key: started with X, given Y`` for each key (dotted, ``space.`` inside the space) where
+    the two specs differ."""
     from tune_lip.analysis.results import flatten_result
 
     a, b = (flatten_result({k: v for k, v in s.to_dict().items() if k != "description"}) for s in (stored, given))
