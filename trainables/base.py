@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,15 @@ STATE_FILE = "loop_state.pt"
 CONFIG_FILE = "config.json"
 
 
+def _quiet_termination(unraisable: Any) -> None:
+    """Ray ends a finished trial's actor with SIGTERM, whose handler raises SystemExit wherever
+    the worker is; inside a garbage-collection callback Python can only print that as an
+    "Exception ignored" traceback, which Ray relays to the user's terminal. It is no error."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 class SlicedTrainable(tune.Trainable):
     """Trains ``make_loop(config)`` in ``reports`` slices; see the module docstring."""
 
@@ -42,6 +52,8 @@ class SlicedTrainable(tune.Trainable):
     def setup(self, config: dict[str, Any]) -> None:
         from tune_lip.placement import node_accelerator
 
+        if sys.unraisablehook is sys.__unraisablehook__:   # this process is a Ray worker
+            sys.unraisablehook = _quiet_termination
         self.loop = self.make_loop(config)
         self.reports_done = 0
         if not hasattr(self, "accelerator"):  # once per actor: a reused actor stays on its node
