@@ -79,7 +79,7 @@ SPACE = """\
 study: lipschitz
 metric: test_acc
 mode: max
-budget: {steps: 40}
+budget: {steps: 3000}   # seconds per trial: the node goes while the second one trains
 reports: 4
 searcher: {name: grid}
 max_concurrent_trials: 1
@@ -126,6 +126,7 @@ def test_a_gpu_type_lost_for_good_stops_the_search_keeping_finished_results(tmp_
             if _finished_trials(experiment):
                 break   # one trial has made its last report, and it is in the results
             time.sleep(0.5)
+        assert driver.poll() is None, "the search ended before its T4 node could be removed"
         cluster.remove_node(cluster.nodes_by_type["T4"])
         out, err = driver.communicate(timeout=240)
     finally:
