@@ -10,7 +10,7 @@ Example:
     >>> print(fit.summary()); fit.plot(); fit.plot_metric(df)                 # doctest: +SKIP
 """
 
-from tune_lip.analysis.lr_scaling import LRScalingFit, fit_lr_scaling, split_groups, trial_outcomes
+from tune_lip.analysis.lr_scaling import LRScalingFit, fit_lr_scaling
 from tune_lip.analysis.plots import plot_lr_scaling, plot_metric_vs_lr, save_figure
 from tune_lip.analysis.regimes import (
     REGIMES,
@@ -40,6 +40,7 @@ from tune_lip.analysis.scaling_rule import (
     check_scaling_rule,
     write_scaling_rule_report,
 )
+from tune_lip.analysis.trials import split_groups, trial_outcomes
 
 __all__ = [
     # results as pandas (analysis/results.py)

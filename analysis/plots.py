@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from tune_lip.analysis.lr_scaling import LRScalingFit, trial_outcomes
+from tune_lip.analysis.trials import trial_outcomes
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the fit's own .plot() methods call these functions: no import back at run time
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from tune_lip.analysis.lr_scaling import LRScalingFit
 
 __all__ = ["plot_lr_scaling", "plot_metric_vs_lr", "save_figure"]
 

@@ -22,8 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from tune_lip.analysis.lr_scaling import Mode, fit_lr_scaling, split_groups
+from tune_lip.analysis.lr_scaling import fit_lr_scaling
 from tune_lip.analysis.plots import plot_lr_scaling, plot_metric_vs_lr, save_figure
+from tune_lip.analysis.trials import Mode, split_groups
 
 __all__ = ["write_lr_scaling_report"]
 

@@ -57,8 +57,8 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from tune_lip.analysis.lr_scaling import split_groups
 from tune_lip.analysis.results import config_column, jsonable
+from tune_lip.analysis.trials import split_groups
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
