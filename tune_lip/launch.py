@@ -91,16 +91,12 @@ def check_spec(spec: SearchSpec) -> dict[str, Any]:
     return config
 
 
-def _num_train(config: dict[str, Any], where: str) -> int:
+def _num_train(data: Any, where: str) -> int:
+    """Training examples of the data set a study's ``DataConfig`` names (reads it)."""
     from tune_lip.data import load_dataset
 
-    ds = dict(config.get("dataset") or {})
-    name = ds.pop("name", "digits")
-    ds.pop("batch_size", None)
-    data_dir = ds.pop("data_dir", "data")
-    download = ds.pop("download", False)
     try:
-        return load_dataset(name, data_dir=data_dir, download=download, **ds).num_train
+        return load_dataset(data.name, data_dir=data.data_dir, download=data.download, **data.options).num_train
     except ValueError as exc:
         raise UserError(where, "dataset", str(exc)) from None
 
@@ -120,8 +116,6 @@ def check_data(spec: SearchSpec) -> None:
     Each distinct data set is read once (the generated npz's conversion is cached on disk, so
     the trials find it done).
     """
-    from tune_lip.data import load_dataset
-
     sizes: dict[str, int] = {}
     for config in grid_configs(spec):
         cfg = _study_config(spec, config)
@@ -130,11 +124,7 @@ def check_data(spec: SearchSpec) -> None:
         if data is not None and hasattr(data, "name"):   # a study with a data set (not the NQM)
             key = json.dumps([data.name, data.data_dir, data.options], sort_keys=True, default=str)
             if key not in sizes:
-                try:
-                    sizes[key] = load_dataset(data.name, data_dir=data.data_dir, download=data.download,
-                                              **data.options).num_train
-                except ValueError as exc:
-                    raise UserError(spec.path, "dataset", str(exc)) from None
+                sizes[key] = _num_train(data, spec.path)
             num_train = sizes[key]
         if spec.budget.kind not in ("epochs", "examples"):
             continue   # steps are checked by the spec; time budgets are decided while running
@@ -411,7 +401,8 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
         param_space = {**to_tune_space(spec.space), **fixed}
 
     if spec.scheduler.name == "asha":
-        num_train = _num_train(config, spec.path) if spec.budget.kind == "epochs" else None
+        num_train = (_num_train(_study_config(spec, config).dataset, spec.path) if spec.budget.kind == "epochs"
+                     else None)
         max_t = spec.budget.progress_max(num_train=num_train)
         asha: dict[str, Any] = dict(time_attr=spec.budget.progress_attr, max_t=max_t,
                     grace_period=max(spec.scheduler.grace_fraction * max_t, 1e-9),

@@ -23,6 +23,8 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
+from tune_lip.placement import describe_resources
+
 __all__ = ["PendingTimeout", "fired"]
 
 # experiment -> why it was stopped. The restored copy of a watchdog (after `--resume`) runs in
@@ -83,7 +85,7 @@ class PendingTimeout(Callback, Stopper):
 def _describe(trial: Any) -> str:
     factory = getattr(trial, "placement_group_factory", None)
     bundles = getattr(factory, "bundles", None) or [{}]
-    return "{" + ", ".join(f"{k} {v:g}" for k, v in sorted(bundles[0].items())) + "}"
+    return "{" + describe_resources(dict(sorted(bundles[0].items()))) + "}"
 
 
 def _cluster() -> str:
@@ -93,5 +95,5 @@ def _cluster() -> str:
         total = ray.cluster_resources()
     except Exception:  # noqa: BLE001  # only for the message: never hide the timeout behind it
         return "unknown resources"
-    shown = {k: v for k, v in total.items() if k in ("CPU", "GPU") or k.startswith("accelerator_type:")}
-    return ", ".join(f"{k} {v:g}" for k, v in sorted(shown.items())) or "no resources"
+    shown = {k: v for k, v in sorted(total.items()) if k in ("CPU", "GPU") or k.startswith("accelerator_type:")}
+    return describe_resources(shown) or "no resources"

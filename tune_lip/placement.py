@@ -39,7 +39,8 @@ from tune_lip.errors import UserError
 
 __all__ = ["GPU_MEMORY_GB", "ACCELERATOR_LABEL", "MemoryEstimate", "Placement", "estimate_memory",
            "plan_placement", "cluster_accelerators", "launchable_accelerators", "node_accelerator",
-           "resource_function", "accelerator_type", "Node", "local_node", "live_nodes", "launchable_nodes", "check_fits"]
+           "resource_function", "accelerator_type", "Node", "local_node", "live_nodes", "launchable_nodes", "check_fits",
+           "describe_resources"]
 
 ACCELERATOR_LABEL = "ray.io/accelerator-type"
 PIN_AMOUNT = 0.001          # of the node's accelerator_type:<T> resource: a pin, not a quota
@@ -280,9 +281,13 @@ class Node:
         return True
 
     def describe(self) -> str:
-        shown = {k: v for k, v in self.resources.items() if k in ("CPU", "GPU")}
-        text = ", ".join(f"{k} {v:g}" for k, v in sorted(shown.items()))
+        text = describe_resources({k: v for k, v in sorted(self.resources.items()) if k in ("CPU", "GPU")})
         return f"{self.name}: {text}{' (' + self.kind + ')' if self.kind else ', no GPU'}"
+
+
+def describe_resources(resources: Mapping[str, float]) -> str:
+    """``{"CPU": 1.0, "GPU": 0.25}`` -> ``"CPU 1, GPU 0.25"``, as the messages print resources."""
+    return ", ".join(f"{k} {v:g}" for k, v in resources.items())
 
 
 def local_node(num_cpus: int | None = None) -> Node:
@@ -311,21 +316,26 @@ def live_nodes() -> list[Node]:
                  name=f"node {n.get('NodeManagerAddress', '?')}") for n in ray.nodes() if n.get("Alive")]
 
 
-def launchable_nodes(path: str | Path = BOOTSTRAP_CONFIG) -> list[Node]:
-    """The worker types ``ray up``'s config lets the autoscaler start (``max_workers > 0``)."""
+def _bootstrap_node_types(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``available_node_types`` of the cluster config ``ray up`` leaves on the head node; {} on a
+    machine without one, or when it cannot be read (the live nodes then say what the cluster has)."""
     import yaml
 
     p = Path(path).expanduser()
     try:
         config = yaml.safe_load(p.read_text()) if p.is_file() else None
     except (OSError, yaml.YAMLError):
-        return []
-    out = []
-    for name, node_type in ((config or {}).get("available_node_types") or {}).items():
-        if isinstance(node_type, dict) and int(node_type.get("max_workers", 0) or 0) > 0:
-            out.append(Node({k: float(v) for k, v in (node_type.get("resources") or {}).items()},
-                            dict(node_type.get("labels") or {}), name=f"node type {name}"))
-    return out
+        return {}
+    node_types = config.get("available_node_types") if isinstance(config, dict) else None
+    return {str(k): v for k, v in (node_types or {}).items() if isinstance(v, dict)}
+
+
+def launchable_nodes(path: str | Path = BOOTSTRAP_CONFIG) -> list[Node]:
+    """The worker types ``ray up``'s config lets the autoscaler start (``max_workers > 0``)."""
+    return [Node({k: float(v) for k, v in (node_type.get("resources") or {}).items()},
+                 dict(node_type.get("labels") or {}), name=f"node type {name}")
+            for name, node_type in _bootstrap_node_types(path).items()
+            if int(node_type.get("max_workers", 0) or 0) > 0]
 
 
 def check_fits(placements: list[Placement], nodes: list[Node], *, where: str, cluster: str, fix: str) -> None:
@@ -337,8 +347,8 @@ def check_fits(placements: list[Placement], nodes: list[Node], *, where: str, cl
     for placement in dict.fromkeys(placements):
         if any(node.fits(placement) for node in nodes):
             continue
-        asked = ", ".join(f"{k} {v:g}" for k, v in placement.bundle().items()
-                          if k != "memory" and not k.startswith("accelerator_type:"))
+        asked = describe_resources({k: v for k, v in placement.bundle().items()
+                                    if k != "memory" and not k.startswith("accelerator_type:")})
         if placement.memory_bytes:
             asked += f", memory {placement.memory_bytes / 2**30:g} GB"
         if placement.accelerators:
@@ -351,21 +361,10 @@ def check_fits(placements: list[Placement], nodes: list[Node], *, where: str, cl
 def launchable_accelerators(path: str | Path = BOOTSTRAP_CONFIG) -> dict[str, float]:
     """GPUs per accelerator type the autoscaler can start (max_workers x GPUs per node).
 
-    Read from the cluster config ``ray up`` leaves on the head node; {} on a machine without
-    one, or when it cannot be read (the live nodes then say what the cluster has).
+    Read from the cluster config ``ray up`` leaves on the head node (`_bootstrap_node_types`).
     """
-    import yaml
-
-    p = Path(path).expanduser()
-    try:
-        config = yaml.safe_load(p.read_text()) if p.is_file() else None
-    except (OSError, yaml.YAMLError):
-        return {}
     gpus: dict[str, float] = {}
-    node_types = config.get("available_node_types") if isinstance(config, dict) else None
-    for node_type in (node_types or {}).values():
-        if not isinstance(node_type, dict):
-            continue
+    for node_type in _bootstrap_node_types(path).values():
         resources = node_type.get("resources") or {}
         kind = _node_type(node_type.get("labels") or {}, resources)
         if kind is not None:
