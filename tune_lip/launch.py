@@ -13,10 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -585,15 +587,65 @@ def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str |
     if resume:
         tuner = tune.Tuner.restore(experiment_dir, trainable=_trainable(spec, _present_accelerators()),
                                    resume_unfinished=True, resume_errored=True)
+        _follow_the_experiment(tuner, experiment_dir)
+        with _new_trials_where_the_experiment_is():
+            grid = tuner.fit()
     else:
         save_spec(spec, experiment_dir, overrides=overrides)
         tuner = build_tuner(spec, name=name, storage_path=storage, verbose=verbose,
                             extra_callbacks=[*loggers, *(extra_callbacks or [])])
-    grid = tuner.fit()
+        grid = tuner.fit()
     why = pending.fired(experiment_dir)
     if why:
         raise PendingTimeoutError(experiment_dir, grid, why)
     return grid
+
+
+def _follow_the_experiment(tuner: Any, experiment_dir: str) -> None:
+    """Point a restored experiment's tune-lip callbacks at where the experiment is now.
+
+    ``tuner.pkl`` holds the callbacks with the experiment path they were created with; an
+    experiment copied off a cluster or renamed would otherwise write its Parquet results to
+    the old path (or fail there). Ray itself relocates the trials it restores.
+    """
+    from tune_lip.callbacks import ParquetResultsCallback
+    from tune_lip.pending import PendingTimeout
+
+    run_config = tuner._local_tuner.get_run_config()   # Ray has no public accessor
+    for callback in [*(run_config.callbacks or []), run_config.stop]:
+        if isinstance(callback, (ParquetResultsCallback, PendingTimeout)):
+            callback.experiment = experiment_dir
+
+
+@contextlib.contextmanager
+def _new_trials_where_the_experiment_is() -> Iterator[None]:
+    """While a restored search runs, its new trials go where the experiment is now.
+
+    Ray (2.60) restores the search algorithm's state with the experiment spec it pickled,
+    storage location included, so trials a restored searcher creates would be written to the
+    experiment's old path. After the controller's ``resume`` this points that spec (a
+    `SearchGenerator`'s experiment, or a `BasicVariantGenerator`'s iterators) at the
+    controller's storage, which `Tuner.restore` built from the path given.
+    """
+    from ray.tune.execution.tune_controller import TuneController
+
+    original = TuneController.resume
+
+    def resume(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        alg = self._search_alg
+        experiment = getattr(alg, "_experiment", None)
+        specs = [experiment.spec] if experiment is not None else []
+        specs += [it.unresolved_spec for it in getattr(alg, "_iterators", [])]
+        for spec in specs:
+            if isinstance(spec, dict) and "storage" in spec:
+                spec["storage"] = self._storage
+
+    TuneController.resume = resume   # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        TuneController.resume = original   # type: ignore[method-assign]
 
 
 class PendingTimeoutError(UserError):
