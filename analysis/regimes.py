@@ -22,7 +22,7 @@ either regime) a few trials can fail to overlap by luck, and a bootstrap over a 
 ones is too narrow; so every boundary also gets a 95% *credible* interval from
 `threshold_posterior`, a grid posterior over the threshold and the boundary's width that allows
 for noise (``cred_lo``/``cred_hi``; bench/boundary_search.py measures how often each interval
-holds the truth). `tune_lip.boundary_search.BoundarySearch` places its trials with it.
+holds the truth). `tune_lip.tune.boundary_search.BoundarySearch` places its trials with it.
 
 Hand-written on purpose: the logistic fits of all bootstrap replicates run as one batched
 Newton iteration on multinomial weights (scipy fits one replicate at a time, and treats no

@@ -1,6 +1,6 @@
 """Experiment results as pandas DataFrames (no torch, no Ray at import).
 
-During a search, a Tune callback (`tune_lip.callbacks.ParquetResultsCallback`) appends
+During a search, a Tune callback (`tune_lip.tune.callbacks.ParquetResultsCallback`) appends
 every reported result to Parquet files in ``<experiment>/tune_lip_results/``. `load`
 reads them back: one row per report, columns named as Ray names them in
 ``Result.metrics_dataframe`` (``config/optimizer/lr``, ``certified_acc``, ``trial_id``,

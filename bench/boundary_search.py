@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from tune_lip.analysis import fit_regime_thresholds
-from tune_lip.boundary_search import BoundarySearch
+from tune_lip.tune.boundary_search import BoundarySearch
 
 LO, HI, INITIAL = 1e-5, 1.0, 6
 THRESHOLDS = (1e-3, 3e-2)

@@ -1,4 +1,4 @@
-"""How close is `tune_lip.placement.estimate_memory` to what a trial really uses on a GPU?
+"""How close is `tune_lip.cluster.placement.estimate_memory` to what a trial really uses on a GPU?
 
 For each config (AOL-MLP and CPL ConvNet at CIFAR-10's shape, several batch sizes) it builds
 the real `LipschitzLoop` on the GPU with a synthetic CIFAR-shaped data set, trains a few
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from tune_lip.placement import CUDA_CONTEXT_GB, estimate_memory, plan_placement
-from tune_lip.train_loop import LipschitzConfig, LipschitzLoop
+from tune_lip.cluster.placement import CUDA_CONTEXT_GB, estimate_memory, plan_placement
+from tune_lip.studies.lipschitz import LipschitzConfig, LipschitzLoop
 
 CONFIGS = [
     ({"name": "aol_mlp", "width": 3072, "depth": 8}, [256, 1024, 2048]),

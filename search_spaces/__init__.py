@@ -1,6 +1,6 @@
 """Search spaces shipped with tune-lip (package data ``tune_lip.search_spaces``).
 
-Each ``<name>.yaml`` here is one study question; ``tune_lip.spec.load_spec(name)`` reads it.
+Each ``<name>.yaml`` here is one study question; ``tune_lip.tune.spec.load_spec(name)`` reads it.
 This folder sits at the repository root and installs as ``tune_lip.search_spaces``.
 
 Example:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tune_lip.augment import AUGMENTATIONS, AugmentConfig, augment_batch
+from tune_lip.data.augment import AUGMENTATIONS, AugmentConfig, augment_batch
 
 
 def gen(seed: int = 0, device: str | torch.device = "cpu") -> torch.Generator:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from ray.tune.search import Searcher
 
-import tune_lip.boundary_search as boundary_search_module
-from tune_lip.boundary_search import BoundarySearch
+import tune_lip.tune.boundary_search as boundary_search_module
+from tune_lip.tune.boundary_search import BoundarySearch
 
 T1, T2 = 1e-3, 3e-2  # sharp truth: converged below T1, chaotic up to T2, diverged above
 SPACE = {"optimizer": {"name": "sgd", "elr": None}, "model": {"name": "convnet_si"}, "seed": 0}

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tune_lip.budget import Budget, ScheduleConfig, lookup_step_seconds, lr_at, parse_budget
 from tune_lip.errors import UserError
+from tune_lip.studies.budget import Budget, ScheduleConfig, lookup_step_seconds, lr_at, parse_budget
 
 
 def test_step_counts_per_kind():

@@ -20,7 +20,7 @@ import pytest
 from helpers import TUNE_LIP
 
 from tune_lip import search_spaces
-from tune_lip.spec import load_spec
+from tune_lip.tune.spec import load_spec
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complet
 @pytest.fixture(scope="module")
 def shared_ray():
     """One loopback Ray (2 CPUs) that every search joins with --address."""
-    from tune_lip.rehearse import start_fake_cluster
+    from tune_lip.tune.rehearse import start_fake_cluster
 
     cluster = start_fake_cluster({}, head_cpus=2)
     yield cluster.address

@@ -13,8 +13,8 @@ from fake_results import assert_same_values, expected_rows, reports
 from helpers import TUNE_LIP
 
 from tune_lip.analysis.results import PARQUET_DIR, flatten_result, load
-from tune_lip.callbacks import ParquetResultsCallback
 from tune_lip.cli import _summary, main
+from tune_lip.tune.callbacks import ParquetResultsCallback
 
 
 def _experiment(path):

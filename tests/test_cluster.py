@@ -18,10 +18,10 @@ from helpers import TUNE_LIP, kill_and_resume, start_local_ray
 from ray.tune import Callback
 
 from tune_lip.analysis import last_reports, load
-from tune_lip.launch import run_search
-from tune_lip.placement import estimate_memory
-from tune_lip.rehearse import NodeKiller, start_fake_cluster
-from tune_lip.spec import load_spec
+from tune_lip.cluster.placement import estimate_memory
+from tune_lip.tune.launch import run_search
+from tune_lip.tune.rehearse import NodeKiller, start_fake_cluster
+from tune_lip.tune.spec import load_spec
 
 pytestmark = pytest.mark.slow
 
@@ -129,8 +129,8 @@ def test_big_configs_avoid_small_gpus(cluster, tmp_path):
 def test_identical_configs_on_two_types_do_the_same_work(cluster, tmp_path):
     """`calibrate_cluster` times every type; then a reference_hours budget gives the same
     steps and the same metrics on an A100 and on a T4."""
-    from tune_lip.calibrate import append_table, calibrate_cluster
-    from tune_lip.launch import grid_configs
+    from tune_lip.cluster.calibrate import append_table, calibrate_cluster
+    from tune_lip.tune.launch import grid_configs
 
     a100 = _space(tmp_path, "on_a100", resources="{cpu: 1, gpu: 1, accelerator: A100}",
                   budget="{reference_hours: 0.00002, reference: A100, calibration: calibration.parquet}",
@@ -177,7 +177,7 @@ def test_calibrate_cluster_command_writes_one_table(cluster, tmp_path):
 
 def test_calibrating_a_type_without_a_node_times_out_with_a_clear_error(cluster):
     """A named type with no node waits for the autoscaler; --timeout bounds the wait."""
-    from tune_lip.calibrate import calibrate_cluster
+    from tune_lip.cluster.calibrate import calibrate_cluster
     from tune_lip.errors import UserError
 
     config = {"model": {"name": "aol_mlp", "width": 64, "depth": 2},

@@ -2,7 +2,7 @@
 
 Everything here is offline: `prepare_config` + `validate_config` only merge Ray's bundled
 defaults and check a JSON schema (a fixture makes any network call fail). The security rules
-live in tune_lip.cluster.check_cluster_config; the mutation tests below break the shipped
+live in tune_lip.cluster.cluster_file.check_cluster_config; the mutation tests below break the shipped
 config one way at a time and assert the checker names what broke, so these tests can fail.
 """
 
@@ -22,14 +22,14 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
-from tune_lip.cluster import (
+from tune_lip.cluster.cluster_file import (
     check_cluster_config,
     load_cluster_config,
     pinned_requirements,
     validate_with_ray,
 )
+from tune_lip.cluster.placement import ACCELERATOR_LABEL
 from tune_lip.errors import UserError
-from tune_lip.placement import ACCELERATOR_LABEL
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
@@ -92,7 +92,7 @@ def test_ray_rejects_a_float_resource(config, no_network):
 
 
 def test_module_imports_without_ray():
-    code = "import sys, tune_lip.cluster; assert 'ray' not in sys.modules, 'ray imported'"
+    code = "import sys, tune_lip.cluster.cluster_file; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

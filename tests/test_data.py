@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from tune_lip.data import DATASETS, ImageData, convert_and_center, convert_npz, load_dataset
+from tune_lip.data.datasets import (
+    DATASETS,
+    ImageData,
+    convert_and_center,
+    convert_npz,
+    load_dataset,
+)
 from tune_lip.errors import UserError
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +202,7 @@ def write_npz(path: Path, n: int = 20, *, compressed: bool = True,
 
 @pytest.mark.parametrize("compressed", [True, False])
 def test_convert_npz_round_trip_is_memory_mapped(tmp_path, compressed, monkeypatch):
-    import tune_lip.data as data_mod
+    import tune_lip.data.datasets as data_mod
 
     monkeypatch.setattr(data_mod, "_CHUNK_BYTES", 5000)  # several chunks, one ending mid-image
     images, labels = write_npz(tmp_path / "gen.npz", compressed=compressed)

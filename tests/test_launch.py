@@ -10,8 +10,8 @@ from optuna.trial import TrialState
 
 from tune_lip.analysis import load, ran_full_budget
 from tune_lip.errors import UserError
-from tune_lip.launch import build_tuner, make_search_alg, run_search
-from tune_lip.spec import load_spec
+from tune_lip.tune.launch import build_tuner, make_search_alg, run_search
+from tune_lip.tune.spec import load_spec
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tune_lip.losses import OffsetCrossEntropy, certified_correct, correct, offset_cross_entropy
+from tune_lip.nn.losses import OffsetCrossEntropy, certified_correct, correct, offset_cross_entropy
 
 
 def test_offset_cross_entropy_by_hand() -> None:
@@ -68,8 +68,8 @@ def test_ties_are_not_certified() -> None:
 
 def test_cross_entropy_and_accuracy_matches_one_big_batch():
     """Batched, eval-mode pass == the same sums over the whole set; train mode comes back."""
-    from tune_lip.data import convert_and_center
-    from tune_lip.losses import cross_entropy_and_accuracy
+    from tune_lip.data.datasets import convert_and_center
+    from tune_lip.nn.losses import cross_entropy_and_accuracy
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.BatchNorm1d(8),

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tune_lip.errors import ConfigError
-from tune_lip.launch import check_spec, study_metrics
-from tune_lip.nqm import (
+from tune_lip.studies.lipschitz import DIVERGED_LOSS
+from tune_lip.studies.nqm import (
     DIVERGE_FACTOR,
     NQMConfig,
     NQMLoop,
@@ -20,8 +20,8 @@ from tune_lip.nqm import (
     expected_loss_sgd,
     monte_carlo_loss,
 )
-from tune_lip.spec import LogUniform, load_spec
-from tune_lip.train_loop import DIVERGED_LOSS
+from tune_lip.tune.launch import check_spec, study_metrics
+from tune_lip.tune.spec import LogUniform, load_spec
 
 # The shipped SGD space's quadratic and budget (search_spaces/nqm_sgd_lr_batch.yaml).
 SHIPPED = {"dim": 100, "power": 1.0, "noise": 1.0, "budget": {"examples": 16384}}

@@ -13,9 +13,9 @@ import pytest
 
 from tune_lip.analysis import fit_lr_scaling, load
 from tune_lip.cli import main
-from tune_lip.launch import run_search, study_metrics
-from tune_lip.nqm import NQMConfig, exact_lr_scaling
-from tune_lip.spec import load_spec
+from tune_lip.studies.nqm import NQMConfig, exact_lr_scaling
+from tune_lip.tune.launch import run_search, study_metrics
+from tune_lip.tune.spec import load_spec
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import TUNE_LIP
 
-from tune_lip.pending import PendingTimeout, clear, fired
+from tune_lip.tune.pending import PendingTimeout, clear, fired
 
 
 class Clock:
@@ -111,7 +111,7 @@ def test_a_gpu_type_lost_for_good_stops_the_search_keeping_finished_results(tmp_
     """Trials pinned to T4; the only T4 node goes away after the first trial finished: the rest
     wait with nothing running, and after pending_timeout_seconds the search stops with exit 2,
     one line saying why, and the finished trial's results kept."""
-    from tune_lip.rehearse import start_fake_cluster
+    from tune_lip.tune.rehearse import start_fake_cluster
 
     (tmp_path / "t4.yaml").write_text(textwrap.dedent(SPACE))
     cluster = start_fake_cluster({"T4": 1}, cpus_per_node=1, head_cpus=1)

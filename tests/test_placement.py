@@ -9,15 +9,15 @@ import textwrap
 import pytest
 import torch
 
-from tune_lip.errors import UserError
-from tune_lip.placement import (
+from tune_lip.cluster.placement import (
     ACCELERATOR_LABEL,
     GPU_MEMORY_GB,
     MemoryEstimate,
     estimate_memory,
     plan_placement,
 )
-from tune_lip.spec import parse_spec
+from tune_lip.errors import UserError
+from tune_lip.tune.spec import parse_spec
 
 CONFIG = {"model": {"name": "aol_mlp", "width": 64, "depth": 4},
           "dataset": {"name": "synthetic", "batch_size": 64, "num_train": 128, "num_test": 32}}
@@ -25,7 +25,7 @@ CONFIG = {"model": {"name": "aol_mlp", "width": 64, "depth": 4},
 
 def _needs(gb: float):
     """An estimator that says every config needs ``gb`` GB (CUDA context included)."""
-    from tune_lip.placement import CUDA_CONTEXT_GB
+    from tune_lip.cluster.placement import CUDA_CONTEXT_GB
 
     return lambda config: MemoryEstimate(params=0, state_bytes=int((gb - CUDA_CONTEXT_GB) * 2**30),
                                          activation_bytes=0, data_bytes=0)
@@ -35,8 +35,8 @@ def _needs(gb: float):
 
 def _saved_bytes_in_a_real_step(config: dict) -> tuple[int, int]:
     """(parameters, bytes autograd saves) of a real CPU forward pass of the trial's model."""
-    from tune_lip.data import load_dataset
-    from tune_lip.models import build_model
+    from tune_lip.data.datasets import load_dataset
+    from tune_lip.nn.models import build_model
 
     ds = dict(config["dataset"])
     b = ds.pop("batch_size")
@@ -199,7 +199,7 @@ def test_search_refuses_a_config_no_gpu_can_hold(tmp_path):
 
 
 def test_rehearse_reads_nodes_and_refuses_bad_ones():
-    from tune_lip.rehearse import DEFAULT_NODES, parse_nodes
+    from tune_lip.tune.rehearse import DEFAULT_NODES, parse_nodes
 
     assert parse_nodes(DEFAULT_NODES) == {"A100": 2, "A10G": 1, "T4": 1}
     for bad in ("A100", "A100:0", ":2", "A100:two"):
@@ -211,7 +211,7 @@ def test_rehearse_reads_nodes_and_refuses_bad_ones():
 
 
 def test_the_estimate_fills_in_the_studys_defaults():
-    from tune_lip.train_loop import LipschitzConfig
+    from tune_lip.studies.lipschitz import LipschitzConfig
 
     bare = {"dataset": {"name": "synthetic", "batch_size": 64, "num_train": 128, "num_test": 32}}
     default_model = {"model": {"name": LipschitzConfig().model.name, **LipschitzConfig().model.options}}
@@ -221,7 +221,7 @@ def test_the_estimate_fills_in_the_studys_defaults():
 def test_auto_needs_a_study_with_a_model():
     import functools
 
-    from tune_lip.nqm import NQMConfig
+    from tune_lip.studies.nqm import NQMConfig
 
     estimate = functools.partial(estimate_memory, config_class=NQMConfig)
     with pytest.raises(UserError) as err:
@@ -234,7 +234,7 @@ def test_cifar_estimate_needs_no_files(tmp_path):
     est = estimate_memory({"model": {"name": "aol_mlp", "width": 64, "depth": 2},
                            "dataset": {"name": "cifar10", "batch_size": 16, "data_dir": str(tmp_path)}})
     assert est.data_bytes == 60_000 * (32 * 32 * 3 + 8)
-    from tune_lip.models import build_model
+    from tune_lip.nn.models import build_model
 
     model = build_model("aol_mlp", input_shape=(3, 32, 32), num_classes=10, width=64, depth=2)
     assert est.params == sum(p.numel() for p in model.parameters())
@@ -267,8 +267,8 @@ def test_launchable_types_come_from_ray_ups_config_on_the_head(tmp_path, monkeyp
     import shutil
     from pathlib import Path
 
-    from tune_lip.launch import _present_accelerators
-    from tune_lip.placement import launchable_accelerators
+    from tune_lip.cluster.placement import launchable_accelerators
+    from tune_lip.tune.launch import _present_accelerators
 
     shipped = Path(__file__).parents[1] / "cluster.yaml"
     assert launchable_accelerators(shipped) == {"A100": 16.0, "A10G": 4.0, "T4": 8.0}  # max_workers x GPUs

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from tune_lip.cli import main
+from tune_lip.cluster.placement import Node, Placement, check_fits
 from tune_lip.errors import UserError
-from tune_lip.launch import (
+from tune_lip.tune.launch import (
     LAUNCH_FILE,
     SPEC_FILE,
     check_data,
@@ -19,8 +20,7 @@ from tune_lip.launch import (
     resume_spec,
     save_spec,
 )
-from tune_lip.placement import Node, Placement, check_fits
-from tune_lip.spec import load_spec
+from tune_lip.tune.spec import load_spec
 
 SPACE = """\
 study: lipschitz

@@ -10,7 +10,7 @@ import pytest
 from helpers import TUNE_LIP, kill_and_resume
 
 from tune_lip.analysis import last_reports, load
-from tune_lip.train_loop import LipschitzConfig, LipschitzLoop
+from tune_lip.studies.lipschitz import LipschitzConfig, LipschitzLoop
 
 pytestmark = pytest.mark.slow
 
@@ -96,9 +96,9 @@ def test_ray_tuner_restore_reads_a_tune_lip_experiment(tmp_path: Path, ray_local
     """Ray's own `Tuner.restore(path, trainable=...)` works on what tune-lip wrote (README)."""
     from ray import tune
 
-    from tune_lip.launch import run_search
-    from tune_lip.spec import load_spec
     from tune_lip.trainables.lipschitz import LipschitzTrainable
+    from tune_lip.tune.launch import run_search
+    from tune_lip.tune.spec import load_spec
 
     (tmp_path / "r.yaml").write_text(SPACE.replace("budget: {steps: 240}", "budget: {steps: 12}"))
     run_search(load_spec(tmp_path / "r.yaml"), name="r", storage_path=tmp_path, verbose=0)

@@ -13,10 +13,10 @@ from torch import nn
 from torch.func import functional_call
 
 from tune_lip.errors import ConfigError
-from tune_lip.optim import OptimizerConfig
-from tune_lip.sam import ASAM_ETA, SharpnessConfig, sam_step, top_hessian_eigenvalue
-from tune_lip.sphere import SphereConfig, SphereLoop
-from tune_lip.train_loop import LipschitzConfig, LipschitzLoop
+from tune_lip.nn.optim import OptimizerConfig
+from tune_lip.nn.sam import ASAM_ETA, SharpnessConfig, sam_step, top_hessian_eigenvalue
+from tune_lip.studies.lipschitz import LipschitzConfig, LipschitzLoop
+from tune_lip.studies.sphere import SphereConfig, SphereLoop
 
 # ---------------------------------------------------------------------------- the SAM update
 

@@ -9,12 +9,10 @@ import pytest
 import torch
 from helpers import run_slices
 
-from tune_lip.budget import lr_at
 from tune_lip.errors import ConfigError
-from tune_lip.models import MODELS, build_model
-from tune_lip.models.scaling_nets import SI_EPS
-from tune_lip.scaling import ScalingConfig, ScalingLoop
-from tune_lip.scaling_rules import (
+from tune_lip.nn.models import MODELS, build_model
+from tune_lip.nn.models.scaling_nets import SI_EPS
+from tune_lip.nn.scaling_rules import (
     gradient_noise,
     ngd_backward,
     ngd_weights,
@@ -22,7 +20,9 @@ from tune_lip.scaling_rules import (
     svag_coefficients,
     svag_objective,
 )
-from tune_lip.train_loop import DIVERGED_LOSS
+from tune_lip.studies.budget import lr_at
+from tune_lip.studies.lipschitz import DIVERGED_LOSS
+from tune_lip.studies.scaling import ScalingConfig, ScalingLoop
 
 SCALING_MODELS = ["preresnet32", "resnet32", "vgg16", "vgg19"]
 
@@ -339,8 +339,8 @@ def test_config_round_trips_through_to_dict():
 
 @pytest.mark.parametrize("name", ["lsr_sgd", "sqrt_adam", "svag_l", "ngd_vs_sgd"])
 def test_shipped_spaces_validate_at_every_grid_point(name):
-    from tune_lip.launch import check_spec, study_metrics
-    from tune_lip.spec import load_spec, set_in
+    from tune_lip.tune.launch import check_spec, study_metrics
+    from tune_lip.tune.spec import load_spec, set_in
 
     spec = load_spec(name, studies=study_metrics())
     assert spec.study == "scaling" and spec.scheduler.name == "none"

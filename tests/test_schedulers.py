@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from tune_lip.schedulers import GroupedASHAScheduler
+from tune_lip.tune.schedulers import GroupedASHAScheduler
 
 
 def _trial(trial_id: str, batch_size: int) -> SimpleNamespace:

@@ -6,8 +6,8 @@ import pickle
 
 from optuna.trial import TrialState
 
-from tune_lip.searchers import GroupedOptunaSearch, to_tune_space
-from tune_lip.spec import Choice, Grid, LogUniform
+from tune_lip.tune.searchers import GroupedOptunaSearch, to_tune_space
+from tune_lip.tune.spec import Choice, Grid, LogUniform
 
 
 def _searcher(samples: int = 3) -> GroupedOptunaSearch:

@@ -1,4 +1,4 @@
-"""Tests for tune_lip.spec: every class of input mistake gives one line naming file, key and fix;
+"""Tests for tune_lip.tune.spec: every class of input mistake gives one line naming file, key and fix;
 the shipped search spaces load; the helpers the launcher uses behave."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from tune_lip import search_spaces
-from tune_lip.budget import Budget
 from tune_lip.errors import UserError
-from tune_lip.spec import (
+from tune_lip.studies.budget import Budget
+from tune_lip.tune.spec import (
     Choice,
     Grid,
     LogUniform,
@@ -442,7 +442,7 @@ def test_error_for_shipped_name_uses_short_where(tmp_path: Path) -> None:
 
 
 def test_spec_module_is_ray_free() -> None:
-    code = ("import sys, tune_lip.spec, tune_lip.search_spaces; "
+    code = ("import sys, tune_lip.tune.spec, tune_lip.search_spaces; "
             "bad = [m for m in ('ray', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

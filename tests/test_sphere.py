@@ -11,10 +11,10 @@ import torch
 from helpers import run_slices
 
 from tune_lip.errors import ConfigError
-from tune_lip.models import MODELS, build_model
-from tune_lip.sam import hutchinson_trace
-from tune_lip.sphere import SphereConfig, SphereLoop
-from tune_lip.train_loop import DIVERGED_LOSS
+from tune_lip.nn.models import MODELS, build_model
+from tune_lip.nn.sam import hutchinson_trace
+from tune_lip.studies.lipschitz import DIVERGED_LOSS
+from tune_lip.studies.sphere import SphereConfig, SphereLoop
 
 SI_MODELS = ["convnet_si", "convnet_si_af", "resnet18_si", "resnet18_si_af"]
 
@@ -258,8 +258,8 @@ def test_config_round_trips_through_to_dict():
 
 @pytest.mark.parametrize("name", ["sphere_elr", "sphere_elr_grid", "sphere_resnet18_elr", "full_space_lr_wd"])
 def test_shipped_spaces_validate(name):
-    from tune_lip.launch import check_spec, study_metrics
-    from tune_lip.spec import load_spec
+    from tune_lip.tune.launch import check_spec, study_metrics
+    from tune_lip.tune.spec import load_spec
 
     spec = load_spec(name, studies=study_metrics())
     assert spec.study == "sphere" and spec.scheduler.name == "none"

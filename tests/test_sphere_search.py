@@ -8,8 +8,8 @@ import pytest
 
 from tune_lip.analysis import last_reports, load, regime_boundaries
 from tune_lip.cli import main
-from tune_lip.launch import run_search, study_metrics
-from tune_lip.spec import load_spec
+from tune_lip.tune.launch import run_search, study_metrics
+from tune_lip.tune.spec import load_spec
 
 pytestmark = pytest.mark.slow
 

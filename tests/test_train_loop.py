@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers import run_slices
 
-from tune_lip.budget import lr_at
-from tune_lip.train_loop import DIVERGED_LOSS, LipschitzConfig, LipschitzLoop
+from tune_lip.studies.budget import lr_at
+from tune_lip.studies.lipschitz import DIVERGED_LOSS, LipschitzConfig, LipschitzLoop
 
 
 def _cfg(**over) -> LipschitzConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tune_lip.placement import accelerator_type
+from tune_lip.cluster.placement import accelerator_type
 from tune_lip.trainables.lipschitz import LipschitzTrainable
 
 CONFIG = {"seed": 1, "dataset": {"name": "synthetic", "batch_size": 32, "num_train": 128, "num_test": 32},

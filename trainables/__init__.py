@@ -1,7 +1,7 @@
 """The studies' Ray Tune Trainables: the public API for your own `ray.tune.Tuner`.
 
 Each Trainable takes a trial's config as a nested dict (the keys of its study's config
-class, e.g. `tune_lip.train_loop.LipschitzConfig`) and reports the DESIGN.md metrics; bring
+class, e.g. `tune_lip.studies.lipschitz.LipschitzConfig`) and reports the DESIGN.md metrics; bring
 your own searcher, scheduler, resources and callbacks (README.md, "Python API").
 
 - `LipschitzTrainable`: 1-Lipschitz networks (AOL, CPL), certified accuracy.

@@ -50,7 +50,7 @@ class SlicedTrainable(tune.Trainable):
         raise NotImplementedError
 
     def setup(self, config: dict[str, Any]) -> None:
-        from tune_lip.placement import node_accelerator
+        from tune_lip.cluster.placement import node_accelerator
 
         if sys.unraisablehook is sys.__unraisablehook__:   # this process is a Ray worker
             sys.unraisablehook = _quiet_termination

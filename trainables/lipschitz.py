@@ -1,4 +1,4 @@
-"""`LipschitzTrainable`: the Ray Tune adapter around `tune_lip.train_loop.LipschitzLoop`.
+"""`LipschitzTrainable`: the Ray Tune adapter around `tune_lip.studies.lipschitz.LipschitzLoop`.
 
 Each ``step()`` trains one of ``config["reports"]`` equal slices of the trial's budget,
 evaluates, and returns the DESIGN.md metric vocabulary; the last slice (or a divergence)
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tune_lip.budget import lookup_step_seconds, read_calibration
-from tune_lip.train_loop import LipschitzConfig, LipschitzLoop, model_key
+from tune_lip.studies.budget import lookup_step_seconds, read_calibration
+from tune_lip.studies.lipschitz import LipschitzConfig, LipschitzLoop, model_key
 from tune_lip.trainables.base import SlicedTrainable
 
 __all__ = ["LipschitzTrainable", "make_loop"]

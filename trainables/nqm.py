@@ -1,4 +1,4 @@
-"""`NQMTrainable`: the Ray Tune adapter around `tune_lip.nqm.NQMLoop` (the noisy quadratic model).
+"""`NQMTrainable`: the Ray Tune adapter around `tune_lip.studies.nqm.NQMLoop` (the noisy quadratic model).
 
 Each ``step()`` trains one of ``config["reports"]`` equal slices of the trial's step budget and
 returns the DESIGN.md metrics (``steps``, ``examples``, ``lr`` (the configured peak), ``lr_now``
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tune_lip.nqm import NQMConfig, NQMLoop
+from tune_lip.studies.nqm import NQMConfig, NQMLoop
 from tune_lip.trainables.base import SlicedTrainable
 
 __all__ = ["NQMTrainable"]

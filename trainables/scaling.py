@@ -1,4 +1,4 @@
-"""`ScalingTrainable`: the Ray Tune adapter around `tune_lip.scaling.ScalingLoop` (LR rules, SVAG, NGD).
+"""`ScalingTrainable`: the Ray Tune adapter around `tune_lip.studies.scaling.ScalingLoop` (LR rules, SVAG, NGD).
 
 Each ``step()`` trains one of ``config["reports"]`` equal slices of the trial's budget (which
 SVAG has already multiplied by l), evaluates, and returns the DESIGN.md metrics (``train_loss``,
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tune_lip.scaling import ScalingConfig, ScalingLoop
+from tune_lip.studies.scaling import ScalingConfig, ScalingLoop
 from tune_lip.trainables.base import SlicedTrainable
 
 __all__ = ["ScalingTrainable"]

@@ -1,4 +1,4 @@
-"""`SphereTrainable`: the Ray Tune adapter around `tune_lip.sphere.SphereLoop` (the three regimes).
+"""`SphereTrainable`: the Ray Tune adapter around `tune_lip.studies.sphere.SphereLoop` (the three regimes).
 
 Each ``step()`` trains one of ``config["reports"]`` equal slices of the trial's budget,
 evaluates, and returns the DESIGN.md metrics (``train_loss``, ``test_acc``, ``weight_norm``,
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tune_lip.sphere import SphereConfig, SphereLoop
+from tune_lip.studies.sphere import SphereConfig, SphereLoop
 from tune_lip.trainables.base import SlicedTrainable
 
 __all__ = ["SphereTrainable"]

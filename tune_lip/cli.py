@@ -98,7 +98,7 @@ def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = N
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from tune_lip.launch import (
+    from tune_lip.tune.launch import (
         DEFAULT_STORAGE,
         PendingTimeoutError,
         load_space,
@@ -160,8 +160,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from tune_lip.calibrate import append_table, calibrate_cluster, time_batch_all
-    from tune_lip.launch import (
+    from tune_lip.cluster.calibrate import append_table, calibrate_cluster, time_batch_all
+    from tune_lip.tune.launch import (
         CALIBRATION_FILE,
         DEFAULT_STORAGE,
         grid_configs,
@@ -196,7 +196,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_placement(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from tune_lip.launch import _present_accelerators, load_space, placement_table, start_ray
+    from tune_lip.tune.launch import _present_accelerators, load_space, placement_table, start_ray
 
     spec = load_space(args.space)
     if args.address:
@@ -206,12 +206,12 @@ def cmd_placement(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False))
     print(f"\nGPU types considered: {', '.join(present) if present else 'the spec list, else every known type'}"
-          "  (estimated_gb: one training step's GPU memory; see tune_lip.placement)")
+          "  (estimated_gb: one training step's GPU memory; see tune_lip.cluster.placement)")
     return 0
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
-    from tune_lip.rehearse import parse_nodes, rehearse
+    from tune_lip.tune.rehearse import parse_nodes, rehearse
 
     experiment = rehearse(args.space, nodes=parse_nodes(args.nodes), storage_path=args.storage_path,
                           name=args.name, kill=args.kill, cpus_per_node=args.cpus_per_node,
@@ -224,7 +224,7 @@ def _saved_spec(path: Path) -> dict[str, Any]:
     """The spec an experiment searched (its ``search_space.yaml``), or {} when it has none."""
     import yaml
 
-    from tune_lip.launch import SPEC_FILE
+    from tune_lip.tune.launch import SPEC_FILE
 
     if not path.is_dir():
         raise UserError(str(path), None, "no such experiment directory", fix="pass tune_lip_results/<name>")
@@ -235,7 +235,7 @@ def _saved_spec(path: Path) -> dict[str, Any]:
 
 def _experiment_metric(path: Path, metric: str | None, mode: str | None) -> tuple[str, str]:
     """The metric and mode to analyse: the flags, else those the search optimised."""
-    from tune_lip.launch import SPEC_FILE
+    from tune_lip.tune.launch import SPEC_FILE
 
     saved = _saved_spec(path)
     metric = metric or saved.get("metric")
@@ -309,8 +309,8 @@ _RULE_AXES = {"dataset.batch_size": "smallest", "gradient.l": "largest"}
 
 def _varied_keys(path: Path) -> dict[str, tuple[Any, ...]]:
     """Grid keys (not the seed) the experiment's search varied, with their values."""
-    from tune_lip.launch import stored_spec
-    from tune_lip.spec import Grid
+    from tune_lip.tune.launch import stored_spec
+    from tune_lip.tune.spec import Grid
 
     try:
         spec, _ = stored_spec(str(path))

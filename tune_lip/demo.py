@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tune_lip.budget import parse_budget
-from tune_lip.launch import experiment_name, run_search
-from tune_lip.spec import load_spec
+from tune_lip.studies.budget import parse_budget
+from tune_lip.tune.launch import experiment_name, run_search
+from tune_lip.tune.spec import load_spec
 
 __all__ = ["run_demo"]
 

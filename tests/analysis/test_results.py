@@ -20,7 +20,7 @@ from tune_lip.analysis.results import (
     load,
     write_results,
 )
-from tune_lip.callbacks import ParquetResultsCallback
+from tune_lip.tune.callbacks import ParquetResultsCallback
 
 
 def _callback_writes(experiment, results, *, flush_every: int | None = None) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tune_lip.models import AOLConv2d, AOLLinear
+from tune_lip.nn.models import AOLConv2d, AOLLinear
 
 L = TypeVar("L", AOLLinear, AOLConv2d)
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torch.autograd.functional import jacobian
 
-from tune_lip.models import CPLConv2d, CPLLinear, conv_spectral_norm_bound
+from tune_lip.nn.models import CPLConv2d, CPLLinear, conv_spectral_norm_bound
 
 FAST = settings(max_examples=25, deadline=None)
 ELEMENTS = st.floats(-3, 3, allow_subnormal=False)

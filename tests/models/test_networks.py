@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.autograd.functional import jacobian
 
-from tune_lip.models import AOLMLP, MODELS, CPLConvNet, MaxMin, build_model, model_options
+from tune_lip.nn.models import AOLMLP, MODELS, CPLConvNet, MaxMin, build_model, model_options
 
 FAST = settings(max_examples=15, deadline=None)
 

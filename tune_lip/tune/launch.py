@@ -6,7 +6,7 @@ starts (or joins) Ray, builds the Tuner and fits it. The experiment lives in
 `ParquetResultsCallback`).
 
 Example:
-    >>> from tune_lip.spec import load_spec
+    >>> from tune_lip.tune.spec import load_spec
     >>> spec = load_spec("demo")                                            # doctest: +SKIP
     >>> grid = run_search(spec, name="demo-1", storage_path="tune_lip_results")  # doctest: +SKIP
 """
@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from tune_lip.errors import ConfigError, UserError
-from tune_lip.spec import SearchSpec
+from tune_lip.tune.spec import SearchSpec
 
 __all__ = ["STUDIES", "Study", "check_spec", "check_data", "check_placement", "check_resources", "preflight",
            "placement_table", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
@@ -60,20 +60,20 @@ _LIPSCHITZ_METRICS = frozenset({
 })
 STUDIES: dict[str, Study] = {
     "lipschitz": Study("tune_lip.trainables.lipschitz:LipschitzTrainable",
-                       "tune_lip.train_loop:LipschitzConfig", _LIPSCHITZ_METRICS),
-    "nqm": Study("tune_lip.trainables.nqm:NQMTrainable", "tune_lip.nqm:NQMConfig",
+                       "tune_lip.studies.lipschitz:LipschitzConfig", _LIPSCHITZ_METRICS),
+    "nqm": Study("tune_lip.trainables.nqm:NQMTrainable", "tune_lip.studies.nqm:NQMConfig",
                  frozenset({"train_loss", "test_loss"})),
-    "sphere": Study("tune_lip.trainables.sphere:SphereTrainable", "tune_lip.sphere:SphereConfig",
+    "sphere": Study("tune_lip.trainables.sphere:SphereTrainable", "tune_lip.studies.sphere:SphereConfig",
                     frozenset({"train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "elr",
                                "effective_grad_norm", "angular_update"})),
-    "scaling": Study("tune_lip.trainables.scaling:ScalingTrainable", "tune_lip.scaling:ScalingConfig",
+    "scaling": Study("tune_lip.trainables.scaling:ScalingTrainable", "tune_lip.studies.scaling:ScalingConfig",
                      frozenset({"test_acc", "test_loss", "train_loss", "train_acc", "grad_norm_sq", "grad_noise",
                                 "noise_scale"})),
 }
 
 
 def study_metrics() -> dict[str, set[str] | None]:
-    """Valid study names and their metric names, as `tune_lip.spec.load_spec` wants them."""
+    """Valid study names and their metric names, as `tune_lip.tune.spec.load_spec` wants them."""
     return {name: set(s.metrics) for name, s in STUDIES.items()}
 
 
@@ -95,7 +95,7 @@ def check_spec(spec: SearchSpec) -> dict[str, Any]:
 
 def _num_train(data: Any, where: str) -> int:
     """Training examples of the data set a study's ``DataConfig`` names (reads it)."""
-    from tune_lip.data import load_dataset
+    from tune_lip.data.datasets import load_dataset
 
     try:
         return load_dataset(data.name, data_dir=data.data_dir, download=data.download, **data.options).num_train
@@ -142,7 +142,7 @@ def grid_configs(spec: SearchSpec, points: list[dict[str, Any]] | None = None) -
     """The representative trial config (see `check_spec`) at each grid point (default: the spec's)."""
     import copy
 
-    from tune_lip.spec import set_in
+    from tune_lip.tune.spec import set_in
 
     base = check_spec(spec)
     configs = []
@@ -163,9 +163,9 @@ def _resolve_calibration(spec: SearchSpec, storage_path: str, experiment_dir: st
     if spec.budget.kind != "reference_hours":
         return spec
     from tune_lip.analysis.results import storage_location
-    from tune_lip.budget import lookup_step_seconds, read_calibration
-    from tune_lip.calibrate import append_table
-    from tune_lip.train_loop import LipschitzConfig, model_key
+    from tune_lip.cluster.calibrate import append_table
+    from tune_lip.studies.budget import lookup_step_seconds, read_calibration
+    from tune_lip.studies.lipschitz import LipschitzConfig, model_key
 
     raw = spec.budget.calibration
     if raw and "://" in raw:
@@ -245,7 +245,7 @@ def _present_accelerators() -> tuple[str, ...]:
     """The GPU types the cluster has (live nodes) or can start (``ray up``'s config on the head)."""
     import ray
 
-    from tune_lip.placement import cluster_accelerators, launchable_accelerators
+    from tune_lip.cluster.placement import cluster_accelerators, launchable_accelerators
 
     live = set(cluster_accelerators()) if ray.is_initialized() else set()
     return tuple(sorted(live | set(launchable_accelerators())))
@@ -255,7 +255,7 @@ def _estimator(spec: SearchSpec) -> Any:
     """The memory estimate of a trial config, with the study's defaults filled in."""
     import functools
 
-    from tune_lip.placement import estimate_memory
+    from tune_lip.cluster.placement import estimate_memory
 
     return functools.partial(estimate_memory, config_class=STUDIES[spec.study].load_config_class())
 
@@ -263,7 +263,7 @@ def _estimator(spec: SearchSpec) -> Any:
 def check_placement(spec: SearchSpec, present: tuple[str, ...] = ()) -> list[Any]:
     """The `Placement` of every grid point's representative config; a UserError when one fits
     no allowed GPU (before anything starts)."""
-    from tune_lip.placement import plan_placement
+    from tune_lip.cluster.placement import plan_placement
 
     return [plan_placement(spec.resources, config, present=present, where=spec.path, estimate=_estimator(spec))
             for config in grid_configs(spec)]
@@ -278,7 +278,7 @@ def check_resources(spec: SearchSpec, *, address: str | None, num_cpus: int | No
     trials PENDING for ever. A local Ray is checked before it starts (this machine's CPUs and
     GPUs); a cluster once joined (its live nodes, plus the node types ``ray up``'s config lets
     the autoscaler start)."""
-    from tune_lip.placement import launchable_nodes, live_nodes, local_node
+    from tune_lip.cluster.placement import launchable_nodes, live_nodes, local_node
 
     if _is_local(address):
         nodes, cluster = [local_node(num_cpus)], "the local Ray (this machine)"
@@ -290,7 +290,7 @@ def check_resources(spec: SearchSpec, *, address: str | None, num_cpus: int | No
         fix = ("add such a node type to the cluster (cluster.yaml), or change the space's resources "
                "(e.g. --resources cpu=1 runs it on CPUs)")
         placements = check_placement(spec, _present_accelerators())
-    from tune_lip.placement import check_fits
+    from tune_lip.cluster.placement import check_fits
 
     check_fits(placements, nodes, where=spec.path, cluster=cluster, fix=fix)
 
@@ -312,7 +312,7 @@ def placement_table(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
     (``tune-lip placement``); a pandas DataFrame."""
     import pandas as pd
 
-    from tune_lip.placement import plan_placement
+    from tune_lip.cluster.placement import plan_placement
 
     estimate = _estimator(spec)
     rows = []
@@ -334,10 +334,10 @@ def placement_table(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
 
 
 def _trainable(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
-    """The study's Trainable with per-trial resources (`tune_lip.placement`)."""
+    """The study's Trainable with per-trial resources (`tune_lip.cluster.placement`)."""
     from ray import tune
 
-    from tune_lip.placement import resource_function
+    from tune_lip.cluster.placement import resource_function
 
     return tune.with_resources(STUDIES[spec.study].load_trainable(),
                                resource_function(spec.resources, present=present, where=spec.path,
@@ -351,11 +351,11 @@ def _trial_dirname(trial: Any) -> str:
 
 def make_search_alg(spec: SearchSpec) -> Any:
     """The spec's searcher: `GroupedOptunaSearch`, `BoundarySearch`, or Tune's random/grid generator."""
-    from tune_lip.searchers import GroupedOptunaSearch, random_search
+    from tune_lip.tune.searchers import GroupedOptunaSearch, random_search
 
     if spec.searcher.name == "boundary":
-        from tune_lip.boundary_search import BoundarySearch
-        from tune_lip.spec import get_in
+        from tune_lip.tune.boundary_search import BoundarySearch
+        from tune_lip.tune.spec import get_in
 
         domain = get_in(spec.space, spec.searcher.key)
         dataset = spec.representative_config().get("dataset") or {}
@@ -379,10 +379,10 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from tune_lip.callbacks import ParquetResultsCallback
-    from tune_lip.pending import PendingTimeout
-    from tune_lip.schedulers import GroupedASHAScheduler
-    from tune_lip.searchers import GroupedOptunaSearch, to_tune_space
+    from tune_lip.tune.callbacks import ParquetResultsCallback
+    from tune_lip.tune.pending import PendingTimeout
+    from tune_lip.tune.schedulers import GroupedASHAScheduler
+    from tune_lip.tune.searchers import GroupedOptunaSearch, to_tune_space
 
     storage = storage_root(storage_path)
     config = check_spec(spec)
@@ -489,7 +489,7 @@ def stored_spec(experiment_dir: str) -> tuple[SearchSpec, dict[str, Any]]:
     """The resolved spec an experiment ran, and the overrides it was launched with."""
     import yaml
 
-    from tune_lip.spec import parse_spec
+    from tune_lip.tune.spec import parse_spec
 
     text = _read_text(f"{experiment_dir}/{SPEC_FILE}")
     if text is None:
@@ -514,7 +514,7 @@ def resume_spec(experiment_dir: str, *, space: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> SearchSpec:
     """The spec to resume ``experiment_dir`` with: the stored one, or ``space`` (with the stored
     overrides, then ``overrides``) if it resolves to the same spec. A UserError says what differs."""
-    from tune_lip.spec import load_spec
+    from tune_lip.tune.spec import load_spec
 
     stored, launched = stored_spec(experiment_dir)
     if space is None:
@@ -536,7 +536,7 @@ def resume_spec(experiment_dir: str, *, space: str | Path | None = None,
 def load_space(space: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpec:
     """A search space (a YAML file or a shipped name) validated against its study, with the
     command-line ``overrides`` (num_samples, budget, resources, pending_timeout_seconds) applied."""
-    from tune_lip.spec import load_spec
+    from tune_lip.tune.spec import load_spec
 
     spec = load_spec(space, studies=study_metrics())
     return spec.with_overrides(**_override_values(overrides or {}), where="command line")
@@ -563,8 +563,8 @@ def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str |
     """
     from ray import tune
 
-    from tune_lip import pending
     from tune_lip.analysis.results import storage_location
+    from tune_lip.tune import pending
 
     storage = storage_root(storage_path)
     name = name or experiment_name(spec)
@@ -608,8 +608,8 @@ def _follow_the_experiment(tuner: Any, experiment_dir: str) -> None:
     experiment copied off a cluster or renamed would otherwise write its Parquet results to
     the old path (or fail there). Ray itself relocates the trials it restores.
     """
-    from tune_lip.callbacks import ParquetResultsCallback
-    from tune_lip.pending import PendingTimeout
+    from tune_lip.tune.callbacks import ParquetResultsCallback
+    from tune_lip.tune.pending import PendingTimeout
 
     run_config = tuner._local_tuner.get_run_config()   # Ray has no public accessor
     for callback in [*(run_config.callbacks or []), run_config.stop]:

@@ -56,9 +56,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from tune_lip.budget import Budget, ScheduleConfig, lr_at, parse_budget
 from tune_lip.errors import ConfigError, UserError
-from tune_lip.train_loop import DIVERGED_LOSS
+from tune_lip.studies.budget import Budget, ScheduleConfig, lr_at, parse_budget
+from tune_lip.studies.lipschitz import DIVERGED_LOSS
 
 __all__ = [
     "NQM_OPTIMIZERS",

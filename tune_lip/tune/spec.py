@@ -58,8 +58,8 @@ from typing import Any, Union
 
 import yaml
 
-from tune_lip.budget import Budget, parse_budget
 from tune_lip.errors import UserError
+from tune_lip.studies.budget import Budget, parse_budget
 
 __all__ = [
     "LogUniform",
@@ -211,7 +211,7 @@ class SearcherSpec:
     per: dotted paths (without ``space.``) of Grid domains at each of whose values an independent
     Optuna search of ``num_samples`` trials runs (OptunaSearch cannot do grid_search itself).
     seed: searcher seed. n_startup_trials: Optuna's random trials before TPE takes over.
-    key, initial: for ``boundary`` (`tune_lip.boundary_search.BoundarySearch`): the dotted path
+    key, initial: for ``boundary`` (`tune_lip.tune.boundary_search.BoundarySearch`): the dotted path
     of the one loguniform domain (e.g. ``optimizer.elr``) whose regime boundaries are sought,
     and the number of log-spaced points of the initial sweep.
     """
@@ -237,7 +237,7 @@ class SearchSpec:
     max_concurrent_trials: None = as many as resources allow.
     resources: per trial: ``cpu``, ``gpu``, ``memory_gb``, ``min_gpu_memory_gb`` as floats
         (``gpu`` and ``min_gpu_memory_gb`` may be "auto": from the config's estimated memory,
-        see `tune_lip.placement`), ``gpu_memory_gb`` as {accelerator type: GB per GPU},
+        see `tune_lip.cluster.placement`), ``gpu_memory_gb`` as {accelerator type: GB per GPU},
     ``accelerator`` as a tuple of accelerator types (any of them will do).
     checkpoint_every: reports between checkpoints; 0 = only at the end.
     max_failures: times a failed trial (e.g. its node was lost) restarts from its last
@@ -805,7 +805,7 @@ def _resources(raw: Any, *, where: str) -> dict[str, Any]:
                 raise UserError(where, key, "GB per GPU must be > 0", fix=table_fix)
             continue
         if value == "auto" and kind in ("gpu", "min_gpu_memory_gb"):
-            out[kind] = "auto"  # from the trial config's estimated memory (tune_lip.placement)
+            out[kind] = "auto"  # from the trial config's estimated memory (tune_lip.cluster.placement)
             continue
         amount = _float(value, where=where, key=key, fix=fix)
         if amount < 0:

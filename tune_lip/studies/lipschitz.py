@@ -5,7 +5,7 @@ One trial = one `LipschitzLoop`: it builds data (uint8, on the training device),
 trains in slices: ``train_for(steps)`` returns the slice's training metrics,
 ``evaluate()`` the test metrics (clean and certified accuracy), and
 ``state_dict()``/``load_state_dict()`` continue a run bit-identically. ``optimizer.sam_rho > 0``
-trains with SAM (`tune_lip.sam`); ``sharpness: {every: k}`` adds ``sharpness`` (the top Hessian
+trains with SAM (`tune_lip.nn.sam`); ``sharpness: {every: k}`` adds ``sharpness`` (the top Hessian
 eigenvalue on a fixed batch) to every k-th evaluation. The Ray Trainable in
 `tune_lip.trainables.lipschitz` is a thin adapter around it.
 
@@ -31,15 +31,15 @@ from typing import Any, cast
 
 import torch
 
-from tune_lip.augment import AugmentConfig, augment_batch
-from tune_lip.budget import Budget, ScheduleConfig, lr_at, parse_budget
-from tune_lip.data import ImageData, convert_and_center, load_dataset
+from tune_lip.data.augment import AugmentConfig, augment_batch
+from tune_lip.data.datasets import ImageData, convert_and_center, load_dataset
+from tune_lip.data.sampling import BatchOrder
 from tune_lip.errors import ConfigError
-from tune_lip.losses import OffsetCrossEntropy, certified_correct, correct
-from tune_lip.models import MODELS, build_model, model_options
-from tune_lip.optim import OptimizerConfig, build_optimizer
-from tune_lip.sam import SharpnessConfig, sam_step, top_hessian_eigenvalue
-from tune_lip.sampling import BatchOrder
+from tune_lip.nn.losses import OffsetCrossEntropy, certified_correct, correct
+from tune_lip.nn.models import MODELS, build_model, model_options
+from tune_lip.nn.optim import OptimizerConfig, build_optimizer
+from tune_lip.nn.sam import SharpnessConfig, sam_step, top_hessian_eigenvalue
+from tune_lip.studies.budget import Budget, ScheduleConfig, lr_at, parse_budget
 
 __all__ = [
     "DIVERGED_LOSS",

@@ -83,7 +83,7 @@ def estimate_memory(config: Mapping[str, Any], config_class: Any = None) -> Memo
     """
     import torch
 
-    from tune_lip.models import build_model
+    from tune_lip.nn.models import build_model
 
     if config_class is not None:
         cfg = config_class.from_dict(dict(config))
@@ -134,7 +134,7 @@ _CIFAR_SHAPES = {"cifar10": ((3, 32, 32), 10, 60_000), "cifar100": ((3, 32, 32),
 
 def _data_shape(dataset: dict[str, Any]) -> tuple[tuple[int, int, int], int, int]:
     """(input shape, classes, bytes of the uint8 images and int64 labels kept on the device)."""
-    from tune_lip.data import load_dataset
+    from tune_lip.data.datasets import load_dataset
 
     name = dataset.pop("name", "digits")
     try:
@@ -402,7 +402,7 @@ def accelerator_type(device: Any = None) -> str:
 
     import torch
 
-    from tune_lip.train_loop import pick_device
+    from tune_lip.studies.lipschitz import pick_device
 
     device = device or pick_device("auto")
     if device.type != "cuda":

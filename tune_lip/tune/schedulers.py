@@ -21,7 +21,7 @@ import numpy as np
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
-from tune_lip.spec import get_in
+from tune_lip.tune.spec import get_in
 
 __all__ = ["GroupedASHAScheduler"]
 

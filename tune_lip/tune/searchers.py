@@ -13,7 +13,7 @@ step they reached). A trial is complete when it made all its reports or diverged
 (`tune_lip.analysis.ran_full_budget`; Ray's ``done`` flag is set for stopped trials too).
 
 Example:
-    >>> from tune_lip.spec import LogUniform, Grid
+    >>> from tune_lip.tune.spec import LogUniform, Grid
     >>> s = GroupedOptunaSearch({"lr": LogUniform(1e-3, 1.0), "b": Grid((16, 64))},
     ...     per=["b"], samples_per_group=2, metric="acc", mode="max", seed=0)
     >>> sorted(s.suggest("t1"))
@@ -41,7 +41,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from tune_lip.analysis.results import ran_full_budget
-from tune_lip.spec import Choice, Grid, LogUniform, RandInt, Uniform, get_in, set_in
+from tune_lip.tune.spec import Choice, Grid, LogUniform, RandInt, Uniform, get_in, set_in
 
 __all__ = ["GroupedOptunaSearch", "PickledStateSearcher", "to_tune_space", "flat_domains"]
 

@@ -2,7 +2,7 @@
 
 From *On the Validity of Modeling SGD with SDEs* (Li, Malladi, Arora 2021) and *On the SDEs and
 Scaling Rules for Adaptive Gradient Algorithms* (Malladi et al. 2022). The maths (SVAG, NGD, the
-noise estimates; hand-written, no library has them) is in `tune_lip.scaling_rules`.
+noise estimates; hand-written, no library has them) is in `tune_lip.nn.scaling_rules`.
 
 - ``optimizer.lr_rule``: at batch size B, lr = η·B/B₀ (``linear``; default for SGD, η = 0.8),
   η·√(B/B₀) (``sqrt``, the SDE rule for Adam/RMSprop; their default, η = 1e-3) or η (``none``);
@@ -23,10 +23,10 @@ noise estimates; hand-written, no library has them) is in `tune_lip.scaling_rule
 - ``grad_stats_every: K`` (0 = off): after every K-th step, k = ``grad_stats_batches`` fresh
   minibatches of B (uniform with replacement from the training pool, own generator, augmented
   as in training, BN statistics restored) give loss gradients g₁..g_k (no weight decay), and
-  from them (`tune_lip.scaling_rules.gradient_noise`) ``grad_norm_sq`` G, unbiased for ‖∇L‖²,
+  from them (`tune_lip.nn.scaling_rules.gradient_noise`) ``grad_norm_sq`` G, unbiased for ‖∇L‖²,
   ``grad_noise`` N, unbiased for tr Σ, and ``noise_scale`` = N/G (B_simple; ratio of the
   slice's mean G and N, NaN if G ≤ 0). Cost: k extra forward+backward passes of B every K steps.
-- ``optimizer.sam_rho`` > 0: SAM steps (`tune_lip.sam`; minibatch and SVAG);
+- ``optimizer.sam_rho`` > 0: SAM steps (`tune_lip.nn.sam`; minibatch and SVAG);
   ``sharpness: {every: k}``: the top Hessian eigenvalue at every k-th evaluation.
 
 Determinism: init from ``seed``; the batch at step t is a pure function of (seed, t);
@@ -52,26 +52,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tune_lip.augment import AugmentConfig, augment_batch
-from tune_lip.budget import Budget, ScheduleConfig, lr_at, parse_budget
-from tune_lip.data import ImageData, convert_and_center
+from tune_lip.data.augment import AugmentConfig, augment_batch
+from tune_lip.data.datasets import ImageData, convert_and_center
+from tune_lip.data.sampling import BatchOrder
 from tune_lip.errors import ConfigError, UserError
-from tune_lip.losses import cross_entropy_and_accuracy
-from tune_lip.models import build_model
-from tune_lip.models.scaling_nets import NORMS
-from tune_lip.optim import OPTIMIZERS, OptimizerConfig, build_optimizer
-from tune_lip.sam import SharpnessConfig, buffers_restored, sam_step, top_hessian_eigenvalue
-from tune_lip.sampling import BatchOrder
-from tune_lip.scaling_rules import (
+from tune_lip.nn.losses import cross_entropy_and_accuracy
+from tune_lip.nn.models import build_model
+from tune_lip.nn.models.scaling_nets import NORMS
+from tune_lip.nn.optim import OPTIMIZERS, OptimizerConfig, build_optimizer
+from tune_lip.nn.sam import SharpnessConfig, buffers_restored, sam_step, top_hessian_eigenvalue
+from tune_lip.nn.scaling_rules import (
     gradient_noise,
     ngd_backward,
     ngd_weights,
     scaled_lr,
     svag_objective,
 )
+from tune_lip.studies.budget import Budget, ScheduleConfig, lr_at, parse_budget
 
 # The study loops share the data cache and the config helpers of the Lipschitz loop.
-from tune_lip.train_loop import (
+from tune_lip.studies.lipschitz import (
     DIVERGED_LOSS,
     DataConfig,
     ModelConfig,
@@ -101,7 +101,7 @@ def _check_int(key: str, value: Any, low: int) -> None:
 
 @dataclass(frozen=True)
 class ScalingOptimizerConfig:
-    name: str = "sgd"               # sgd | adam | adamw | rmsprop (tune_lip.optim)
+    name: str = "sgd"               # sgd | adam | adamw | rmsprop (tune_lip.nn.optim)
     lr_rule: str | None = None      # linear | sqrt | none; None = linear for sgd, sqrt otherwise
     eta: float | None = None        # LR per step at base_batch and l = 1; None = 0.8 (sgd), 1e-3
     base_batch: int = 128           # B₀, examples
@@ -110,7 +110,7 @@ class ScalingOptimizerConfig:
     weight_decay: float = 5e-4      # L2 coefficient (decoupled for adamw)
     betas: tuple[float, float] = (0.9, 0.999)   # Adam/AdamW
     eps: float = 1e-8               # Adam/AdamW/RMSprop denominator epsilon
-    sam_rho: float = 0.0            # SAM radius in parameter space (tune_lip.sam); 0 = off
+    sam_rho: float = 0.0            # SAM radius in parameter space (tune_lip.nn.sam); 0 = off
     sam_adaptive: bool = False      # ASAM
 
     def __post_init__(self) -> None:
@@ -126,7 +126,7 @@ class ScalingOptimizerConfig:
         object.__setattr__(self, "lr_rule", rule)   # resolved, so the saved config says what ran
         object.__setattr__(self, "eta", float(eta))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        self.torch_config(1.0)   # tune_lip.optim checks the remaining knobs
+        self.torch_config(1.0)   # tune_lip.nn.optim checks the remaining knobs
 
     def lr(self, batch_size: int) -> float:
         """The rule's LR at ``batch_size`` (before SVAG's 1/l and the schedule)."""
@@ -420,7 +420,7 @@ class ScalingLoop:
 
     # ------------------------------------------------------------------ evaluation
     def measure_sharpness(self) -> float:
-        """Top Hessian eigenvalue of the training loss (`tune_lip.sam`) on a fixed batch: the data
+        """Top Hessian eigenvalue of the training loss (`tune_lip.nn.sam`) on a fixed batch: the data
         order's first ``sharpness.batch_size`` examples, not augmented, in train mode; buffers
         restored, start vector from ``seed``: a function of the weights alone."""
         x, y = self._inputs(self.pool[self.batch_order.permutation(0)[:self.cfg.sharpness.batch_size]], None)

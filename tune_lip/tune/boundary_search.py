@@ -53,8 +53,8 @@ from tune_lip.analysis.regimes import (
     classify_regime,
     fit_regime_thresholds,
 )
-from tune_lip.searchers import PickledStateSearcher
-from tune_lip.spec import set_in
+from tune_lip.tune.searchers import PickledStateSearcher
+from tune_lip.tune.spec import set_in
 
 __all__ = ["BoundarySearch"]
 

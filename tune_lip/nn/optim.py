@@ -1,8 +1,8 @@
 """Optimizers by name, configured by a typed dataclass.
 
 The learning rate here is the *peak* LR of the schedule; the training loop sets each
-step's LR from `tune_lip.budget.lr_at`. ``sam_rho > 0`` makes the loop take SAM steps
-(`tune_lip.sam.sam_step`) around the optimizer named here.
+step's LR from `tune_lip.studies.budget.lr_at`. ``sam_rho > 0`` makes the loop take SAM steps
+(`tune_lip.nn.sam.sam_step`) around the optimizer named here.
 
 Example:
     >>> import torch
@@ -35,7 +35,7 @@ class OptimizerConfig:
     weight_decay: float = 0.0   # L2 coefficient (decoupled for adamw)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW
     eps: float = 1e-8           # Adam/AdamW/RMSprop denominator epsilon
-    sam_rho: float = 0.0        # SAM perturbation radius in parameter space (tune_lip.sam); 0 = off
+    sam_rho: float = 0.0        # SAM perturbation radius in parameter space (tune_lip.nn.sam); 0 = off
     sam_adaptive: bool = False  # ASAM: perturb in |w|-rescaled coordinates (rho then ~relative)
 
     def __post_init__(self) -> None:

@@ -2,7 +2,7 @@
 
 Contract: in eval mode each model maps images (B, C, H, W) to scores (B, num_classes)
 and is 1-Lipschitz in l2 end to end, so a margin of sqrt(2)*eps between the true score and
-every other score certifies robustness at radius eps (`tune_lip.losses.certified_correct`).
+every other score certifies robustness at radius eps (`tune_lip.nn.losses.certified_correct`).
 Every piece is 1-Lipschitz: AOL layers, CPL layers (eval), MaxMin, flatten, PixelUnshuffle
 (a permutation) and taking the first outputs (a projection).
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from tune_lip.models.activations import MaxMin
-from tune_lip.models.aol import AOLConv2d, AOLLinear
-from tune_lip.models.cpl import CPLConv2d
+from tune_lip.nn.models.activations import MaxMin
+from tune_lip.nn.models.aol import AOLConv2d, AOLLinear
+from tune_lip.nn.models.cpl import CPLConv2d
 
 __all__ = ["AOLMLP", "CPLConvNet"]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from torch import nn
 
-from tune_lip.models.networks import AOLMLP, CPLConvNet
-from tune_lip.models.scaling_nets import VGG16, VGG19, PreResNet32, ResNet32
-from tune_lip.models.sphere_nets import ConvNetSI, ConvNetSIAf, ResNet18SI, ResNet18SIAf
+from tune_lip.nn.models.networks import AOLMLP, CPLConvNet
+from tune_lip.nn.models.scaling_nets import VGG16, VGG19, PreResNet32, ResNet32
+from tune_lip.nn.models.sphere_nets import ConvNetSI, ConvNetSIAf, ResNet18SI, ResNet18SIAf
 
 __all__ = ["MODELS", "build_model", "model_options"]
 

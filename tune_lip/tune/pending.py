@@ -23,7 +23,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from tune_lip.placement import describe_resources
+from tune_lip.cluster.placement import describe_resources
 
 __all__ = ["PendingTimeout", "fired"]
 

@@ -3,7 +3,7 @@
 Every data set loads into one `ImageData`: uint8 images (N, H, W, C), int64 labels (N,) and
 the per-channel mean of the training images. Training keeps the images as uint8 on the
 device; `convert_and_center` turns a batch into float32 (B, C, H, W) there, and
-`tune_lip.augment` augments it there, so the host never touches a pixel during training.
+`tune_lip.data.augment` augments it there, so the host never touches a pixel during training.
 
 Data sets (the `DATASETS` registry; options are keyword arguments of `load_dataset`):
 

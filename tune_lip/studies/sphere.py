@@ -20,14 +20,14 @@ the SI weights), ``elr``, ``effective_grad_norm`` (‖∇_w L‖·‖w‖, the g
 sphere), ``angular_update`` (radians between w_t and w_{t+1}), optionally ``hessian_trace``;
 and `SphereLoop.regime` labels the whole train-loss trajectory (converged/chaotic/diverged).
 
-SAM (``optimizer.sam_rho > 0``, `tune_lip.sam`) perturbs before the projection: gradients at w
+SAM (``optimizer.sam_rho > 0``, `tune_lip.nn.sam`) perturbs before the projection: gradients at w
 (on the sphere), ε = ρ·g/‖g‖, gradients at w + ε, w restored, the per-filter gradient scaling,
 the SGD step, then the projection. The SI weights' gradient is orthogonal to w, so w + ε lies
 just off the sphere and, the net being scale-invariant, is an angular perturbation of
 atan(ρ/ρ₀) radians. ``sharpness: {every: k}`` adds ``sharpness`` (the top Hessian eigenvalue
 of the trainable weights on a fixed batch) to every k-th evaluation.
 
-Determinism: as `tune_lip.train_loop` -- init from ``seed``, the batch at step t a pure
+Determinism: as `tune_lip.studies.lipschitz` -- init from ``seed``, the batch at step t a pure
 function of (seed, t), augmentation from one checkpointed generator.
 
 Example:
@@ -51,24 +51,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tune_lip.augment import AugmentConfig, augment_batch
-from tune_lip.budget import Budget, parse_budget
-from tune_lip.data import ImageData, convert_and_center
+from tune_lip.data.augment import AugmentConfig, augment_batch
+from tune_lip.data.datasets import ImageData, convert_and_center
+from tune_lip.data.sampling import BatchOrder
 from tune_lip.errors import ConfigError, UserError
-from tune_lip.losses import cross_entropy_and_accuracy
-from tune_lip.models import build_model
-from tune_lip.models.sphere_nets import ScaleInvariantNet
-from tune_lip.sam import (
+from tune_lip.nn.losses import cross_entropy_and_accuracy
+from tune_lip.nn.models import build_model
+from tune_lip.nn.models.sphere_nets import ScaleInvariantNet
+from tune_lip.nn.sam import (
     SharpnessConfig,
     buffers_restored,
     hutchinson_trace,
     sam_gradients,
     top_hessian_eigenvalue,
 )
-from tune_lip.sampling import BatchOrder
+from tune_lip.studies.budget import Budget, parse_budget
 
 # The study loops share the data cache and the config helpers of the Lipschitz loop.
-from tune_lip.train_loop import (
+from tune_lip.studies.lipschitz import (
     DIVERGED_LOSS,
     DataConfig,
     LoopCheckpoint,
@@ -97,7 +97,7 @@ class SphereOptimizerConfig:
     momentum: float = 0.0       # heavy-ball momentum of every group (the paper: 0)
     weight_decay: float = 0.0   # L2 coefficient, full mode only
     per_filter: bool = False    # sphere mode: each conv filter on its own sphere, each at ELR elr
-    sam_rho: float = 0.0        # SAM radius in weight space (tune_lip.sam; angle atan(ρ/ρ₀)); 0 = off
+    sam_rho: float = 0.0        # SAM radius in weight space (tune_lip.nn.sam; angle atan(ρ/ρ₀)); 0 = off
     sam_adaptive: bool = False  # ASAM: perturb in |w|-rescaled coordinates
 
     def __post_init__(self) -> None:

@@ -53,7 +53,7 @@ def start_fake_cluster(nodes: Mapping[str, int], *, cpus_per_node: int = 2, head
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every node binds 127.0.0.1 (ray 2.60)
     from ray.cluster_utils import Cluster
 
-    from tune_lip.placement import ACCELERATOR_LABEL
+    from tune_lip.cluster.placement import ACCELERATOR_LABEL
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": False})
     cluster.nodes_by_type = {  # type: ignore[attr-defined]  # our own attribute on Ray's Cluster
@@ -97,12 +97,12 @@ class NodeKiller(Callback):
 
 def rehearse(space: str, *, nodes: Mapping[str, int], storage_path: str | Path, name: str | None = None,
              kill: str | None = None, cpus_per_node: int = 2, overrides: dict[str, Any] | None = None) -> Path:
-    """Run ``space`` (with the command-line ``overrides`` of `tune_lip.launch.load_space`) on a
+    """Run ``space`` (with the command-line ``overrides`` of `tune_lip.tune.launch.load_space`) on a
     fake local cluster; return the experiment directory."""
     import ray
 
-    from tune_lip.calibrate import append_table, calibrate_cluster
-    from tune_lip.launch import (
+    from tune_lip.cluster.calibrate import append_table, calibrate_cluster
+    from tune_lip.tune.launch import (
         CALIBRATION_FILE,
         check_placement,
         check_spec,
@@ -111,7 +111,7 @@ def rehearse(space: str, *, nodes: Mapping[str, int], storage_path: str | Path, 
         load_space,
         run_search,
     )
-    from tune_lip.launch import storage_root as absolute_storage
+    from tune_lip.tune.launch import storage_root as absolute_storage
 
     spec = load_space(space, overrides)
     if kill is not None and kill not in nodes:

@@ -27,8 +27,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from tune_lip.placement import accelerator_type
-from tune_lip.train_loop import LipschitzConfig, LipschitzLoop, model_key
+from tune_lip.cluster.placement import accelerator_type
+from tune_lip.studies.lipschitz import LipschitzConfig, LipschitzLoop, model_key
 
 __all__ = ["time_batch_all", "calibrate_cluster", "append_table"]
 
@@ -75,7 +75,7 @@ def calibrate_cluster(configs: Sequence[dict[str, Any]], *, warmup_steps: int = 
     """`time_batch_all` on each accelerator type of the connected Ray cluster, as one table.
 
     types: default every type with a live node or one the autoscaler can start (from ``ray up``'s
-    config on the head, `tune_lip.placement.launchable_accelerators`). Each
+    config on the head, `tune_lip.cluster.placement.launchable_accelerators`). Each
     type's task asks for one whole GPU and ``accelerator_type:<T>: 0.001``, so it runs on a node
     of that type, alone on its GPU; the types run in parallel. A named type with no node yet
     waits for the autoscaler to start one (the pending task is the demand it scales on).
@@ -83,8 +83,8 @@ def calibrate_cluster(configs: Sequence[dict[str, Any]], *, warmup_steps: int = 
     """
     import ray
 
+    from tune_lip.cluster.placement import PIN_AMOUNT, cluster_accelerators, launchable_accelerators
     from tune_lip.errors import UserError
-    from tune_lip.placement import PIN_AMOUNT, cluster_accelerators, launchable_accelerators
 
     kinds = list(types) if types else sorted(set(cluster_accelerators()) | set(launchable_accelerators()))
     if not kinds:
@@ -118,7 +118,7 @@ def append_table(new: pd.DataFrame, path: str | Path) -> str:
     import pyarrow.parquet as pq
 
     from tune_lip.analysis.results import storage_location
-    from tune_lip.budget import read_calibration
+    from tune_lip.studies.budget import read_calibration
 
     fs, inner = storage_location(str(path))
     exists = fs.get_file_info(inner).type == pafs.FileType.File

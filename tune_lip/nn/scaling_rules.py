@@ -2,7 +2,7 @@
 
 From *On the Validity of Modeling SGD with SDEs* (Li, Malladi, Arora 2021) and *On the SDEs and
 Scaling Rules for Adaptive Gradient Algorithms* (Malladi et al. 2022). Hand-written: no library
-has SVAG, NGD or these noise estimates. `tune_lip.scaling` trains and measures with them.
+has SVAG, NGD or these noise estimates. `tune_lip.studies.scaling` trains and measures with them.
 
 - `scaled_lr`: the LR at batch size B from η at B₀: η·B/B₀ (``linear``, SGD's rule),
   η·√(B/B₀) (``sqrt``, the SDE rule for Adam/RMSprop) or η (``none``).

@@ -73,11 +73,11 @@ def cross_entropy_and_accuracy(model: nn.Module, images: Tensor, labels: Tensor,
                        batch_size: int = 1024) -> tuple[Tensor, Tensor]:
     """Mean cross-entropy and accuracy of ``model`` on a uint8 test set, as float64 0-d tensors.
 
-    images: (N, H, W, C) uint8, centred with ``mean`` (`tune_lip.data.convert_and_center`) one
+    images: (N, H, W, C) uint8, centred with ``mean`` (`tune_lip.data.datasets.convert_and_center`) one
     batch at a time. The pass runs in eval mode (BatchNorm uses its running statistics); the
     model is back in train mode after. No host sync: the caller reads both values at once.
     """
-    from tune_lip.data import convert_and_center
+    from tune_lip.data.datasets import convert_and_center
 
     model.eval()
     n = len(labels)

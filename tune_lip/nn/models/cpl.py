@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tune_lip.models.aol import CachedInEval
+from tune_lip.nn.models.aol import CachedInEval
 
 __all__ = ["CPLConv2d", "CPLLinear", "conv_spectral_norm_bound"]
 
