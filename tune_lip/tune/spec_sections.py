@@ -1,0 +1,305 @@
+"""The sections of a search spec other than ``space``: ``scheduler``, ``searcher`` (and whether it
+fits the space's domains), ``resources``, ``budget``, ``pending_timeout_seconds``, with the small
+validators (`_name`, `_int`, `_float`, `_did_you_mean`) every part of the spec parser shares.
+Re-exported by `tune_lip.tune.spec`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tune_lip.errors import UserError
+from tune_lip.studies.budget import Budget, parse_budget
+from tune_lip.tune.domains import Domain, Grid, LogUniform
+
+# ---------------------------------------------------------------------------- scheduler, searcher
+
+SCHEDULERS = ("asha", "none")
+SEARCHERS = ("optuna", "random", "grid", "boundary")
+RESOURCE_KINDS = ("cpu", "gpu", "memory_gb", "accelerator", "min_gpu_memory_gb", "gpu_memory_gb")
+_RESOURCE_ALIASES = {"num_cpus": "cpu", "cpus": "cpu", "num_gpus": "gpu", "gpus": "gpu",
+                     "memory": "memory_gb", "accelerator_type": "accelerator"}
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """Trial scheduler. ``asha``: Ray's ASHAScheduler in units of work (budget.progress_attr).
+
+    grace_fraction: fraction of the budget every trial gets before it can be stopped, in (0, 1].
+    reduction_factor: keep 1/reduction_factor of trials at each rung (> 1).
+    brackets: ASHA brackets (1 = plain successive halving).
+    ``none``: every trial runs its whole budget (the knobs are then ignored).
+    """
+
+    name: str
+    grace_fraction: float = 0.1
+    reduction_factor: float = 3
+    brackets: int = 1
+
+
+@dataclass(frozen=True)
+class SearcherSpec:
+    """How configs are proposed.
+
+    name: ``optuna`` (TPE via Ray's OptunaSearch), ``random`` (Ray's BasicVariantGenerator: grid
+    domains crossed, the rest sampled) or ``grid`` (only grid domains; every point tried).
+    per: dotted paths (without ``space.``) of Grid domains at each of whose values an independent
+    Optuna search of ``num_samples`` trials runs (OptunaSearch cannot do grid_search itself).
+    seed: searcher seed. n_startup_trials: Optuna's random trials before TPE takes over.
+    key, initial: for ``boundary`` (`tune_lip.tune.boundary_search.BoundarySearch`): the dotted path
+    of the one loguniform domain (e.g. ``optimizer.elr``) whose regime boundaries are sought,
+    and the number of log-spaced points of the initial sweep.
+    """
+
+    name: str
+    per: tuple[str, ...] = ()
+    seed: int = 0
+    n_startup_trials: int = 5
+    key: str = ""
+    initial: int = 6
+
+
+
+# ---------------------------------------------------------------------------- section parsers
+
+
+def _budget(raw: Any, *, where: str) -> Budget:
+    example = "use e.g. {epochs: 30}, {steps: 2000} or {reference_hours: 1, reference: A100}"
+    try:
+        return parse_budget(raw, where=where, key="budget")
+    except UserError as exc:
+        if exc.fix is not None:
+            raise
+        # parse_budget leaves some messages without a fix; every spec error carries one.
+        raise UserError(exc.where, exc.key, exc.problem, fix=example) from None
+
+
+def _pending_timeout(raw: Any, *, where: str) -> float:
+    fix = "use e.g. pending_timeout_seconds: 900 (seconds trials may wait for resources with none running)"
+    seconds = _float(raw, where=where, key="pending_timeout_seconds", fix=fix)
+    if not seconds > 0:
+        raise UserError(where, "pending_timeout_seconds", f"must be > 0, got {raw!r}", fix=fix)
+    return seconds
+
+
+def _check_reports_fit(reports: int, budget: Budget, *, where: str) -> None:
+    # Only a steps budget is known before the data set is; a trial cannot report between steps.
+    if budget.kind == "steps" and reports > budget.amount:
+        raise UserError(where, "reports",
+                        f"{reports} reports do not fit in a budget of {budget.amount} steps",
+                        fix=f"use reports: {int(budget.amount)} or fewer, or a larger budget")
+
+
+def _scheduler(raw: Any, *, where: str) -> SchedulerSpec:
+    fix = "use e.g. {name: asha, grace_fraction: 0.1, reduction_factor: 3}, or none"
+    if raw is None:
+        return SchedulerSpec("none")
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise UserError(where, "scheduler", f"must be a name or a mapping, got {raw!r}", fix=fix)
+    name = raw.get("name")
+    if name is None:
+        raise UserError(where, "scheduler.name", "is missing", fix=fix)
+    if name not in SCHEDULERS:
+        raise UserError(where, "scheduler.name",
+                        f"unknown scheduler {name!r}{_did_you_mean(str(name), SCHEDULERS)}",
+                        fix=f"use one of: {', '.join(SCHEDULERS)}")
+    knobs = ("name", "grace_fraction", "reduction_factor", "brackets")
+    for key in raw:
+        if key not in knobs:
+            raise UserError(where, f"scheduler.{key}",
+                            f"unknown scheduler option{_did_you_mean(str(key), knobs)}",
+                            fix=f"valid options: {', '.join(knobs)}")
+    grace = _float(raw.get("grace_fraction", 0.1), where=where, key="scheduler.grace_fraction",
+                   fix="use e.g. grace_fraction: 0.1 (a fraction of the budget)")
+    if not 0.0 < grace <= 1.0:
+        raise UserError(where, "scheduler.grace_fraction", f"must be in (0, 1], got {grace}",
+                        fix="use e.g. grace_fraction: 0.1 (a fraction of the budget)")
+    rf = _float(raw.get("reduction_factor", 3), where=where, key="scheduler.reduction_factor",
+                fix="use e.g. reduction_factor: 3")
+    if not rf > 1.0:
+        raise UserError(where, "scheduler.reduction_factor", f"must be > 1, got {rf:g}",
+                        fix="use e.g. reduction_factor: 3 (keep the best third at each rung)")
+    brackets = _int(raw.get("brackets", 1), where=where, key="scheduler.brackets", minimum=1,
+                    fix="use e.g. brackets: 1")
+    return SchedulerSpec(name=name, grace_fraction=grace, reduction_factor=rf, brackets=brackets)
+
+
+def _searcher(raw: Any, *, where: str) -> SearcherSpec:
+    fix = "use e.g. {name: optuna, per: dataset.batch_size}, random or grid"
+    if raw is None:
+        return SearcherSpec("random")
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise UserError(where, "searcher", f"must be a name or a mapping, got {raw!r}", fix=fix)
+    name = raw.get("name")
+    if name is None:
+        raise UserError(where, "searcher.name", "is missing", fix=fix)
+    if name not in SEARCHERS:
+        raise UserError(where, "searcher.name",
+                        f"unknown searcher {name!r}{_did_you_mean(str(name), SEARCHERS)}",
+                        fix=f"use one of: {', '.join(SEARCHERS)}")
+    knobs = {"optuna": ("name", "per", "seed", "n_startup_trials"),
+             "boundary": ("name", "key", "seed", "initial")}.get(name, ("name", "seed"))
+    for key in raw:
+        if key not in knobs:
+            if key in ("per", "n_startup_trials"):
+                raise UserError(where, f"searcher.{key}",
+                                f"only applies to searcher optuna, not {name}",
+                                fix="remove it (random and grid already run num_samples "
+                                    "at every grid point)")
+            raise UserError(where, f"searcher.{key}",
+                            f"unknown searcher option{_did_you_mean(str(key), knobs)}",
+                            fix=f"valid options for {name}: {', '.join(knobs)}")
+    per_raw = raw.get("per", [])
+    per_list = [per_raw] if isinstance(per_raw, str) else per_raw
+    if not isinstance(per_list, list) or not all(isinstance(p, str) and p for p in per_list):
+        raise UserError(where, "searcher.per",
+                        f"must be a dotted path or a list of them, got {per_raw!r}",
+                        fix="use e.g. per: dataset.batch_size, "
+                            "or per: [dataset.batch_size, model.depth]")
+    per = tuple(p[len("space."):] if p.startswith("space.") else p for p in per_list)
+    if len(set(per)) != len(per):
+        raise UserError(where, "searcher.per", f"lists a path twice: {list(per)}",
+                        fix="list each path once")
+    seed = _int(raw.get("seed", 0), where=where, key="searcher.seed", minimum=0,
+                fix="use e.g. seed: 0")
+    n_startup = _int(raw.get("n_startup_trials", 5), where=where, key="searcher.n_startup_trials",
+                     minimum=0, fix="use e.g. n_startup_trials: 5")
+    key = raw.get("key", "")
+    if name == "boundary" and (not isinstance(key, str) or not key):
+        raise UserError(where, "searcher.key", f"must name the swept domain, got {key!r}",
+                        fix="use e.g. {name: boundary, key: optimizer.elr}")
+    initial = _int(raw.get("initial", 6), where=where, key="searcher.initial", minimum=3,
+                   fix="use e.g. initial: 6 (log-spaced points before the boundary search)")
+    return SearcherSpec(name=name, per=per, seed=seed, n_startup_trials=n_startup,
+                        key=key[len("space."):] if key.startswith("space.") else key, initial=initial)
+
+
+def _check_searcher_fits_space(
+    searcher: SearcherSpec, domains: dict[str, Domain], *, where: str
+) -> None:
+    grids = [k for k, d in domains.items() if isinstance(d, Grid)]
+    for p in searcher.per:
+        if p not in domains:
+            raise UserError(where, "searcher.per",
+                            f"{p!r} is not a domain in space{_did_you_mean(p, grids)}",
+                            fix=f"name a grid domain ({', '.join(grids) or 'none in this space'}), "
+                                f"e.g. batch_size: {{grid: [64, 256]}}")
+        if not isinstance(domains[p], Grid):
+            raise UserError(where, "searcher.per",
+                            f"{p!r} is a {domains[p].kind} domain, not a grid",
+                            fix="make it {grid: [...]} or remove it from per")
+    if searcher.name == "grid":
+        for k, d in domains.items():
+            if not isinstance(d, Grid):
+                raise UserError(where, k, f"searcher grid cannot sample a {d.kind} domain",
+                                fix="list its values as {grid: [...]}, "
+                                    "or use searcher optuna or random")
+    if searcher.name == "boundary":
+        if not isinstance(domains.get(searcher.key), LogUniform):
+            raise UserError(where, "searcher.key", f"{searcher.key!r} must be a loguniform domain in space",
+                            fix=f"make it e.g. {searcher.key or 'optimizer.elr'}: {{loguniform: [1e-5, 1.0]}}")
+        others = [k for k in domains if k != searcher.key]
+        if others:
+            raise UserError(where, others[0], "searcher boundary sweeps one domain only",
+                            fix="make it a fixed value, or use searcher random")
+    if searcher.name == "optuna":
+        missing = [k for k in grids if k not in searcher.per]
+        if missing:
+            everything = ", ".join([*searcher.per, *missing])
+            raise UserError(where, "searcher.per",
+                            f"grid domain {missing[0]!r} is not listed in per "
+                            "(Ray's OptunaSearch cannot do grid_search)",
+                            fix=f"add it to per: [{everything}], or make it a choice")
+        if all(isinstance(d, Grid) for d in domains.values()):
+            raise UserError(where, "searcher",
+                            "optuna has nothing to search: every domain is a grid in per",
+                            fix="use searcher: grid, or add a range, "
+                                "e.g. lr: {loguniform: [0.01, 1.0]}")
+
+
+def _resources(raw: Any, *, where: str) -> dict[str, Any]:
+    fix = "use e.g. resources: {cpu: 1, gpu: 0.25}"
+    if not isinstance(raw, dict):
+        raise UserError(where, "resources", f"must be a mapping, got {raw!r}", fix=fix)
+    out: dict[str, Any] = {}
+    for kind, value in raw.items():
+        key = f"resources.{kind}"
+        if kind not in RESOURCE_KINDS:
+            hint = (f" (did you mean {_RESOURCE_ALIASES[kind]!r}?)" if kind in _RESOURCE_ALIASES
+                    else _did_you_mean(str(kind), RESOURCE_KINDS))
+            raise UserError(where, key, f"unknown resource kind{hint}",
+                            fix=f"use one of: {', '.join(RESOURCE_KINDS)}")
+        if kind == "accelerator":
+            types = [value] if isinstance(value, str) else value
+            ok = isinstance(types, list) and types and all(isinstance(t, str) and t for t in types)
+            if not ok:
+                raise UserError(where, key,
+                                f"must be an accelerator type or a list of them, got {value!r}",
+                                fix="use e.g. accelerator: A100 or accelerator: [A100, H100]")
+            out[kind] = tuple(types)
+            continue
+        if kind == "gpu_memory_gb":
+            table_fix = "use e.g. gpu_memory_gb: {RTX4090: 24}"
+            if not isinstance(value, dict) or not value:
+                raise UserError(where, key, f"must map accelerator types to GB per GPU, got {value!r}", fix=table_fix)
+            out[kind] = {str(t): _float(gb, where=where, key=f"{key}.{t}", fix=table_fix) for t, gb in value.items()}
+            if any(gb <= 0 for gb in out[kind].values()):
+                raise UserError(where, key, "GB per GPU must be > 0", fix=table_fix)
+            continue
+        if value == "auto" and kind in ("gpu", "min_gpu_memory_gb"):
+            out[kind] = "auto"  # from the trial config's estimated memory (tune_lip.cluster.placement)
+            continue
+        amount = _float(value, where=where, key=key, fix=fix)
+        if amount < 0:
+            raise UserError(where, key, f"must be >= 0, got {value!r}", fix=fix)
+        out[kind] = amount
+    # Ray packs fractional GPUs only below one; above it trials take whole GPUs.
+    gpu = out.get("gpu", 0.0)
+    if gpu != "auto" and gpu > 1 and gpu != int(gpu):
+        raise UserError(where, "resources.gpu",
+                        f"a trial can use a fraction of one GPU or whole GPUs, got {gpu:g}",
+                        fix=f"use gpu: {math.ceil(gpu)} or a value <= 1")
+    for needs_gpu in ("accelerator", "min_gpu_memory_gb", "gpu_memory_gb"):
+        if needs_gpu in out and gpu != "auto" and gpu <= 0:
+            raise UserError(where, f"resources.{needs_gpu}",
+                            "only makes sense for trials that use a GPU",
+                            fix="add e.g. gpu: 0.25, or remove it")
+    out.setdefault("cpu", 1.0)  # Ray's own default per trial, written down so results record it
+    return out
+
+
+
+# ---------------------------------------------------------------------------- small helpers
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    match = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _name(raw: Any, *, where: str, key: str, fix: str) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise UserError(where, key, f"must be a name, got {raw!r}", fix=fix)
+    return raw.strip()
+
+
+def _int(raw: Any, *, where: str, key: str, minimum: int, fix: str) -> int:
+    # bool is an int in Python; `num_samples: yes` is a mistake, not 1.
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise UserError(where, key, f"must be a whole number, got {raw!r}", fix=fix)
+    if raw < minimum:
+        raise UserError(where, key, f"must be >= {minimum}, got {raw}", fix=fix)
+    return raw
+
+
+def _float(raw: Any, *, where: str, key: str, fix: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        raise UserError(where, key, f"must be a finite number, got {raw!r}", fix=fix)
+    return float(raw)
