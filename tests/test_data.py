@@ -202,9 +202,9 @@ def write_npz(path: Path, n: int = 20, *, compressed: bool = True,
 
 @pytest.mark.parametrize("compressed", [True, False])
 def test_convert_npz_round_trip_is_memory_mapped(tmp_path, compressed, monkeypatch):
-    import tune_lip.data.datasets as data_mod
+    import tune_lip.data.npz as npz_mod
 
-    monkeypatch.setattr(data_mod, "_CHUNK_BYTES", 5000)  # several chunks, one ending mid-image
+    monkeypatch.setattr(npz_mod, "_CHUNK_BYTES", 5000)  # several chunks, one ending mid-image
     images, labels = write_npz(tmp_path / "gen.npz", compressed=compressed)
     out = convert_npz(tmp_path / "gen.npz", tmp_path / "cache")
     assert out == tmp_path / "cache" / "gen"

@@ -22,6 +22,9 @@ Data sets (the `DATASETS` registry; options are keyword arguments of `load_datas
   paged in from disk on demand instead of sitting in RAM twice.
 - ``"synthetic"``: a deterministic, learnable toy set for tests (class mean images + noise).
 
+The CIFAR reader lives in `tune_lip.data.cifar`, the npz conversion in `tune_lip.data.npz`;
+their names are re-exported here.
+
 Example:
     >>> data = load_dataset("digits")
     >>> data.train_images.shape, data.train_images.dtype, data.input_shape
@@ -35,20 +38,40 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import pickle
-import warnings
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+# Names that lived in this module before it was split are imported back (noqa: the ones not
+# used here are re-exported).
+from tune_lip.data.cifar import (  # noqa: F401
+    _CIFAR,
+    _CIFAR_ARCHIVES,
+    _check_labels,
+    _CifarFormat,
+    _read_cifar,
+    _read_cifar_batches,
+)
+from tune_lip.data.npz import (  # noqa: F401
+    _CHUNK_BYTES,
+    _IMAGES,
+    _LABELS,
+    _MARKER,
+    _MEANS,
+    _NPZ_FIX,
+    _conversion_is_fresh,
+    _expect_end,
+    _npy_member,
+    _read_exact,
+    _read_label_member,
+    _stream_to_npy,
+    _write_json_atomic,
+    convert_npz,
+)
 from tune_lip.errors import UserError
 
 __all__ = [
@@ -267,106 +290,6 @@ def _channel_mean(images: np.ndarray, chunk: int = 1 << 15) -> tuple[float, ...]
 # CIFAR
 
 
-@dataclass(frozen=True)
-class _CifarFormat:
-    folder: str                 # the directory the official archive unpacks to
-    train_files: tuple[str, ...]
-    test_files: tuple[str, ...]
-    label_key: str
-    num_classes: int
-
-
-_CIFAR = {
-    "cifar10": _CifarFormat("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
-                            ("test_batch",), "labels", 10),
-    "cifar100": _CifarFormat("cifar-100-python", ("train",), ("test",), "fine_labels", 100),
-}
-
-
-_CIFAR_ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
-
-
-def _read_cifar(name: str, root: Path, *, train: bool,
-                download: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One split of CIFAR-10/100 as (uint8 (N, 32, 32, 3), int64 (N,)) numpy arrays."""
-    import torchvision  # imported here: only the CIFAR loaders need it
-
-    fmt = _CIFAR[name]
-    folder = root / fmt.folder
-    files = fmt.train_files if train else fmt.test_files
-    missing = [f for f in files if not (folder / f).is_file()]
-    fix = (f"get {_CIFAR_ARCHIVES[name]} from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it in "
-           f"{root} (dataset.data_dir), or set dataset.download: true on a machine with internet")
-    if missing and not download:
-        raise UserError(str(folder), "dataset", f"{name} files missing: {', '.join(missing)}",
-                        fix=fix)
-    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-    try:
-        # download only when files are missing: torchvision would otherwise re-download over a
-        # user's own (md5-different) copy of the official format.
-        ds = cls(root=str(root), train=train, download=bool(missing))
-    except OSError as err:
-        raise UserError(str(folder), "dataset", f"{name} download failed ({err})", fix=fix) from err
-    except RuntimeError as err:  # torchvision's md5 check: a file is missing or not byte-identical
-        if missing:
-            raise UserError(str(folder), "dataset", f"{name} download incomplete ({err})",
-                            fix=fix) from err
-        warnings.warn(f"{folder}: torchvision's md5 check failed (a file is missing or differs "
-                      f"from the official release); reading {', '.join(files)} with tune_lip's "
-                      f"reader of the official format", stacklevel=2)
-        images, labels = _read_cifar_batches(folder, files, fmt.label_key)
-    else:
-        images = np.ascontiguousarray(ds.data)  # torchvision's NHWC array is a transposed view
-        labels = np.asarray(ds.targets, dtype=np.int64)
-    _check_labels(labels, fmt.num_classes, where=str(folder / files[0]), key=fmt.label_key)
-    return images, labels
-
-
-def _read_cifar_batches(folder: Path, files: tuple[str, ...],
-                        label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read CIFAR batch files in the official python format without md5 checks.
-
-    Each file is a pickled dict with ``data`` uint8 (N, 3072) (channel-major: 1024 R, G, B
-    values per image) and a list of N labels under ``label_key``; keys may be str or bytes.
-    """
-    all_images, all_labels = [], []
-    for file in files:
-        path = folder / file
-        fix = "the file is corrupt or not in the CIFAR python format; download it again"
-        try:
-            with open(path, "rb") as f:
-                # latin1 as torchvision does: the official files are Python 2 pickles.
-                entry = pickle.load(f, encoding="latin1")
-        except Exception as err:  # noqa: BLE001 -- a damaged pickle can fail in almost any way
-            raise UserError(str(path), None, f"cannot unpickle ({type(err).__name__}: {err})",
-                            fix=fix) from err
-        if not isinstance(entry, dict):
-            raise UserError(str(path), None, f"expected a pickled dict, got {type(entry).__name__}",
-                            fix=fix)
-        entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
-        data = entry.get("data")
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-                or data.shape[1] != 3 * 32 * 32:
-            got = (f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray)
-                   else type(data).__name__)
-            raise UserError(str(path), "data", f"expected uint8 array (N, 3072), got {got}",
-                            fix=fix)
-        labels = entry.get(label_key)
-        if labels is None or len(labels) != data.shape[0]:
-            got = "nothing" if labels is None else f"{len(labels)} labels"
-            raise UserError(str(path), label_key, f"expected {data.shape[0]} labels, got {got}",
-                            fix=fix)
-        all_images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 32, 32, 3)
-        all_labels.append(np.asarray(labels, dtype=np.int64))
-    return np.ascontiguousarray(np.concatenate(all_images)), np.concatenate(all_labels)
-
-
-def _check_labels(labels: np.ndarray, num_classes: int, *, where: str, key: str) -> None:
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise UserError(where, key, f"labels must lie in [0, {num_classes}), "
-                        f"found [{labels.min()}, {labels.max()}]")
-
-
 def _load_cifar(name: str) -> Loader:
     def load(*, data_dir: Path, download: bool) -> ImageData:
         train_x, train_y = _read_cifar(name, data_dir, train=True, download=download)
@@ -380,157 +303,6 @@ def _load_cifar(name: str) -> Loader:
 
 # ---------------------------------------------------------------------------------------------
 # generated (DM-Improves-AT npz)
-
-_IMAGES, _LABELS, _MARKER, _MEANS = "images.npy", "labels.npy", "source.json", "means.json"
-_NPZ_FIX = "the npz needs arrays 'image' (N, H, W, C) uint8 and 'label' (N,) integer"
-_CHUNK_BYTES = 64 << 20  # per read while converting: bounded memory for any N
-
-
-def convert_npz(npz_path: str | Path, cache_dir: str | Path) -> Path:
-    """Convert an npz with ``image`` uint8 (N, H, W, C) and ``label`` (N,) to ``.npy`` files.
-
-    Writes ``<cache_dir>/<npz stem>/images.npy`` (uint8) and ``labels.npy`` (int64) and returns
-    that directory; load them with ``np.load(..., mmap_mode=...)``. The image array is
-    streamed in 64 MB chunks, so converting 20M images never holds them in RAM. A conversion
-    newer than the npz (and of the same source size) is reused. Every file is written to a
-    temporary name and renamed, and a marker file is written last, so a crash leaves either
-    the old conversion or none. Raises `UserError` naming the file and key for a missing,
-    truncated or malformed npz.
-
-    Example:
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> np.savez(d / "gen.npz", image=np.zeros((5, 32, 32, 3), np.uint8), label=np.arange(5))
-        >>> out = convert_npz(d / "gen.npz", d / "cache")
-        >>> np.load(out / "images.npy", mmap_mode="r").shape
-        (5, 32, 32, 3)
-    """
-    npz_path = Path(npz_path)
-    if not npz_path.is_file():
-        raise UserError(str(npz_path), "path", "file not found",
-                        fix="give the path of a DM-Improves-AT style npz file")
-    out_dir = Path(cache_dir) / npz_path.stem
-    if _conversion_is_fresh(npz_path, out_dir):
-        return out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Invalidate first: from here until the new marker exists, nothing counts as converted.
-    (out_dir / _MARKER).unlink(missing_ok=True)
-    (out_dir / _MEANS).unlink(missing_ok=True)
-    tmp = f".tmp{os.getpid()}"
-    images_tmp, labels_tmp = out_dir / (_IMAGES + tmp), out_dir / (_LABELS + tmp)
-    try:
-        try:
-            with zipfile.ZipFile(npz_path) as zf:
-                labels = _read_label_member(zf, npz_path)
-                with _npy_member(zf, "image", npz_path) as (f, shape, dtype):
-                    if dtype != np.uint8 or len(shape) != 4 or shape[0] == 0:
-                        raise UserError(str(npz_path), "image", f"expected uint8 (N, H, W, C) "
-                                        f"with N > 0, got {dtype} {shape}", fix=_NPZ_FIX)
-                    if shape[0] != len(labels):
-                        raise UserError(str(npz_path), "label", f"{len(labels)} labels for "
-                                        f"{shape[0]} images", fix=_NPZ_FIX)
-                    _stream_to_npy(f, shape, images_tmp, npz_path)
-        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as err:
-            raise UserError(str(npz_path), None, f"unreadable npz ({type(err).__name__}: {err})",
-                            fix="the file looks truncated or corrupt; copy it again") from err
-        with open(labels_tmp, "wb") as label_file:
-            np.save(label_file, labels)
-        os.replace(labels_tmp, out_dir / _LABELS)
-        os.replace(images_tmp, out_dir / _IMAGES)
-        stat = npz_path.stat()
-        _write_json_atomic(out_dir / _MARKER, {
-            "source": str(npz_path.resolve()), "source_bytes": stat.st_size,
-            "num_images": int(len(labels)),
-        })
-    finally:
-        images_tmp.unlink(missing_ok=True)
-        labels_tmp.unlink(missing_ok=True)
-    return out_dir
-
-
-def _conversion_is_fresh(npz_path: Path, out_dir: Path) -> bool:
-    try:
-        marker = json.loads((out_dir / _MARKER).read_text())
-        npz_stat = npz_path.stat()
-        outputs = [(out_dir / name).stat() for name in (_IMAGES, _LABELS, _MARKER)]
-    except (OSError, ValueError):
-        return False
-    return (marker.get("source_bytes") == npz_stat.st_size
-            and all(s.st_mtime_ns >= npz_stat.st_mtime_ns for s in outputs))
-
-
-@contextmanager
-def _npy_member(zf: zipfile.ZipFile, key: str,
-                npz_path: Path) -> Iterator[tuple[IO[bytes], tuple[int, ...], np.dtype]]:
-    """Open ``<key>.npy`` inside an npz and parse its header.
-
-    Yields (file positioned at the array data, shape, dtype); the caller reads the data.
-    """
-    names = zf.namelist()
-    if f"{key}.npy" not in names:
-        found = ", ".join(sorted(n.removesuffix(".npy") for n in names)) or "nothing"
-        raise UserError(str(npz_path), key, f"key missing (found: {found})", fix=_NPZ_FIX)
-    with zf.open(f"{key}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise UserError(str(npz_path), key, f"unsupported .npy format version {version}",
-                            fix="save the npz with numpy.savez or numpy.savez_compressed")
-        if fortran or dtype.hasobject:
-            raise UserError(str(npz_path), key, "Fortran-ordered or object arrays are not "
-                            "supported", fix="save a C-ordered numeric array")
-        yield f, tuple(shape), dtype
-
-
-def _read_label_member(zf: zipfile.ZipFile, npz_path: Path) -> np.ndarray:
-    with _npy_member(zf, "label", npz_path) as (f, shape, dtype):
-        if len(shape) != 1 or not np.issubdtype(dtype, np.integer):
-            raise UserError(str(npz_path), "label", f"expected integer (N,), got {dtype} {shape}",
-                            fix=_NPZ_FIX)
-        labels = np.empty(shape, dtype=dtype)
-        _read_exact(f, memoryview(labels).cast("B"), npz_path, "label")  # type: ignore[arg-type]  # ndarray is a buffer
-        _expect_end(f, npz_path, "label")
-    labels = labels.astype(np.int64)
-    if labels.size and labels.min() < 0:
-        raise UserError(str(npz_path), "label", f"labels must be >= 0, found {labels.min()}",
-                        fix=_NPZ_FIX)
-    return labels
-
-
-def _stream_to_npy(f: IO[bytes], shape: tuple[int, ...], out_path: Path, npz_path: Path) -> None:
-    out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=shape)
-    flat = memoryview(out.reshape(-1))  # type: ignore[arg-type]  # (N*H*W*C,) bytes
-    for start in range(0, len(flat), _CHUNK_BYTES):
-        _read_exact(f, flat[start:start + _CHUNK_BYTES], npz_path, "image")
-    _expect_end(f, npz_path, "image")
-    out.flush()
-    del flat, out  # unmap before the rename
-
-
-def _read_exact(f: IO[bytes], buf: memoryview, npz_path: Path, key: str) -> None:
-    filled = 0
-    while filled < len(buf):
-        n = f.readinto(buf[filled:])  # type: ignore[attr-defined]
-        if not n:
-            raise UserError(str(npz_path), key, f"array data ends early ({filled} of "
-                            f"{len(buf)} bytes)", fix="the file looks truncated; copy it again")
-        filled += n
-
-
-def _expect_end(f: IO[bytes], npz_path: Path, key: str) -> None:
-    # Reading past the end also makes zipfile verify the member's CRC.
-    if f.read(1):
-        raise UserError(str(npz_path), key, "unexpected bytes after the array data", fix=_NPZ_FIX)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
 
 def _cached_mean(out_dir: Path, images: np.ndarray) -> tuple[float, ...]:
     """`_channel_mean` of the first n converted images, cached per n next to the conversion.
