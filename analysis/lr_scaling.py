@@ -13,6 +13,7 @@ Hand-written on purpose: the bootstrap draws how often each trial is picked (mul
 counts), so one batched weighted least squares gives the vertex of every replicate at once, and
 the same replicates are reused across batch sizes for alpha and b_c. ``scipy.stats.bootstrap``
 resamples values one statistic at a time and would not let the replicates be shared that way.
+The estimators live in `tune_lip.analysis.lr_star`; this module holds the result and its summary.
 
 Example:
     >>> from tune_lip.analysis import fit_lr_scaling, load                 # doctest: +SKIP

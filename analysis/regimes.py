@@ -29,6 +29,11 @@ Newton iteration on multinomial weights (scipy fits one replicate at a time, and
 separated replicate as an interval), and no library has a threshold posterior that stays
 finite under separation. The slope test uses scipy's Theil-Sen.
 
+Where it lives: `regime_labels` (the regimes, `classify_regime`, `trial_regimes`),
+`regime_posterior` (`threshold_posterior`), `regime_fit` (the logistic fits,
+`fit_regime_thresholds`, `RegimeBoundaries` and its plots); this module labels and fits a
+search (`regime_boundaries`), writes the report and re-exports the rest.
+
 Example:
     >>> from tune_lip.analysis import load, regime_boundaries               # doctest: +SKIP
     >>> fit = regime_boundaries(load("tune_lip_results/sphere"))           # doctest: +SKIP

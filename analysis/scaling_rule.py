@@ -36,7 +36,8 @@ For SVAG, pass ``batch_size="gradient.l"`` and ``reference="largest"``: larger l
 the SDE, so the rule breaks going *down* in l.
 
 Hand-written: the interpolation at a common SDE time and the two noise sources are specific to
-this question; the t quantiles come from scipy.
+this question; the t quantiles come from scipy. The trajectories and their SDE time are read in
+`tune_lip.analysis.sde_time`.
 
 Example:
     >>> from tune_lip.analysis import check_scaling_rule, load             # doctest: +SKIP
