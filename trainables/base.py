@@ -3,7 +3,8 @@
 A study supplies a Ray-free loop (``make_loop(config)``) with ``cfg.reports``,
 ``cfg.to_dict()``, ``total_steps`` (None for a wall-clock budget, then ``wall_budget`` in
 seconds and ``train_for_seconds``), ``steps``, ``train_for(steps)``, ``evaluate()``,
-``finished``, ``state_dict()`` and ``load_state_dict()``. This class trains it in
+``finished``, ``state_dict()`` and ``load_state_dict()`` (optionally ``final_metrics()``,
+added to the last report). This class trains it in
 ``reports`` equal slices of the budget: each ``step()`` trains one slice, evaluates and
 returns the metrics, the last one (or a divergence) with ``done=True``. Every report also
 names the ``accelerator`` type the trial ran on and whether its budget is
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from ray import tune
 
-__all__ = ["SlicedTrainable"]
+__all__ = ["SlicedTrainable", "StudyTrainable", "trainable_for"]
 
 STATE_FILE = "loop_state.pt"
 CONFIG_FILE = "config.json"
@@ -73,6 +74,8 @@ class SlicedTrainable(tune.Trainable):
         metrics["accelerator"] = self.accelerator
         metrics["hardware_dependent"] = self.hardware_dependent
         metrics["done"] = loop.finished or k >= reports
+        if metrics["done"] and hasattr(loop, "final_metrics"):
+            metrics.update(loop.final_metrics())   # what only the whole run tells, e.g. the sphere's regime
         return metrics
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
@@ -90,3 +93,28 @@ class SlicedTrainable(tune.Trainable):
         self.setup(new_config)
         self.config = new_config
         return True
+
+
+class StudyTrainable(SlicedTrainable):
+    """Trains the loop of the registered study named by the class attribute ``study``."""
+
+    study: str = ""
+
+    def make_loop(self, config: dict[str, Any]) -> Any:
+        from tune_lip.studies.registry import get
+
+        return get(self.study).loop(config)
+
+
+def trainable_for(study: str) -> type[SlicedTrainable]:
+    """The Trainable of the registered study ``study``: the public one of `tune_lip.trainables`
+    for a shipped study (its import path is what an experiment's ``tuner.pkl`` records), else a
+    `StudyTrainable` made for it (Ray sends such a class to its workers by value, and a worker
+    finds the study in its own registry, through the same entry point)."""
+    import tune_lip.trainables as public
+
+    for name in public.__all__:
+        cls = getattr(public, name)
+        if getattr(cls, "study", None) == study:
+            return cls
+    return type(f"{study.title().replace('_', '')}Trainable", (StudyTrainable,), {"study": study})

@@ -16,30 +16,13 @@ Example (on a running Ray):
 
 from __future__ import annotations
 
-from typing import Any
-
-from tune_lip.studies.budget import lookup_step_seconds, read_calibration
-from tune_lip.studies.lipschitz import LipschitzConfig, LipschitzLoop, model_key
-from tune_lip.trainables.base import SlicedTrainable
+from tune_lip.studies.lipschitz import make_loop
+from tune_lip.trainables.base import StudyTrainable
 
 __all__ = ["LipschitzTrainable", "make_loop"]
 
-def make_loop(config: dict[str, Any]) -> LipschitzLoop:
-    """Build the Ray-free loop for a trial config (resolving a reference_hours step time)."""
-    cfg = LipschitzConfig.from_dict(config)
-    step_seconds = None
-    if cfg.budget.kind == "reference_hours":
-        assert cfg.budget.reference is not None
-        if cfg.budget.calibration is None:
-            raise ValueError("a reference_hours budget needs budget.calibration (set by the launcher)")
-        table = read_calibration(cfg.budget.calibration)
-        step_seconds = lookup_step_seconds(table, accelerator=cfg.budget.reference, model_key=model_key(cfg),
-                                           batch_size=cfg.dataset.batch_size, where=cfg.budget.calibration)
-    return LipschitzLoop(cfg, step_seconds=step_seconds)
 
-
-class LipschitzTrainable(SlicedTrainable):
+class LipschitzTrainable(StudyTrainable):
     """Trains one Lipschitz trial in ``reports`` slices; see the module docstring."""
 
-    def make_loop(self, config: dict[str, Any]) -> LipschitzLoop:
-        return make_loop(config)
+    study = "lipschitz"   # its loop: tune_lip.studies.lipschitz.make_loop

@@ -17,15 +17,11 @@ Example (on a running Ray):
 
 from __future__ import annotations
 
-from typing import Any
-
-from tune_lip.studies.nqm import NQMConfig, NQMLoop
-from tune_lip.trainables.base import SlicedTrainable
+from tune_lip.trainables.base import StudyTrainable
 
 __all__ = ["NQMTrainable"]
 
-class NQMTrainable(SlicedTrainable):
+class NQMTrainable(StudyTrainable):
     """Trains one NQM trial in ``reports`` slices; see the module docstring."""
 
-    def make_loop(self, config: dict[str, Any]) -> NQMLoop:
-        return NQMLoop(NQMConfig.from_dict(config))
+    study = "nqm"   # its loop: tune_lip.studies.nqm

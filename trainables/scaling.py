@@ -19,16 +19,12 @@ Example (on a running Ray):
 
 from __future__ import annotations
 
-from typing import Any
-
-from tune_lip.studies.scaling import ScalingConfig, ScalingLoop
-from tune_lip.trainables.base import SlicedTrainable
+from tune_lip.trainables.base import StudyTrainable
 
 __all__ = ["ScalingTrainable"]
 
 
-class ScalingTrainable(SlicedTrainable):
+class ScalingTrainable(StudyTrainable):
     """Trains one scaling-rules trial in ``reports`` slices; see the module docstring."""
 
-    def make_loop(self, config: dict[str, Any]) -> ScalingLoop:
-        return ScalingLoop(ScalingConfig.from_dict(config))
+    study = "scaling"   # its loop: tune_lip.studies.scaling

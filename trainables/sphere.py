@@ -19,22 +19,11 @@ Example (on a running Ray):
 
 from __future__ import annotations
 
-from typing import Any
-
-from tune_lip.studies.sphere import SphereConfig, SphereLoop
-from tune_lip.trainables.base import SlicedTrainable
+from tune_lip.trainables.base import StudyTrainable
 
 __all__ = ["SphereTrainable"]
 
-class SphereTrainable(SlicedTrainable):
+class SphereTrainable(StudyTrainable):
     """Trains one sphere trial in ``reports`` slices; see the module docstring."""
 
-    def make_loop(self, config: dict[str, Any]) -> SphereLoop:
-        return SphereLoop(SphereConfig.from_dict(config))
-
-    def step(self) -> dict[str, Any]:
-        metrics = super().step()
-        if metrics["done"]:
-            # The regime is a property of the whole trajectory: labelled once, at the end.
-            metrics["regime"] = self.loop.regime()
-        return metrics
+    study = "sphere"   # its loop: tune_lip.studies.sphere (which labels the regime at the end)

@@ -39,7 +39,15 @@ from tune_lip.nn.losses import OffsetCrossEntropy, certified_correct, correct
 from tune_lip.nn.models import MODELS, build_model, model_options
 from tune_lip.nn.optim import OptimizerConfig, build_optimizer
 from tune_lip.nn.sam import SharpnessConfig, sam_step, top_hessian_eigenvalue
-from tune_lip.studies.budget import Budget, ScheduleConfig, lr_at, parse_budget
+from tune_lip.studies.budget import (
+    Budget,
+    ScheduleConfig,
+    lookup_step_seconds,
+    lr_at,
+    parse_budget,
+    read_calibration,
+)
+from tune_lip.studies.registry import Study, register
 
 __all__ = [
     "DIVERGED_LOSS",
@@ -49,6 +57,7 @@ __all__ = [
     "EvalConfig",
     "LipschitzConfig",
     "LipschitzLoop",
+    "make_loop",
     "model_key",
     "pick_device",
 ]
@@ -463,3 +472,23 @@ class LipschitzLoop(LoopCheckpoint):
 
     # ------------------------------------------------------------------ checkpoints
     # state_dict / load_state_dict come from LoopCheckpoint, shared with the sphere loop.
+
+
+def make_loop(config: dict[str, Any]) -> LipschitzLoop:
+    """Build the loop for a trial config (resolving a reference_hours budget's step time)."""
+    cfg = LipschitzConfig.from_dict(config)
+    step_seconds = None
+    if cfg.budget.kind == "reference_hours":
+        assert cfg.budget.reference is not None
+        if cfg.budget.calibration is None:
+            raise ValueError("a reference_hours budget needs budget.calibration (set by the launcher)")
+        table = read_calibration(cfg.budget.calibration)
+        step_seconds = lookup_step_seconds(table, accelerator=cfg.budget.reference, model_key=model_key(cfg),
+                                           batch_size=cfg.dataset.batch_size, where=cfg.budget.calibration)
+    return LipschitzLoop(cfg, step_seconds=step_seconds)
+
+
+STUDY = register(Study(
+    name="lipschitz", config=LipschitzConfig, loop=make_loop, default_model="aol_mlp",
+    metrics=frozenset({"certified_acc", "test_acc", "test_loss", "train_acc", "train_loss", "weight_norm"}),
+))

@@ -59,6 +59,7 @@ from scipy.optimize import minimize_scalar
 from tune_lip.errors import ConfigError, UserError
 from tune_lip.studies.budget import Budget, ScheduleConfig, lr_at, parse_budget
 from tune_lip.studies.lipschitz import DIVERGED_LOSS
+from tune_lip.studies.registry import Study, register
 
 __all__ = [
     "NQM_OPTIMIZERS",
@@ -488,3 +489,9 @@ class NQMLoop:
         self.moments = np.array(state["moments"])
         if self.chains is not None:
             self.chains.load_state_dict(state["chains"])
+
+
+STUDY = register(Study(
+    name="nqm", config=NQMConfig, loop=lambda config: NQMLoop(NQMConfig.from_dict(config)),
+    metrics=frozenset({"train_loss", "test_loss"}),
+))

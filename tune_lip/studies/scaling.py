@@ -82,6 +82,7 @@ from tune_lip.studies.lipschitz import (
     config_to_dict,
     pick_device,
 )
+from tune_lip.studies.registry import Study, register
 
 __all__ = ["BUDGET_RULES", "GRADIENTS", "LR_RULES", "GradientConfig", "ScalingConfig", "ScalingLoop",
            "ScalingOptimizerConfig"]
@@ -465,3 +466,11 @@ class ScalingLoop:
         self.steps, self.wall_seconds = int(state["steps"]), float(state["wall_seconds"])
         self.sde_time = float(state["sde_time"])
         self.diverged, self.evaluations = bool(state["diverged"]), int(state["evaluations"])
+
+
+STUDY = register(Study(
+    name="scaling", config=ScalingConfig, loop=lambda config: ScalingLoop(ScalingConfig.from_dict(config)),
+    default_model="preresnet32",
+    metrics=frozenset({"test_acc", "test_loss", "train_loss", "train_acc", "grad_norm_sq", "grad_noise",
+                       "noise_scale"}),
+))

@@ -80,6 +80,7 @@ from tune_lip.studies.lipschitz import (
     config_to_dict,
     pick_device,
 )
+from tune_lip.studies.registry import Study, register
 
 __all__ = ["SPHERE_MODELS", "MODES", "SphereOptimizerConfig", "SphereConfig", "SphereLoop"]
 
@@ -387,6 +388,10 @@ class SphereLoop(LoopCheckpoint):
 
         return str(classify_regime(self.train_loss_history, num_classes=self.data.num_classes))
 
+    def final_metrics(self) -> dict[str, str]:
+        """Reported with the last report only: the trajectory's ``regime``."""
+        return {"regime": self.regime()}
+
     # ------------------------------------------------------------------ evaluation
     def fixed_batch_loss(self) -> Tensor:
         """Cross-entropy on the Hessian's fixed batch: the first batch of the data order, not
@@ -449,3 +454,11 @@ class SphereLoop(LoopCheckpoint):
         self.train_loss_history = [float(v) for v in state["train_loss_history"]]
         self.rho0 = float(state["rho0"])
         self.filter_sq0 = [t.to(self.device) for t in state["filter_sq0"]]
+
+
+STUDY = register(Study(
+    name="sphere", config=SphereConfig, loop=lambda config: SphereLoop(SphereConfig.from_dict(config)),
+    default_model="convnet_si",
+    metrics=frozenset({"train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "elr",
+                       "effective_grad_norm", "angular_update"}),
+))

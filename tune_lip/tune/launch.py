@@ -15,66 +15,25 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import importlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
 from tune_lip.errors import ConfigError, UserError
+from tune_lip.studies.registry import get as get_study
+from tune_lip.studies.registry import study_metrics
 from tune_lip.tune.spec import SearchSpec
 
-__all__ = ["STUDIES", "Study", "check_spec", "check_data", "check_placement", "check_resources", "preflight",
+__all__ = ["study_metrics", "check_spec", "check_data", "check_placement", "check_resources", "preflight",
            "placement_table", "start_ray", "make_search_alg", "build_tuner", "run_search", "experiment_name",
            "load_space", "stored_spec", "resume_spec", "storage_root", "PendingTimeoutError", "DEFAULT_STORAGE", "SPEC_FILE", "LAUNCH_FILE"]
 
 DEFAULT_STORAGE = "tune_lip_results"
-
-
-@dataclass(frozen=True)
-class Study:
-    """A study: its Trainable (imported lazily, so the CLI starts fast) and what it reports."""
-
-    trainable: str                 # "module:Class", a ray.tune.Trainable
-    config_class: str              # "module:Class" with from_dict(raw) raising ConfigError
-    metrics: frozenset[str]
-
-    def load_trainable(self) -> Any:
-        return _import(self.trainable)
-
-    def load_config_class(self) -> Any:
-        return _import(self.config_class)
-
-
-def _import(target: str) -> Any:
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-_LIPSCHITZ_METRICS = frozenset({
-    "certified_acc", "test_acc", "test_loss", "train_acc", "train_loss", "weight_norm",
-})
-STUDIES: dict[str, Study] = {
-    "lipschitz": Study("tune_lip.trainables.lipschitz:LipschitzTrainable",
-                       "tune_lip.studies.lipschitz:LipschitzConfig", _LIPSCHITZ_METRICS),
-    "nqm": Study("tune_lip.trainables.nqm:NQMTrainable", "tune_lip.studies.nqm:NQMConfig",
-                 frozenset({"train_loss", "test_loss"})),
-    "sphere": Study("tune_lip.trainables.sphere:SphereTrainable", "tune_lip.studies.sphere:SphereConfig",
-                    frozenset({"train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "elr",
-                               "effective_grad_norm", "angular_update"})),
-    "scaling": Study("tune_lip.trainables.scaling:ScalingTrainable", "tune_lip.studies.scaling:ScalingConfig",
-                     frozenset({"test_acc", "test_loss", "train_loss", "train_acc", "grad_norm_sq", "grad_noise",
-                                "noise_scale"})),
-}
-
-
-def study_metrics() -> dict[str, set[str] | None]:
-    """Valid study names and their metric names, as `tune_lip.tune.spec.load_spec` wants them."""
-    return {name: set(s.metrics) for name, s in STUDIES.items()}
 
 
 # ---------------------------------------------------------------------------- validation
@@ -87,7 +46,7 @@ def check_spec(spec: SearchSpec) -> dict[str, Any]:
     """
     config = {**spec.representative_config(), "budget": spec.budget.to_dict(), "reports": spec.reports}
     try:
-        STUDIES[spec.study].load_config_class().from_dict(config)
+        get_study(spec.study).config.from_dict(config)
     except ConfigError as exc:
         raise UserError(spec.path, exc.key, exc.problem) from None
     return config
@@ -105,7 +64,7 @@ def _num_train(data: Any, where: str) -> int:
 
 def _study_config(spec: SearchSpec, config: dict[str, Any]) -> Any:
     try:
-        return STUDIES[spec.study].load_config_class().from_dict(config)
+        return get_study(spec.study).config.from_dict(config)
     except ConfigError as exc:
         raise UserError(spec.path, exc.key, exc.problem) from None
 
@@ -257,7 +216,7 @@ def _estimator(spec: SearchSpec) -> Any:
 
     from tune_lip.cluster.placement import estimate_memory
 
-    return functools.partial(estimate_memory, config_class=STUDIES[spec.study].load_config_class())
+    return functools.partial(estimate_memory, config_class=get_study(spec.study).config)
 
 
 def check_placement(spec: SearchSpec, present: tuple[str, ...] = ()) -> list[Any]:
@@ -338,8 +297,9 @@ def _trainable(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
     from ray import tune
 
     from tune_lip.cluster.placement import resource_function
+    from tune_lip.trainables.base import trainable_for
 
-    return tune.with_resources(STUDIES[spec.study].load_trainable(),
+    return tune.with_resources(trainable_for(spec.study),
                                resource_function(spec.resources, present=present, where=spec.path,
                                                  estimate=_estimator(spec)))
 

@@ -1,0 +1,114 @@
+"""A study is a plug-in: a toy study, written here, runs through ``tune-lip search`` on a local Ray.
+
+The toy module and a one-file distribution naming it under the ``tune_lip.studies`` entry-point
+group are written to a temporary folder on PYTHONPATH, as ``pip install`` of a user's package
+would put them; nothing in tune-lip changes for it. The toy fits one number w to 3 by gradient
+descent on (w - 3)²: after T steps w = 3 (1 - (1 - 2 lr)^T), so the loss it reports is known.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import TUNE_LIP
+
+from tune_lip.analysis import last_reports, load
+
+TOY_STUDY = '''
+from dataclasses import dataclass, field
+from tune_lip.studies.budget import Budget, parse_budget
+from tune_lip.studies.registry import Study, register
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    lr: float = 0.1
+    budget: Budget = field(default_factory=lambda: Budget("steps", 10))
+    reports: int = 2
+
+    @classmethod
+    def from_dict(cls, raw):
+        return cls(float(raw.get("lr", 0.1)), parse_budget(raw.get("budget", {"steps": 10}), where="config"),
+                   int(raw.get("reports", 2)))
+
+    def to_dict(self):
+        return {"lr": self.lr, "budget": self.budget.to_dict(), "reports": self.reports}
+
+
+class ToyLoop:
+    def __init__(self, cfg):
+        self.cfg, self.w, self.steps, self.finished = cfg, 0.0, 0, False
+        self.total_steps = cfg.budget.total_steps(batch_size=1, num_train=1)
+
+    def train_for(self, steps):
+        for _ in range(steps):
+            self.w -= self.cfg.lr * 2 * (self.w - 3.0)
+            self.steps += 1
+        self.finished = self.steps >= self.total_steps
+        return {"steps": self.steps, "loss": (self.w - 3.0) ** 2}
+
+    def evaluate(self):
+        return {}
+
+    def state_dict(self):
+        return {"w": self.w, "steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.w, self.steps = state["w"], state["steps"]
+
+
+register(Study(name="toy", config=ToyConfig, loop=lambda config: ToyLoop(ToyConfig.from_dict(config)),
+               metrics=frozenset({"loss"})))
+'''
+
+SPACE = """\
+study: toy
+metric: loss
+mode: min
+budget: {steps: 20}
+reports: 2
+searcher: {name: grid}
+checkpoint_every: 1
+space:
+  lr: {grid: [0.1, 0.4]}
+"""
+
+
+@pytest.fixture
+def toy_env(tmp_path: Path) -> dict[str, str]:
+    """A folder on PYTHONPATH holding the toy study and its entry point (as pip installs them)."""
+    site = tmp_path / "site"
+    (site / "toy_study-0.1.dist-info").mkdir(parents=True)
+    (site / "toy_study.py").write_text(TOY_STUDY)
+    (site / "toy_study-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-study\nVersion: 0.1\n")
+    (site / "toy_study-0.1.dist-info" / "entry_points.txt").write_text("[tune_lip.studies]\ntoy = toy_study\n")
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@pytest.mark.slow
+def test_a_toy_study_from_an_entry_point_runs_through_tune_lip_search(tmp_path: Path, toy_env):
+    (tmp_path / "toy.yaml").write_text(SPACE)
+    done = subprocess.run([*TUNE_LIP, "search", str(tmp_path / "toy.yaml"), "--storage-path", str(tmp_path),
+                           "--name", "toy"], env=toy_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    final = last_reports(load(tmp_path / "toy")).sort_values("config/lr")
+    assert final["config/lr"].tolist() == [0.1, 0.4]
+    for lr, loss, steps in zip(final["config/lr"], final["loss"], final["steps"]):
+        assert steps == 20
+        assert loss == pytest.approx((3.0 * (1 - 2 * lr) ** 20) ** 2, rel=1e-9, abs=1e-15)
+    shown = subprocess.run([*TUNE_LIP, "results", str(tmp_path / "toy")], env=toy_env, capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0 and "by loss (min)" in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_a_plugin_studys_metrics_are_checked_like_a_shipped_one(tmp_path: Path, toy_env):
+    (tmp_path / "toy.yaml").write_text(SPACE.replace("metric: loss", "metric: acc"))
+    done = subprocess.run([*TUNE_LIP, "search", str(tmp_path / "toy.yaml"), "--storage-path", str(tmp_path)],
+                          env=toy_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "metric" in done.stderr and "loss" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not list(tmp_path.glob("toy*/"))
