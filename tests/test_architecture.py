@@ -1,4 +1,9 @@
-"""No import circles between tune-lip's modules, function-level imports included.
+"""tune-lip's layers: imports only point down (`tune_lip.LAYERS`), and there are no circles.
+
+A module's layer is its package's name, the first name after ``tune_lip.`` (``tune_lip.tune.spec``
+is in ``tune``; ``tune_lip.errors`` is its own layer), so a new module is placed as soon as it
+exists, and a new package must be added to `tune_lip.LAYERS` (bottom to top) before its first
+module passes.
 
 A circle hidden by an import inside a function is still a circle: the two modules cannot be
 understood, tested or moved apart. Imports only for type checkers (``if TYPE_CHECKING:``) do not
@@ -10,6 +15,9 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import tune_lip
+from tune_lip import LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
 # The installed package names of the source folders (pyproject.toml's package-dir).
@@ -109,3 +117,42 @@ def test_the_graph_covers_every_layer():
 
 def test_no_import_circles():
     assert circles(import_graph()) == []
+
+
+def layer(module: str) -> str | None:
+    """``tune_lip.tune.spec`` -> ``tune``; the root package ``tune_lip`` has none."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where the imported module sits in a higher layer."""
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    return sorted((m, d) for m, deps in graph.items() for d in deps
+                  if layer(m) is not None and layer(d) is not None and rank[layer(d)] > rank[layer(m)])
+
+
+def test_the_guard_sees_an_upward_import():
+    assert upward_imports({"tune_lip.nn.sam": {"tune_lip.tune.spec"}, "tune_lip.tune.spec": {"tune_lip.nn.sam"}}) \
+        == [("tune_lip.nn.sam", "tune_lip.tune.spec")]
+
+
+def test_every_module_belongs_to_a_layer():
+    unplaced = sorted(m for m in import_graph() if m != "tune_lip" and layer(m) not in LAYERS)
+    assert not unplaced, f"{unplaced}: add the package to tune_lip.LAYERS, in its place bottom to top"
+
+
+def test_imports_only_point_down_the_layers():
+    assert upward_imports(import_graph()) == []
+
+
+def test_no_module_imports_a_moved_name():
+    """The old names (`tune_lip._MOVED`) are for pickles and old user code; tune-lip itself
+    imports the modules where they live (the guard above would not see an old name)."""
+    old = set(tune_lip._MOVED)
+    found = []
+    for module, path in _modules().items():
+        for name in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if any(name == o or name.startswith(o + ".") for o in old):
+                found.append((module, name))
+    assert found == []
