@@ -1,7 +1,7 @@
-"""A study is a plug-in: a toy study, written here, runs through ``tune-lip search`` on a local Ray.
+"""A study is a plug-in: a toy study runs through ``tune-lip search`` on a local Ray.
 
-The toy module and a one-file distribution naming it under the ``tune_lip.studies`` entry-point
-group are written to a temporary folder on PYTHONPATH, as ``pip install`` of a user's package
+The toy module (README.md's example, as a reader copies it) and a one-file distribution
+naming it under the ``tune_lip.studies`` entry-point group are written to a temporary folder on PYTHONPATH, as ``pip install`` of a user's package
 would put them; nothing in tune-lip changes for it. The toy fits one number w to 3 by gradient
 descent on (w - 3)²: after T steps w = 3 (1 - (1 - 2 lr)^T), so the loss it reports is known.
 """
@@ -9,6 +9,7 @@ descent on (w - 3)²: after T steps w = 3 (1 - (1 - 2 lr)^T), so the loss it rep
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,52 +18,16 @@ from helpers import TUNE_LIP
 
 from tune_lip.analysis import last_reports, load
 
-TOY_STUDY = '''
-from dataclasses import dataclass, field
-from tune_lip.studies.budget import Budget, parse_budget
-from tune_lip.studies.registry import Study, register
+README = Path(__file__).resolve().parents[1] / "README.md"
+MARKER = "<!-- tests/test_plugin_study.py runs the next code block as it stands -->"
 
 
-@dataclass(frozen=True)
-class ToyConfig:
-    lr: float = 0.1
-    budget: Budget = field(default_factory=lambda: Budget("steps", 10))
-    reports: int = 2
+def _readme_study() -> str:
+    """The toy study module as README.md shows it ("Your own study: a plug-in")."""
+    match = re.search(re.escape(MARKER) + r"\s*```python\n(.*?)^```", README.read_text(), re.S | re.M)
+    assert match, f"README.md has no ```python block after {MARKER!r}"
+    return match.group(1)
 
-    @classmethod
-    def from_dict(cls, raw):
-        return cls(float(raw.get("lr", 0.1)), parse_budget(raw.get("budget", {"steps": 10}), where="config"),
-                   int(raw.get("reports", 2)))
-
-    def to_dict(self):
-        return {"lr": self.lr, "budget": self.budget.to_dict(), "reports": self.reports}
-
-
-class ToyLoop:
-    def __init__(self, cfg):
-        self.cfg, self.w, self.steps, self.finished = cfg, 0.0, 0, False
-        self.total_steps = cfg.budget.total_steps(batch_size=1, num_train=1)
-
-    def train_for(self, steps):
-        for _ in range(steps):
-            self.w -= self.cfg.lr * 2 * (self.w - 3.0)
-            self.steps += 1
-        self.finished = self.steps >= self.total_steps
-        return {"steps": self.steps, "loss": (self.w - 3.0) ** 2}
-
-    def evaluate(self):
-        return {}
-
-    def state_dict(self):
-        return {"w": self.w, "steps": self.steps}
-
-    def load_state_dict(self, state):
-        self.w, self.steps = state["w"], state["steps"]
-
-
-register(Study(name="toy", config=ToyConfig, loop=lambda config: ToyLoop(ToyConfig.from_dict(config)),
-               metrics=frozenset({"loss"})))
-'''
 
 SPACE = """\
 study: toy
@@ -82,7 +47,7 @@ def toy_env(tmp_path: Path) -> dict[str, str]:
     """A folder on PYTHONPATH holding the toy study and its entry point (as pip installs them)."""
     site = tmp_path / "site"
     (site / "toy_study-0.1.dist-info").mkdir(parents=True)
-    (site / "toy_study.py").write_text(TOY_STUDY)
+    (site / "toy_study.py").write_text(_readme_study())
     (site / "toy_study-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-study\nVersion: 0.1\n")
     (site / "toy_study-0.1.dist-info" / "entry_points.txt").write_text("[tune_lip.studies]\ntoy = toy_study\n")
     path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
