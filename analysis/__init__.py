@@ -1,7 +1,8 @@
 """Analysis of tune-lip experiments: results as pandas, fits and plots.
 
 Imports only numpy, pandas, scipy, pyarrow and matplotlib (no torch, no Ray), so a notebook
-loads results in a blink.
+loads results in a blink. May import: nothing else of tune-lip (a bottom layer: the studies,
+the Parquet callback and the CLI above it use it).
 
 Example:
     >>> from tune_lip.analysis import load, fit_lr_scaling                      # doctest: +SKIP

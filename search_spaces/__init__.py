@@ -2,6 +2,7 @@
 
 Each ``<name>.yaml`` here is one study question; ``tune_lip.tune.spec.load_spec(name)`` reads it.
 This folder sits at the repository root and installs as ``tune_lip.search_spaces``.
+May import: `tune_lip.errors` only (a bottom layer: the spec parser above reads the files).
 
 Example:
     >>> "demo" in available()

@@ -48,7 +48,7 @@ def test_public_imports_and_every_all_name_resolves():
     assert got["cheap"], "import tune_lip.trainables imported torch or ray"
     assert got["analysis_light"], "import tune_lip.analysis imported torch or ray"
     assert got["trainables_all"] == ["LipschitzTrainable", "NQMTrainable", "ScalingTrainable",
-                                     "SlicedTrainable", "SphereTrainable"]
+                                     "SlicedTrainable", "SphereTrainable", "StudyTrainable"]
     assert {"load", "fit_lr_scaling", "check_scaling_rule", "classify_regime"} <= set(got["analysis_all"])
     assert got["missing"] == []                      # every name in __all__ exists
     assert all(got["subclasses"])                    # the four studies are Tune Trainables via the base

@@ -8,7 +8,11 @@ your own searcher, scheduler, resources and callbacks (README.md, "Python API").
 - `SphereTrainable`: scale-invariant networks on the sphere at a fixed effective LR.
 - `ScalingTrainable`: LR scaling rules, SVAG and NGD, gradient-noise statistics.
 - `NQMTrainable`: the noisy quadratic model (exact expected loss for SGD).
-- `SlicedTrainable`: the base class; subclass it with ``make_loop(config)`` for a new study.
+- `StudyTrainable`: trains a registered study's loop (``study = "name"``; README "Your own study").
+- `SlicedTrainable`: the base class; subclass it with ``make_loop(config)`` for a loop of your own.
+
+May import: Ray Tune, the studies and the cluster layer (which GPU type a trial landed on);
+never the Tune orchestration above it (`tune_lip.tune`).
 
 The classes are imported on first use (PEP 562), so ``import tune_lip.trainables`` costs
 nothing; the first of them imports torch and Ray (about 3-5 s on a 2-core machine).
@@ -26,13 +30,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tune_lip.trainables.base import SlicedTrainable
+    from tune_lip.trainables.base import SlicedTrainable, StudyTrainable
     from tune_lip.trainables.lipschitz import LipschitzTrainable
     from tune_lip.trainables.nqm import NQMTrainable
     from tune_lip.trainables.scaling import ScalingTrainable
     from tune_lip.trainables.sphere import SphereTrainable
 
-__all__ = ["LipschitzTrainable", "NQMTrainable", "ScalingTrainable", "SlicedTrainable", "SphereTrainable"]
+__all__ = ["LipschitzTrainable", "NQMTrainable", "ScalingTrainable", "SlicedTrainable", "SphereTrainable",
+           "StudyTrainable"]
 
 # public name -> the submodule that defines it
 _MODULES = {
@@ -41,6 +46,7 @@ _MODULES = {
     "ScalingTrainable": "scaling",
     "SlicedTrainable": "base",
     "SphereTrainable": "sphere",
+    "StudyTrainable": "base",
 }
 
 
