@@ -29,12 +29,10 @@ SPEC_FILE = "search_space.yaml"   # the resolved spec the search ran (overrides 
 LAUNCH_FILE = "launch.yaml"       # how it was started: the space file, its text, the overrides
 
 
-
 def storage_root(storage_path: str | Path) -> str:
     """A URI (``s3://bucket/x``) as given; a local path made absolute, as Ray wants it."""
     text = str(storage_path)
     return text.rstrip("/") if "://" in text else str(Path(text).expanduser().resolve())
-
 
 
 def _write_text(target: str, text: str) -> None:
@@ -45,7 +43,6 @@ def _write_text(target: str, text: str) -> None:
         out.write(text.encode())
 
 
-
 def _read_text(target: str) -> str | None:
     from tune_lip.analysis.results import storage_location
 
@@ -54,7 +51,6 @@ def _read_text(target: str) -> str | None:
         return None
     with fs.open_input_stream(path) as f:
         return bytes(f.read()).decode()
-
 
 
 def save_spec(spec: SearchSpec, experiment_dir: str, *, overrides: dict[str, Any] | None = None) -> str:
@@ -77,11 +73,9 @@ def save_spec(spec: SearchSpec, experiment_dir: str, *, overrides: dict[str, Any
     return f"{experiment_dir}/{SPEC_FILE}"
 
 
-
 def stored_spec(experiment_dir: str) -> tuple[SearchSpec, dict[str, Any]]:
     """The resolved spec an experiment ran, and the overrides it was launched with."""
     import yaml
-
 
     text = _read_text(f"{experiment_dir}/{SPEC_FILE}")
     if text is None:
@@ -92,7 +86,6 @@ def stored_spec(experiment_dir: str) -> tuple[SearchSpec, dict[str, Any]]:
     return spec, dict(launch.get("overrides") or {})
 
 
-
 def _differences(stored: SearchSpec, given: SearchSpec) -> list[str]:
     """``key: started with X, given Y`` for each key (dotted, ``space.`` inside the space) where
     the two specs differ."""
@@ -101,7 +94,6 @@ def _differences(stored: SearchSpec, given: SearchSpec) -> list[str]:
     a, b = (flatten_result({k: v for k, v in s.to_dict().items() if k != "description"}) for s in (stored, given))
     return [f"{key.replace('/', '.')}: started with {a.get(key)!r}, given {b.get(key)!r}"
             for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
-
 
 
 def resume_spec(experiment_dir: str, *, space: str | Path | None = None,
@@ -126,7 +118,6 @@ def resume_spec(experiment_dir: str, *, space: str | Path | None = None,
     return given
 
 
-
 def load_space(space: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpec:
     """A search space (a YAML file or a shipped name) validated against its study, with the
     command-line ``overrides`` (num_samples, budget, resources, pending_timeout_seconds) applied."""
@@ -135,11 +126,9 @@ def load_space(space: str | Path, overrides: dict[str, Any] | None = None) -> Se
     return spec.with_overrides(**_override_values(overrides or {}), where="command line")
 
 
-
 def _override_values(overrides: dict[str, Any]) -> dict[str, Any]:
     keys = ("num_samples", "budget", "resources", "pending_timeout_seconds")
     return {k: overrides[k] for k in keys if overrides.get(k) is not None}
-
 
 
 def _follow_the_experiment(tuner: Any, experiment_dir: str) -> None:
@@ -156,7 +145,6 @@ def _follow_the_experiment(tuner: Any, experiment_dir: str) -> None:
     for callback in [*(run_config.callbacks or []), run_config.stop]:
         if isinstance(callback, (ParquetResultsCallback, PendingTimeout)):
             callback.experiment = experiment_dir
-
 
 
 @contextlib.contextmanager

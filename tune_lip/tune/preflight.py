@@ -28,7 +28,6 @@ def check_spec(spec: SearchSpec) -> dict[str, Any]:
     return config
 
 
-
 def _num_train(data: Any, where: str) -> int:
     """Training examples of the data set a study's ``DataConfig`` names (reads it)."""
     from tune_lip.data.datasets import load_dataset
@@ -39,13 +38,11 @@ def _num_train(data: Any, where: str) -> int:
         raise UserError(where, "dataset", str(exc)) from None
 
 
-
 def _study_config(spec: SearchSpec, config: dict[str, Any]) -> Any:
     try:
         return get_study(spec.study).config.from_dict(config)
     except ConfigError as exc:
         raise UserError(spec.path, exc.key, exc.problem) from None
-
 
 
 def check_data(spec: SearchSpec) -> None:
@@ -76,7 +73,6 @@ def check_data(spec: SearchSpec) -> None:
                             fix="use a larger budget or fewer reports")
 
 
-
 def grid_configs(spec: SearchSpec, points: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The representative trial config (see `check_spec`) at each grid point (default: the spec's)."""
     import copy
@@ -93,7 +89,6 @@ def grid_configs(spec: SearchSpec, points: list[dict[str, Any]] | None = None) -
     return configs
 
 
-
 def _present_accelerators() -> tuple[str, ...]:
     """The GPU types the cluster has (live nodes) or can start (``ray up``'s config on the head)."""
     import ray
@@ -102,7 +97,6 @@ def _present_accelerators() -> tuple[str, ...]:
 
     live = set(cluster_accelerators()) if ray.is_initialized() else set()
     return tuple(sorted(live | set(launchable_accelerators())))
-
 
 
 def _estimator(spec: SearchSpec) -> Any:
@@ -114,7 +108,6 @@ def _estimator(spec: SearchSpec) -> Any:
     return functools.partial(estimate_memory, config_class=get_study(spec.study).config)
 
 
-
 def check_placement(spec: SearchSpec, present: tuple[str, ...] = ()) -> list[Any]:
     """The `Placement` of every grid point's representative config; a UserError when one fits
     no allowed GPU (before anything starts)."""
@@ -124,10 +117,8 @@ def check_placement(spec: SearchSpec, present: tuple[str, ...] = ()) -> list[Any
             for config in grid_configs(spec)]
 
 
-
 def _is_local(address: str | None) -> bool:
     return address in (None, "local")
-
 
 
 def check_resources(spec: SearchSpec, *, address: str | None, num_cpus: int | None = None) -> None:
@@ -152,7 +143,6 @@ def check_resources(spec: SearchSpec, *, address: str | None, num_cpus: int | No
     check_fits(placements, nodes, where=spec.path, cluster=cluster, fix=fix)
 
 
-
 def preflight(spec: SearchSpec, *, address: str | None, num_cpus: int | None = None) -> None:
     """Everything that can be checked before Ray starts, in the order a user would fix it:
     the space against its study, the data files and the budget (local Ray only: a cluster's
@@ -163,7 +153,6 @@ def preflight(spec: SearchSpec, *, address: str | None, num_cpus: int | None = N
         check_resources(spec, address=address, num_cpus=num_cpus)   # with check_placement
     else:
         check_placement(spec)   # the memory rule; the cluster's nodes once it is joined
-
 
 
 def placement_table(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
