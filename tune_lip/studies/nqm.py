@@ -54,11 +54,23 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from tune_lip.errors import ConfigError, UserError
 from tune_lip.studies.budget import Budget, ScheduleConfig, lr_at, parse_budget
-from tune_lip.studies.lipschitz import DIVERGED_LOSS
+from tune_lip.studies.loop import DIVERGED_LOSS
+
+# The exact maths and the simulated chains (moved there unchanged); re-exported here.
+from tune_lip.studies.nqm_exact import (
+    _Chains,
+    _closed_form,
+    _moment_step,
+    _sgd_power,
+    curvatures,
+    exact_lr_scaling,
+    exact_optimal_lr,
+    expected_loss_sgd,
+    monte_carlo_loss,
+)
 from tune_lip.studies.registry import Study, register
 
 __all__ = [
@@ -202,195 +214,6 @@ class NQMConfig:
         steps = self.budget.total_steps(batch_size=batch_size or self.dataset.batch_size, num_train=0)
         assert steps is not None
         return steps
-
-
-def curvatures(cfg: NQMConfig) -> np.ndarray:
-    """h_i = i^(-power), i = 1..dim: (dim,) float64, largest first, max 1."""
-    return np.arange(1, cfg.dim + 1, dtype=np.float64) ** (-cfg.power)
-
-
-# ---------------------------------------------------------------------------- exact SGD moments
-
-def _sgd_power(lr: Any, h: np.ndarray, s2: np.ndarray, steps: int) -> np.ndarray:
-    """E θ² after ``steps`` plain-SGD steps at constant ``lr`` from E θ₀² = 1: (..., dim).
-
-    r^t and the geometric sum (1 − r^t)/(1 − r) go through log1p/expm1, accurate when lr·h ≪ 1.
-    """
-    x = lr * h
-    one_minus_r = x * (2.0 - x)                        # 1 − (1 − x)², exact for small x
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        log_r = np.log1p(-one_minus_r)                 # −inf at lr·h = 1 (r = 0)
-        r_t = np.exp(steps * log_r)
-        geo = np.where(one_minus_r == 0, float(steps), -np.expm1(steps * log_r) / one_minus_r)
-        return r_t + geo * lr**2 * s2
-
-
-def _moment_step(S: np.ndarray, lr: Any, h: np.ndarray, s2: np.ndarray, momentum: float,
-                 nesterov: bool) -> np.ndarray:
-    """One SGD step of the raw moments S = (E θ², E θv, E v²): (3, ..., dim) -> same."""
-    tt, tv, vv = S[0], S[1], S[2]
-    mu = momentum
-    if nesterov and mu > 0:
-        a, c, p = 1.0 - lr * (1.0 + mu) * h, -lr * mu * mu, -lr * (1.0 + mu)
-    else:
-        a, c, p = 1.0 - lr * h, -lr * mu, -lr
-    d, e = h, mu                                          # v' = hθ + μv + ξ; q = 1
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.stack([
-            a * a * tt + 2 * a * c * tv + c * c * vv + p * p * s2,
-            a * d * tt + (a * e + c * d) * tv + c * e * vv + p * s2,
-            d * d * tt + 2 * d * e * tv + e * e * vv + s2,
-        ])
-
-
-def _closed_form(cfg: NQMConfig) -> bool:
-    """Plain SGD at a constant lr: E θ_t² is a closed form in t (no per-step recursion)."""
-    s = cfg.schedule
-    return cfg.optimizer.momentum == 0 and s.name == "constant" and s.warmup == 0
-
-
-def expected_loss_sgd(cfg: NQMConfig, lr: Any = None, batch_size: int | None = None,
-                      steps: int | None = None) -> Any:
-    """Exact E L(θ_T) of SGD (cfg's momentum, Nesterov and schedule) after ``steps`` steps.
-
-    lr: peak lr, a float or an array of them (default cfg.optimizer.lr); batch_size default
-    cfg.dataset.batch_size; steps default what cfg.budget buys at that batch size. Returns a
-    float (or an array shaped like ``lr``); inf where the run diverges numerically. Constant-lr
-    plain SGD costs O(dim) whatever ``steps``; otherwise O(steps·dim·len(lr)).
-
-    Example:
-        >>> cfg = NQMConfig.from_dict({"dim": 10, "noise": 0.0, "budget": {"steps": 5}})
-        >>> round(expected_loss_sgd(cfg, 1.0), 6)   # lr = 1/h_1 solves dimension 1 in one step
-        0.100644
-    """
-    if cfg.optimizer.name != "sgd":
-        raise ValueError("expected_loss_sgd is exact for sgd only; use monte_carlo_loss for adam")
-    b = batch_size or cfg.dataset.batch_size
-    T = cfg.total_steps(b) if steps is None else int(steps)
-    peak = np.asarray(cfg.optimizer.lr if lr is None else lr, dtype=np.float64)
-    h = curvatures(cfg)
-    s2 = cfg.noise * h / b
-    eta = peak[..., None]                                   # (..., 1) against (dim,)
-    if _closed_form(cfg):
-        tt = _sgd_power(eta, h, s2, T) if T > 0 else np.ones(peak.shape + h.shape)
-    else:
-        S = np.zeros((3, *peak.shape, h.size))
-        S[0] = 1.0
-        for t in range(T):
-            scale = lr_at(t / T, peak_lr=1.0, schedule=cfg.schedule, total_steps=T)  # every schedule ∝ peak
-            S = _moment_step(S, eta * scale, h, s2, cfg.optimizer.momentum, cfg.optimizer.nesterov)
-        tt = S[0]
-    with np.errstate(invalid="ignore", over="ignore"):
-        loss = 0.5 * np.sum(h * tt, axis=-1)
-    loss = np.where(np.isfinite(loss), loss, np.inf)
-    return float(loss) if loss.ndim == 0 else loss
-
-
-def exact_optimal_lr(cfg: NQMConfig, batch_size: int, *, lr_range: tuple[float, float] = (1e-4, 1e1),
-                     grid: int = 61) -> float:
-    """The constant-peak lr minimising the exact final expected loss at ``batch_size`` (SGD).
-
-    A coarse log grid over ``lr_range`` finds the basin; scipy's bounded Brent search on
-    log lr between the neighbouring grid points refines it. Raises ValueError when the
-    best grid point is an end of ``lr_range`` (the range does not bracket the optimum).
-
-    Example:
-        >>> cfg = NQMConfig.from_dict({"budget": {"examples": 16384}})
-        >>> round(exact_optimal_lr(cfg, 4), 4)
-        0.0435
-    """
-    lrs = np.geomspace(lr_range[0], lr_range[1], grid)
-    losses = expected_loss_sgd(cfg, lrs, batch_size)
-    i = int(np.argmin(losses))
-    if i in (0, grid - 1) or not np.isfinite(losses[i]):
-        raise ValueError(f"exact optimum at batch size {batch_size} is outside lr_range={lr_range}")
-
-    def objective(log_lr: float) -> float:
-        value = expected_loss_sgd(cfg, math.exp(log_lr), batch_size)
-        return math.log(value) if math.isfinite(value) else 1e3   # log: better conditioned
-
-    res = minimize_scalar(objective, bounds=(math.log(lrs[i - 1]), math.log(lrs[i + 1])), method="bounded",
-                          options={"xatol": 1e-7})
-    return float(math.exp(res.x))
-
-
-def exact_lr_scaling(cfg: NQMConfig, batch_sizes: Any, **kwargs: Any) -> tuple[np.ndarray, float]:
-    """Exact optimal lr per batch size and α, the least-squares slope of log lr* vs log b.
-
-    Example:
-        >>> cfg = NQMConfig.from_dict({"budget": {"examples": 16384}})
-        >>> lr_stars, alpha = exact_lr_scaling(cfg, [1, 2, 4, 8, 16])
-        >>> round(alpha, 2)
-        1.0
-    """
-    bs = np.asarray(list(batch_sizes), dtype=np.float64)
-    lr_stars = np.array([exact_optimal_lr(cfg, int(b), **kwargs) for b in bs])
-    alpha = float(np.polyfit(np.log(bs), np.log(lr_stars), 1)[0])
-    return lr_stars, alpha
-
-
-# ---------------------------------------------------------------------------- simulated chains
-
-class _Chains:
-    """``chains`` independent runs of SGD or Adam, vectorised: arrays (chains, dim)."""
-
-    def __init__(self, cfg: NQMConfig, h: np.ndarray, s2: np.ndarray, chains: int) -> None:
-        self.cfg, self.h, self.noise_std = cfg, h, np.sqrt(s2)
-        self.rng = np.random.Generator(np.random.PCG64(cfg.seed))
-        self.theta = self.rng.standard_normal((chains, h.size))   # θ₀ ~ N(0, I), as Zhang et al.
-        self.m = np.zeros_like(self.theta)    # SGD momentum buffer / Adam first moment
-        self.v = np.zeros_like(self.theta)    # Adam second moment
-        self.t = 0
-
-    def step(self, lr: float) -> None:
-        o = self.cfg.optimizer
-        g = self.h * self.theta + self.noise_std * self.rng.standard_normal(self.theta.shape)
-        self.t += 1
-        if o.name == "sgd":
-            self.m = o.momentum * self.m + g
-            self.theta -= lr * (g + o.momentum * self.m if o.nesterov else self.m)
-            return
-        b1, b2 = o.betas
-        self.m = b1 * self.m + (1 - b1) * g
-        self.v = b2 * self.v + (1 - b2) * g * g
-        denom = np.sqrt(self.v) / math.sqrt(1 - b2**self.t) + o.eps       # torch.optim.Adam's form
-        self.theta -= (lr / (1 - b1**self.t)) * self.m / denom
-
-    def losses(self) -> np.ndarray:
-        """Loss of every chain: (chains,)."""
-        return 0.5 * (self.theta**2) @ self.h
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"theta": self.theta.copy(), "m": self.m.copy(), "v": self.v.copy(), "t": self.t,
-                "rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.theta, self.m, self.v = (np.array(state[k]) for k in ("theta", "m", "v"))
-        self.t = int(state["t"])
-        self.rng.bit_generator.state = state["rng"]
-
-
-def monte_carlo_loss(cfg: NQMConfig, *, steps: int | None = None,
-                     chains: int | None = None) -> tuple[float, float]:
-    """Mean and standard error over ``chains`` simulated runs of the loss after ``steps``.
-
-    Any optimizer (the check of the exact SGD moments; the only estimate for Adam). Seeded
-    by cfg.seed. Defaults: the budget's steps and cfg.chains.
-
-    Example:
-        >>> cfg = NQMConfig.from_dict({"optimizer": {"name": "adam", "lr": 0.01}, "budget": {"steps": 50}})
-        >>> mean, stderr = monte_carlo_loss(cfg, chains=32)
-        >>> 0 < stderr < mean
-        True
-    """
-    T = cfg.total_steps() if steps is None else steps
-    h = curvatures(cfg)
-    sim = _Chains(cfg, h, cfg.noise * h / cfg.dataset.batch_size, chains or cfg.chains)
-    for t in range(T):
-        sim.step(lr_at(t / T, peak_lr=cfg.optimizer.lr, schedule=cfg.schedule, total_steps=T))
-    losses = sim.losses()
-    stderr = float(losses.std(ddof=1) / math.sqrt(losses.size)) if losses.size > 1 else math.inf
-    return float(losses.mean()), stderr
 
 
 # ---------------------------------------------------------------------------- the loop

@@ -69,10 +69,7 @@ from tune_lip.nn.scaling_rules import (
     svag_objective,
 )
 from tune_lip.studies.budget import Budget, ScheduleConfig, lr_at, parse_budget
-
-# The study loops share the data cache and the config helpers of the Lipschitz loop.
-from tune_lip.studies.lipschitz import (
-    DIVERGED_LOSS,
+from tune_lip.studies.config import (
     DataConfig,
     ModelConfig,
     _dataset,
@@ -82,6 +79,7 @@ from tune_lip.studies.lipschitz import (
     config_to_dict,
     pick_device,
 )
+from tune_lip.studies.loop import DIVERGED_LOSS
 from tune_lip.studies.registry import Study, register
 
 __all__ = ["BUDGET_RULES", "GRADIENTS", "LR_RULES", "GradientConfig", "ScalingConfig", "ScalingLoop",

@@ -66,12 +66,8 @@ from tune_lip.nn.sam import (
     top_hessian_eigenvalue,
 )
 from tune_lip.studies.budget import Budget, parse_budget
-
-# The study loops share the data cache and the config helpers of the Lipschitz loop.
-from tune_lip.studies.lipschitz import (
-    DIVERGED_LOSS,
+from tune_lip.studies.config import (
     DataConfig,
-    LoopCheckpoint,
     ModelConfig,
     _dataset,
     _from_dict,
@@ -80,6 +76,8 @@ from tune_lip.studies.lipschitz import (
     config_to_dict,
     pick_device,
 )
+from tune_lip.studies.lipschitz import LoopCheckpoint
+from tune_lip.studies.loop import DIVERGED_LOSS
 from tune_lip.studies.registry import Study, register
 
 __all__ = ["SPHERE_MODELS", "MODES", "SphereOptimizerConfig", "SphereConfig", "SphereLoop"]

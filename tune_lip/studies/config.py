@@ -1,0 +1,122 @@
+"""Config sections and helpers every image study shares: model, data set, device, the data cache.
+
+A study's typed config (`tune_lip.studies.lipschitz.LipschitzConfig`, ``SphereConfig``,
+``ScalingConfig``) is built from these sections: ``model`` (a registered name plus its
+constructor options) and ``dataset`` (a registered name, the batch size and loader options).
+`_from_dict` and `_section` turn a trial's nested mapping into them and name the key at fault;
+`config_to_dict` writes a resolved config back (saved with every checkpoint). `_dataset`
+loads a data set once per process and device, so a reused Ray actor keeps it across trials.
+
+Example:
+    >>> cfg = _from_dict(DataConfig, {"name": "synthetic", "batch_size": 32, "num_train": 64},
+    ...                  "dataset", free="options")
+    >>> cfg.batch_size, cfg.options
+    (32, {'num_train': 64})
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+
+from tune_lip.data.datasets import ImageData, load_dataset
+from tune_lip.errors import ConfigError
+from tune_lip.nn.models import MODELS, model_options
+
+__all__ = ["ModelConfig", "DataConfig", "config_to_dict", "pick_device"]
+
+
+def _from_dict(cls: Any, raw: Any, section: str, *, free: str | None = None) -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys go to field ``free`` or fail."""
+    if raw is None:
+        return cls()
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{section} must be a mapping, got {raw!r}")
+    names = {f.name for f in fields(cls)} - ({free} if free else set())
+    known = {k: v for k, v in raw.items() if k in names}
+    rest = {k: v for k, v in raw.items() if k not in names}
+    if rest and free is None:
+        raise ValueError(f"unknown {section} option {sorted(rest)[0]!r}; valid: {', '.join(sorted(names))}")
+    return cls(**known, **({free: rest} if free else {}))
+
+
+def _section(key: str, build: Any) -> Any:
+    """Run ``build()``; a ValueError/TypeError becomes a ConfigError naming ``key``."""
+    try:
+        return build()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(key, str(exc).split("\n")[0]) from None
+
+
+def _model_config(raw: Any, default: str = "aol_mlp") -> ModelConfig:
+    """The ``model`` section: a name or a mapping; ``default`` is the study's model when it names none."""
+    if raw is None or isinstance(raw, (str, dict)):
+        raw = {"name": default, **({"name": raw} if isinstance(raw, str) else (raw or {}))}
+    cfg = _from_dict(ModelConfig, raw, "model", free="options")
+    if cfg.name not in MODELS:
+        raise ValueError(f"unknown model {cfg.name!r}; valid models: {', '.join(sorted(MODELS))}")
+    unknown = set(cfg.options) - set(model_options(cfg.name))
+    if unknown:
+        raise ValueError(f"unknown option {sorted(unknown)[0]!r} for model {cfg.name}; "
+                         f"valid: {', '.join(model_options(cfg.name))}")
+    return cfg
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "aol_mlp"
+    options: dict[str, Any] = field(default_factory=dict)  # constructor options, e.g. width, depth
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"
+    batch_size: int = 256       # examples per optimizer step
+    data_dir: str = "data"      # where CIFAR-10/100 and converted npz files live
+    download: bool = False      # let torchvision download CIFAR (never in tests or the demo)
+    options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. path for generated
+
+    def __post_init__(self) -> None:
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ValueError(f"dataset.batch_size must be a positive integer, got {self.batch_size}")
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A study's resolved config as the JSON-able mapping its ``from_dict`` reads back.
+
+    The free ``options`` of ``model`` and ``dataset`` go back into their section, the budget
+    into its YAML form. Saved with every checkpoint.
+    """
+    out = asdict(cfg)
+    for section in ("model", "dataset"):
+        if isinstance(out.get(section), dict) and "options" in out[section]:
+            out[section].update(out[section].pop("options"))
+    out["budget"] = cfg.budget.to_dict()
+    return json.loads(json.dumps(out, default=list))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+_DATA_CACHE: dict[str, ImageData] = {}
+
+
+def _dataset(cfg: DataConfig, device: torch.device) -> ImageData:
+    """Load once per process and device (a reused Ray actor keeps it across trials)."""
+    key = json.dumps([cfg.name, cfg.data_dir, cfg.options, str(device)], sort_keys=True, default=str)
+    if key not in _DATA_CACHE:
+        data = load_dataset(cfg.name, data_dir=cfg.data_dir, download=cfg.download, **cfg.options)
+        _DATA_CACHE.clear()  # keep one data set on the device, not one per config ever seen
+        _DATA_CACHE[key] = data.to(device)
+    return _DATA_CACHE[key]
