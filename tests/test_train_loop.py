@@ -89,6 +89,9 @@ def test_huge_lr_ends_as_diverged_with_finite_worst_values():
     assert metrics["diverged"] is True and loop.finished
     assert metrics["train_loss"] == DIVERGED_LOSS and metrics["certified_acc"] == 0.0
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+    # A diverged loop trains no further (as the sphere and scaling loops): steps stay where they were.
+    again = loop.train_for(6)
+    assert again["steps"] == metrics["steps"] and again["diverged"] and again["train_loss"] == DIVERGED_LOSS
 
 
 def test_certified_never_exceeds_clean_accuracy():

@@ -275,7 +275,7 @@ class LipschitzLoop(LoopCheckpoint):
         return lr
 
     def train_for(self, steps: int) -> dict[str, float]:
-        """Train ``steps`` optimizer steps (fewer if the budget ends); the slice's metrics.
+        """Train ``steps`` optimizer steps (fewer if the budget ends, none once diverged); the slice's metrics.
 
         Returns train_loss / train_acc averaged over the slice's (augmented) batches (with SAM:
         at w, before the perturbation), the progress counters, ``diverged``, ``lr`` (the configured
@@ -288,7 +288,7 @@ class LipschitzLoop(LoopCheckpoint):
         done = 0
         start = time.perf_counter()
         for _ in range(steps):
-            if self.total_steps is not None and self.steps >= self.total_steps:
+            if self.diverged or (self.total_steps is not None and self.steps >= self.total_steps):
                 break
             self._set_lr()
             idx = self.batch_indices(self.steps)
