@@ -52,3 +52,5 @@ def test_a_pre_move_experiment_loads_resumes_and_analyses(tmp_path: Path):
         done = subprocess.run([*TUNE_LIP, *command], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "Traceback" not in done.stdout + done.stderr
+        if command[0] == "results":   # the resume is on record; the start, by an older tune-lip, is not
+            assert "started by an older tune-lip (no provenance); resumed" in done.stdout, done.stdout

@@ -7,8 +7,9 @@ seconds and ``train_for_seconds``), ``steps``, ``train_for(steps)``, ``evaluate(
 added to the last report). This class trains it in
 ``reports`` equal slices of the budget: each ``step()`` trains one slice, evaluates and
 returns the metrics, the last one (or a divergence) with ``done=True``. Every report also
-names the ``accelerator`` type the trial ran on and whether its budget is
-``hardware_dependent`` (a wall-clock budget). Checkpoints hold the
+names the ``accelerator`` type the trial ran on, its ``device`` (``cpu``, ``cuda:0 (<GPU name>)``),
+whether its budget is ``hardware_dependent`` (a wall-clock budget) and, for a study with a data
+set, ``data_sha256`` (`tune_lip.data.ImageData.fingerprint`). Checkpoints hold the
 loop's whole state plus the resolved config (``config.json``, readable without torch), so a
 restored trial continues exactly; ``reset_config`` rebuilds the loop so Tune reuses actors.
 
@@ -44,6 +45,15 @@ def _quiet_termination(unraisable: Any) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+def _device_name(device: Any) -> str:
+    """``cpu``, or e.g. ``cuda:0 (NVIDIA H200)``: where the trial's loop computes."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 class SlicedTrainable(tune.Trainable):
     """Trains ``make_loop(config)`` in ``reports`` slices; see the module docstring."""
 
@@ -61,6 +71,9 @@ class SlicedTrainable(tune.Trainable):
             self.accelerator = node_accelerator()  # the type the scheduler placed this trial on
         budget = getattr(self.loop.cfg, "budget", None)
         self.hardware_dependent = bool(budget is not None and budget.hardware_dependent)
+        self.device = _device_name(getattr(self.loop, "device", "cpu"))
+        data: Any = getattr(self.loop, "data", None)   # provenance: the data this trial read
+        self.data_sha256 = data.fingerprint() if hasattr(data, "fingerprint") else None
 
     def step(self) -> dict[str, Any]:
         loop, reports = self.loop, self.loop.cfg.reports
@@ -73,6 +86,9 @@ class SlicedTrainable(tune.Trainable):
         self.reports_done = k
         metrics["accelerator"] = self.accelerator
         metrics["hardware_dependent"] = self.hardware_dependent
+        metrics["device"] = self.device
+        if self.data_sha256 is not None:
+            metrics["data_sha256"] = self.data_sha256
         metrics["done"] = loop.finished or k >= reports
         if metrics["done"] and hasattr(loop, "final_metrics"):
             metrics.update(loop.final_metrics())   # what only the whole run tells, e.g. the sphere's regime

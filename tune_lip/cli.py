@@ -345,6 +345,8 @@ def cmd_analyze_scaling_rule(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from tune_lip.analysis.provenance import describe as describe_provenance
+    from tune_lip.analysis.provenance import read_provenance
     from tune_lip.analysis.results import json_cells, load, write_results
 
     path = Path(args.path)
@@ -352,6 +354,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     df = load(path)
     print(_summary(path, metric=args.metric or saved.get("metric"), mode=args.mode or saved.get("mode") or "max",
                    top=args.top, df=df))
+    print("\n".join(describe_provenance(read_provenance(path), df)))   # what produced it
     exports = ((args.csv, lambda target: json_cells(df).to_csv(target, index=False)),  # lists as JSON text
                (args.parquet, lambda target: write_results(df, target)))  # load(target) reads it back
     for target, _ in exports:

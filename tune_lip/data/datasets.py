@@ -36,10 +36,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,7 @@ class ImageData:
     num_classes: int
     name: str
     mean: tuple[float, ...]
+    sha256: str | None = field(default=None, repr=False)   # `fingerprint`, once computed
 
     def __post_init__(self) -> None:
         # Shape and dtype checks only: they read metadata, never data, so they cost no host sync.
@@ -146,6 +148,18 @@ class ImageData:
     @property
     def num_test(self) -> int:
         return self.test_images.shape[0]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the data set's content: the train and test images and labels as loaded
+        (uint8 and int64 bytes, in that order), so the same data read from another file format
+        hashes the same. Computed once (on a CPU copy) and kept across `to`. Recorded in every
+        experiment's provenance."""
+        if self.sha256 is None:
+            digest = hashlib.sha256()
+            for tensor in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self.sha256 = digest.hexdigest()
+        return self.sha256
 
     def mean_tensor(self) -> torch.Tensor:
         """`mean` as float32 (C,) on the images' device; build it once, not per batch."""

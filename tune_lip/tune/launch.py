@@ -265,7 +265,7 @@ def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str |
     from ray import tune
 
     from tune_lip.analysis.results import storage_location
-    from tune_lip.tune import pending
+    from tune_lip.tune import pending, provenance
 
     storage = storage_root(storage_path)
     name = name or experiment_name(spec)
@@ -279,12 +279,15 @@ def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str |
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
             raise UserError(experiment_dir, None, "an experiment with this name exists already",
                             fix="pass --resume to continue it, or choose another --name")
-    preflight(spec, address=address, num_cpus=num_cpus)
+    data = preflight(spec, address=address, num_cpus=num_cpus)
     loggers = [] if resume else _logger_callbacks(wandb, mlflow, name)  # input errors first: nothing started
     start_ray(address, num_cpus=num_cpus)
     if not _is_local(address):
         check_resources(spec, address=address)
     pending.clear(experiment_dir)
+    if not resume:
+        save_spec(spec, experiment_dir, overrides=overrides)
+    provenance.record(experiment_dir, data=data, resumed=resume)   # versions, commit, machine, data
     if resume:
         tuner = tune.Tuner.restore(experiment_dir, trainable=_trainable(spec, _present_accelerators()),
                                    resume_unfinished=True, resume_errored=True)
@@ -292,7 +295,6 @@ def run_search(spec: SearchSpec, *, name: str | None = None, storage_path: str |
         with _new_trials_where_the_experiment_is():
             grid = tuner.fit()
     else:
-        save_spec(spec, experiment_dir, overrides=overrides)
         tuner = build_tuner(spec, name=name, storage_path=storage, verbose=verbose,
                             extra_callbacks=[*loggers, *(extra_callbacks or [])])
         grid = tuner.fit()

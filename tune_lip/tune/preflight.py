@@ -28,14 +28,19 @@ def check_spec(spec: SearchSpec) -> dict[str, Any]:
     return config
 
 
-def _num_train(data: Any, where: str) -> int:
-    """Training examples of the data set a study's ``DataConfig`` names (reads it)."""
+def _read_data(data: Any, where: str) -> Any:
+    """The data set a study's ``DataConfig`` names (an `ImageData`; reads it)."""
     from tune_lip.data.datasets import load_dataset
 
     try:
-        return load_dataset(data.name, data_dir=data.data_dir, download=data.download, **data.options).num_train
+        return load_dataset(data.name, data_dir=data.data_dir, download=data.download, **data.options)
     except ValueError as exc:
         raise UserError(where, "dataset", str(exc)) from None
+
+
+def _num_train(data: Any, where: str) -> int:
+    """Training examples of the data set a study's ``DataConfig`` names (reads it)."""
+    return int(_read_data(data, where).num_train)
 
 
 def _study_config(spec: SearchSpec, config: dict[str, Any]) -> Any:
@@ -45,15 +50,17 @@ def _study_config(spec: SearchSpec, config: dict[str, Any]) -> Any:
         raise UserError(spec.path, exc.key, exc.problem) from None
 
 
-def check_data(spec: SearchSpec) -> None:
+def check_data(spec: SearchSpec) -> dict[str, dict[str, Any]]:
     """Read every data set the grid's trials train on, and check each trial's budget buys at
     least one step per report; a UserError names the missing or broken file, or the budget.
 
     Run on the driver before Ray starts, for a local Ray, whose workers read the same files.
     Each distinct data set is read once (the generated npz's conversion is cached on disk, so
-    the trials find it done).
+    the trials find it done). Returns what was read, for the provenance: per data set (its name,
+    with its options when they are not the defaults) the SHA-256 of its content and its sizes.
     """
     sizes: dict[str, int] = {}
+    read: dict[str, dict[str, Any]] = {}
     for config in grid_configs(spec):
         cfg = _study_config(spec, config)
         data = getattr(cfg, "dataset", None)
@@ -61,7 +68,11 @@ def check_data(spec: SearchSpec) -> None:
         if data is not None and hasattr(data, "name"):   # a study with a data set (not the NQM)
             key = json.dumps([data.name, data.data_dir, data.options], sort_keys=True, default=str)
             if key not in sizes:
-                sizes[key] = _num_train(data, spec.path)
+                images = _read_data(data, spec.path)
+                sizes[key] = int(images.num_train)
+                label = data.name + (json.dumps(data.options, sort_keys=True, default=str) if data.options else "")
+                read[label] = {"sha256": images.fingerprint(), "num_train": int(images.num_train),
+                               "num_test": int(images.num_test), "data_dir": str(data.data_dir)}
             num_train = sizes[key]
         if spec.budget.kind not in ("epochs", "examples"):
             continue   # steps are checked by the spec; time budgets are decided while running
@@ -71,6 +82,7 @@ def check_data(spec: SearchSpec) -> None:
             raise UserError(spec.path, "budget", f"{spec.budget.amount:g} {spec.budget.kind} buy {steps} steps at "
                             f"batch size {cfg.dataset.batch_size}, fewer than the {spec.reports} reports",
                             fix="use a larger budget or fewer reports")
+    return read
 
 
 def grid_configs(spec: SearchSpec, points: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -143,16 +155,18 @@ def check_resources(spec: SearchSpec, *, address: str | None, num_cpus: int | No
     check_fits(placements, nodes, where=spec.path, cluster=cluster, fix=fix)
 
 
-def preflight(spec: SearchSpec, *, address: str | None, num_cpus: int | None = None) -> None:
+def preflight(spec: SearchSpec, *, address: str | None, num_cpus: int | None = None) -> dict[str, dict[str, Any]]:
     """Everything that can be checked before Ray starts, in the order a user would fix it:
     the space against its study, the data files and the budget (local Ray only: a cluster's
-    workers may see other files), and whether the local machine can run the trials at all."""
+    workers may see other files), and whether the local machine can run the trials at all.
+    Returns the data sets read (`check_data`; none on a cluster), for the provenance."""
     check_spec(spec)
     if _is_local(address):
-        check_data(spec)
+        read = check_data(spec)
         check_resources(spec, address=address, num_cpus=num_cpus)   # with check_placement
-    else:
-        check_placement(spec)   # the memory rule; the cluster's nodes once it is joined
+        return read
+    check_placement(spec)   # the memory rule; the cluster's nodes once it is joined
+    return {}
 
 
 def placement_table(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
