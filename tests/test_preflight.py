@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tune_lip import search_spaces
 from tune_lip.cli import main
 from tune_lip.cluster.placement import Node, Placement, check_fits
 from tune_lip.errors import UserError
@@ -190,3 +191,22 @@ def test_resume_cli_errors_are_one_line(tmp_path, capsys):
     space.write_text(SPACE.replace("lr: 0.1", "lr: 0.2"))
     assert main(["search", str(space), "--resume", "x", "--storage-path", storage]) == 2
     assert "space.optimizer.lr" in _one_line(capsys)
+
+
+def test_a_scaling_space_whose_asha_may_starve_the_fit_is_warned_about_before_launch(tmp_path, capsys):
+    from tune_lip.tune.launch import load_space
+    from tune_lip.tune.preflight import scheduler_warnings
+
+    text = (Path(search_spaces.path_of("demo")).read_text()
+            .replace("brackets: 1, protect: 4}", "brackets: 1}"))
+    (tmp_path / "starved.yaml").write_text(text)
+    (warning,) = scheduler_warnings(load_space(tmp_path / "starved.yaml"))
+    assert "starved.yaml" in warning and "protect: 4" in warning and "dataset.batch_size" in warning
+    for name in search_spaces.available():   # every shipped space leaves its analysis its data
+        assert scheduler_warnings(load_space(name)) == [], name
+    # Through the CLI, on stderr, before anything starts (here the preflight then stops it:
+    # no node of this machine has 64 CPUs).
+    assert main(["search", str(tmp_path / "starved.yaml"), "--resources", "cpu=64",
+                 "--storage-path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.index("warning: ") < err.index("error: ") and "protect: 4" in err

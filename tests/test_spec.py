@@ -241,6 +241,8 @@ def test_resources_accelerator_and_default_cpu(tmp_path: Path) -> None:
         ({"name": "asha", "grace_fraction": 1.5}, "scheduler.grace_fraction", "(0, 1]"),
         ({"name": "asha", "reduction_factor": 1}, "scheduler.reduction_factor", "> 1"),
         ({"name": "asha", "brackets": 0}, "scheduler.brackets", ">= 1"),
+        ({"name": "asha", "protect": -1}, "scheduler.protect", ">= 0"),
+        ({"name": "asha", "protect": "all"}, "scheduler.protect", "protect: 4"),
         ({"name": "asha", "grace_period": 3}, "scheduler.grace_period",
          "did you mean 'grace_fraction'"),
     ],
@@ -253,6 +255,7 @@ def test_bad_scheduler(tmp_path: Path, scheduler: Any, key: str, fragment: str) 
 @pytest.mark.parametrize("raw, expected", [
     ("none", SchedulerSpec("none")), (None, SchedulerSpec("none")),
     ({"name": "asha"}, SchedulerSpec("asha", 0.1, 3.0, 1)),
+    ({"name": "asha", "protect": 4}, SchedulerSpec("asha", 0.1, 3.0, 1, protect=4)),
 ])
 def test_scheduler_forms(tmp_path: Path, raw: Any, expected: SchedulerSpec) -> None:
     spec = load_spec(write(tmp_path, {**copy.deepcopy(BASE), "scheduler": raw}))

@@ -134,6 +134,10 @@ def cmd_search(args: argparse.Namespace) -> int:
                         "or a YAML file, or continue a search with --resume NAME")
     else:
         spec = load_space(args.space, overrides)
+    from tune_lip.tune.preflight import scheduler_warnings
+
+    for warning in scheduler_warnings(spec):   # before anything starts: the user may fix the space
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         grid = run_search(spec, name=name, storage_path=storage, address=args.address, resume=bool(args.resume),
                           wandb=args.wandb, mlflow=args.mlflow, overrides=overrides)

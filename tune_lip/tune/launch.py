@@ -220,9 +220,10 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
         asha: dict[str, Any] = dict(time_attr=spec.budget.progress_attr, max_t=max_t,
                     grace_period=max(spec.scheduler.grace_fraction * max_t, 1e-9),
                     reduction_factor=spec.scheduler.reduction_factor, brackets=spec.scheduler.brackets)
-        # With searcher.per, ASHA compares trials only within their group (e.g. batch size).
-        scheduler: Any = (GroupedASHAScheduler(group_keys=spec.searcher.per, **asha) if spec.searcher.per
-                          else ASHAScheduler(**asha))
+        # With searcher.per, ASHA compares trials only within their group (e.g. batch size);
+        # with protect, the best trials of each group (of the whole search without per) run on.
+        scheduler: Any = (GroupedASHAScheduler(group_keys=spec.searcher.per, protect=spec.scheduler.protect, **asha)
+                          if spec.searcher.per or spec.scheduler.protect else ASHAScheduler(**asha))
     else:
         scheduler = FIFOScheduler()
 

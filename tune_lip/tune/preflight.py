@@ -193,3 +193,28 @@ def placement_table(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
         rows.append({**point, "estimated_gb": None if gb is None else round(gb, 2), "cpu": p.cpu, "gpu": p.gpu,
                      "runs_on": where})
     return pd.DataFrame(rows)
+
+
+# What `tune-lip analyze lr-scaling` needs by default: finished (full-budget) trials per batch size.
+FIT_MIN_TRIALS = 4
+
+
+def scheduler_warnings(spec: SearchSpec, *, min_trials: int = FIT_MIN_TRIALS) -> list[str]:
+    """Why the space's scheduler may not leave its analysis the data it needs (one line each).
+
+    A search grouped by batch size (``searcher.per``) asks a scaling question whose fit needs
+    ``min_trials`` full-budget trials per group. ASHA keeps about 1/reduction_factor of a
+    group's trials at each cut (a rung before the end of the budget), and which ones is up to
+    the order trials arrive in: without ``protect: min_trials`` it may leave fewer.
+    """
+    s = spec.scheduler
+    if s.name != "asha" or not spec.searcher.per or s.protect >= min_trials:
+        return []
+    cuts = sum(1 for k in range(64) if s.grace_fraction * s.reduction_factor ** k < 1 - 1e-9)
+    group = " x ".join(spec.searcher.per)
+    return [f"{spec.path}: scheduler: ASHA keeps about 1/{s.reduction_factor:g} of each {group}'s trials at each "
+            f"of its {cuts} cut{'s' if cuts != 1 else ''} (of {spec.num_samples}, about "
+            f"{spec.num_samples / s.reduction_factor ** cuts:.1f} run their whole budget) and may leave fewer than "
+            f"the {min_trials} full-budget trials per {group} the scaling fit needs. Fix: scheduler: "
+            f"{{name: asha, ..., protect: {min_trials}}} (the best {min_trials} of each {group} are never "
+            f"stopped), or scheduler: none"]

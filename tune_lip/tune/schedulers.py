@@ -7,9 +7,16 @@ large-batch trial and the search never learns the large-batch optimum. `GroupedA
 keeps separate ASHA brackets per value of the group keys (the searcher's ``per`` keys), so
 each batch size's trials compete only with each other. Everything else is Ray's ASHA.
 
+``protect=K`` leaves the analysis its data: at every rung, a trial among the best K of its
+group is never stopped (it stops only when K trials of its group did better there, and it is
+below ASHA's cutoff too). So the first K trials to reach a rung always go on, and at least K
+trials of every group (of at least K) run their whole budget: a scaling fit needs
+``min_trials`` full-budget trials at every batch size. Plain ASHA with reduction factor 3 and
+grace 0.1 lets about 1 in 3² of a group's trials finish.
+
 Example:
     >>> s = GroupedASHAScheduler(group_keys=["dataset.batch_size"], time_attr="steps",
-    ...                          metric="acc", mode="max", max_t=100, grace_period=10)
+    ...                          metric="acc", mode="max", max_t=100, grace_period=10, protect=4)
 """
 
 from __future__ import annotations
@@ -26,12 +33,30 @@ from tune_lip.tune.spec import get_in
 __all__ = ["GroupedASHAScheduler"]
 
 
+class _ProtectedBracket(_Bracket):
+    """Ray's bracket whose cutoff never falls on one of the best ``protect`` recorded results."""
+
+    def __init__(self, *args: Any, protect: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.protect = protect
+
+    def cutoff(self, recorded: dict[str, float]) -> Any:
+        cutoff = super().cutoff(recorded)
+        if self.protect <= 0 or cutoff is None:
+            return cutoff
+        if len(recorded) < self.protect:
+            return None              # fewer than K others at this rung: the trial is in the top K
+        kth_best = np.sort(np.asarray(list(recorded.values()), dtype=float))[::-1][self.protect - 1]
+        return min(cutoff, kth_best)  # ASHA (sign-adjusted rewards: higher is better)
+
+
 class GroupedASHAScheduler(ASHAScheduler):
     """Ray's ASHA with one set of brackets per group; ``group_keys`` are dotted config paths."""
 
     def __init__(self, *, group_keys: Sequence[str], time_attr: str = "training_iteration",
                  metric: str | None = None, mode: str | None = None, max_t: float = 100,
-                 grace_period: float = 1, reduction_factor: float = 4, brackets: int = 1) -> None:
+                 grace_period: float = 1, reduction_factor: float = 4, brackets: int = 1,
+                 protect: int = 0) -> None:
         # Ray annotates max_t and grace_period as int, but its brackets work in any monotone units
         # (here steps, examples or reference seconds, possibly fractional).
         super().__init__(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t,  # type: ignore[arg-type]
@@ -40,6 +65,7 @@ class GroupedASHAScheduler(ASHAScheduler):
         self._group_keys = list(group_keys)
         self._bracket_args = (grace_period, max_t, reduction_factor)
         self._num_brackets = brackets
+        self._protect = protect
         self._groups: dict[tuple[Any, ...], list[_Bracket]] = {}
 
     def _group(self, config: dict[str, Any]) -> tuple[Any, ...]:
@@ -50,8 +76,9 @@ class GroupedASHAScheduler(ASHAScheduler):
         group = self._group(trial.config)
         if group not in self._groups:
             grace, max_t, rf = self._bracket_args
-            self._groups[group] = [_Bracket(grace, max_t, rf, s,  # type: ignore[arg-type]  # float units, as above
-                                            stop_last_trials=self._stop_last_trials)
+            self._groups[group] = [_ProtectedBracket(grace, max_t, rf, s,  # type: ignore[arg-type]  # float units
+                                                     stop_last_trials=self._stop_last_trials,
+                                                     protect=getattr(self, "_protect", 0))  # pickled before protect
                                    for s in range(self._num_brackets)]
         brackets = self._groups[group]
         # as Ray's ASHA: prefer brackets with more rungs, at random (seeded by Ray's numpy state)

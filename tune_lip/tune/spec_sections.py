@@ -31,6 +31,9 @@ class SchedulerSpec:
     grace_fraction: fraction of the budget every trial gets before it can be stopped, in (0, 1].
     reduction_factor: keep 1/reduction_factor of trials at each rung (> 1).
     brackets: ASHA brackets (1 = plain successive halving).
+    protect: never stop a trial that is among the best ``protect`` of its group (the searcher's
+    ``per`` keys, e.g. its batch size) at a rung, so at least that many trials per group run
+    their whole budget (0 = plain ASHA). A scaling fit needs full-budget trials at every batch size.
     ``none``: every trial runs its whole budget (the knobs are then ignored).
     """
 
@@ -38,6 +41,7 @@ class SchedulerSpec:
     grace_fraction: float = 0.1
     reduction_factor: float = 3
     brackets: int = 1
+    protect: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ def _scheduler(raw: Any, *, where: str) -> SchedulerSpec:
         raise UserError(where, "scheduler.name",
                         f"unknown scheduler {name!r}{_did_you_mean(str(name), SCHEDULERS)}",
                         fix=f"use one of: {', '.join(SCHEDULERS)}")
-    knobs = ("name", "grace_fraction", "reduction_factor", "brackets")
+    knobs = ("name", "grace_fraction", "reduction_factor", "brackets", "protect")
     for key in raw:
         if key not in knobs:
             raise UserError(where, f"scheduler.{key}",
@@ -126,7 +130,9 @@ def _scheduler(raw: Any, *, where: str) -> SchedulerSpec:
                         fix="use e.g. reduction_factor: 3 (keep the best third at each rung)")
     brackets = _int(raw.get("brackets", 1), where=where, key="scheduler.brackets", minimum=1,
                     fix="use e.g. brackets: 1")
-    return SchedulerSpec(name=name, grace_fraction=grace, reduction_factor=rf, brackets=brackets)
+    protect = _int(raw.get("protect", 0), where=where, key="scheduler.protect", minimum=0,
+                   fix="use e.g. protect: 4 (the best 4 trials of each group run their whole budget)")
+    return SchedulerSpec(name=name, grace_fraction=grace, reduction_factor=rf, brackets=brackets, protect=protect)
 
 
 def _searcher(raw: Any, *, where: str) -> SearcherSpec:
