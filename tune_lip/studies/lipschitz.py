@@ -24,8 +24,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
@@ -63,7 +61,7 @@ from tune_lip.studies.config import (  # noqa: F401 (_DATA_CACHE, load_dataset, 
     model_options,
     pick_device,
 )
-from tune_lip.studies.loop import DIVERGED_LOSS
+from tune_lip.studies.loop import DIVERGED_LOSS, LoopCheckpoint, ModelLoop, finite_or_worst  # noqa: F401 (LoopCheckpoint: re-exported)
 from tune_lip.studies.registry import Study, register
 
 __all__ = [
@@ -160,42 +158,7 @@ def model_key(cfg: LipschitzConfig) -> str:
     return f"{cfg.model.name}{options}@{cfg.dataset.name}"
 
 
-class LoopCheckpoint:
-    """The checkpoint state every image-study loop has (model, optimizer, augmentation draws,
-    progress); a loop with more state extends both methods through ``super()``."""
-
-    cfg: Any
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    aug_generator: torch.Generator
-    steps: int
-    wall_seconds: float
-    diverged: bool
-    evaluations: int
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.cfg.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "aug_generator": self.aug_generator.get_state(),
-            "steps": self.steps,
-            "wall_seconds": self.wall_seconds,
-            "diverged": self.diverged,
-            "evaluations": self.evaluations,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.aug_generator.set_state(state["aug_generator"])
-        self.steps = int(state["steps"])
-        self.wall_seconds = float(state["wall_seconds"])
-        self.diverged = bool(state["diverged"])
-        self.evaluations = int(state["evaluations"])
-
-
-class LipschitzLoop(LoopCheckpoint):
+class LipschitzLoop(ModelLoop):
     """Budgeted training of one 1-Lipschitz network; see the module docstring.
 
     step_seconds: the reference accelerator's calibrated seconds per step; needed for a
@@ -204,31 +167,27 @@ class LipschitzLoop(LoopCheckpoint):
 
     def __init__(self, cfg: LipschitzConfig, *, step_seconds: float | None = None,
                  data: ImageData | None = None) -> None:
-        self.cfg = cfg
         self.device = pick_device(cfg.device)
         self.data = data.to(self.device) if data is not None else _dataset(cfg.dataset, self.device)
         self.step_seconds = step_seconds
         if cfg.budget.kind == "reference_hours" and step_seconds is None:
             raise ValueError("a reference_hours budget needs step_seconds from the calibration table")
         b = cfg.dataset.batch_size
-        self.total_steps = cfg.budget.total_steps(batch_size=b, num_train=self.data.num_train,
-                                                  step_seconds=step_seconds)
-        self.wall_budget = cfg.budget.amount * 3600.0 if cfg.budget.kind == "wall_hours" else None
+        super().__init__(cfg, total_steps=cfg.budget.total_steps(batch_size=b, num_train=self.data.num_train,
+                                                                 step_seconds=step_seconds),
+                         examples_per_step=b,
+                         wall_budget=cfg.budget.amount * 3600.0 if cfg.budget.kind == "wall_hours" else None)
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model.name, input_shape=self.data.input_shape,
                                  num_classes=self.data.num_classes, **cfg.model.options).to(self.device)
+        self.lr = cfg.optimizer.lr   # reported as lr: the configured peak; the schedule shapes it
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
         self.loss_fn = OffsetCrossEntropy(eps=cfg.loss.eps, temperature=cfg.loss.temperature)
         self.mean = self.data.mean_tensor()                                                # (C,)
         self.aug_generator = torch.Generator(device=self.device)
         self.aug_generator.manual_seed(cfg.seed + 1)
         self.augment = not cfg.augmentation.is_identity
-
-        self.steps = 0
-        self.wall_seconds = 0.0     # training time only; evaluation is not charged to the budget
-        self.diverged = False
-        self.evaluations = 0        # evaluate() calls so far: sharpness is due every k-th one
         self.batch_order = BatchOrder(num_examples=self.data.num_train, batch_size=cfg.dataset.batch_size,
                                       seed=cfg.seed, device=self.device)
         # Sharpness's fixed batch: the data order's first examples (step 0's batch and on).
@@ -236,31 +195,12 @@ class LipschitzLoop(LoopCheckpoint):
         # The optimizer's lr is the last step's (checkpointed with it); before any step, the first step's.
         self._set_lr()
 
-    # ------------------------------------------------------------------ progress
-    @property
-    def examples(self) -> int:
-        return self.steps * self.cfg.dataset.batch_size
-
-    @property
-    def fraction(self) -> float:
-        """Fraction of the budget done, in [0, 1]."""
-        if self.total_steps is not None:
-            return min(self.steps / self.total_steps, 1.0)
-        assert self.wall_budget is not None
-        return min(self.wall_seconds / self.wall_budget, 1.0)
-
-    @property
-    def finished(self) -> bool:
-        return self.diverged or self.fraction >= 1.0
-
     def progress(self) -> dict[str, float]:
-        out: dict[str, float] = {"steps": self.steps, "examples": self.examples,
-                                 "wall_seconds": self.wall_seconds}
+        out = super().progress()
         if self.step_seconds is not None:
             out["reference_seconds"] = self.steps * self.step_seconds
         return out
 
-    # ------------------------------------------------------------------ data order
     def batch_indices(self, step: int) -> torch.Tensor:
         """Indices of the examples in step ``step``'s batch: (B,), a pure function of (seed, step)."""
         return self.batch_order(step)
@@ -274,60 +214,27 @@ class LipschitzLoop(LoopCheckpoint):
             group["lr"] = lr
         return lr
 
-    def train_for(self, steps: int) -> dict[str, float]:
-        """Train ``steps`` optimizer steps (fewer if the budget ends, none once diverged); the slice's metrics.
-
-        Returns train_loss / train_acc averaged over the slice's (augmented) batches (with SAM:
-        at w, before the perturbation), the progress counters, ``diverged``, ``lr`` (the configured
-        peak LR, ``optimizer.lr``) and ``lr_now`` (the scheduled LR of the last step taken; before
-        the first step, the LR it will take). One host sync at the end.
-        """
-        self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct_sum = torch.zeros((), device=self.device, dtype=torch.long)
-        done = 0
-        start = time.perf_counter()
-        for _ in range(steps):
-            if self.diverged or (self.total_steps is not None and self.steps >= self.total_steps):
-                break
-            self._set_lr()
-            idx = self.batch_indices(self.steps)
-            x = self.data.train_images[idx]                      # (B, H, W, C) uint8
-            y = self.data.train_labels[idx]                      # (B,)
-            if self.augment:
-                x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
-            inputs = convert_and_center(x, self.mean)
-            scores = self.model(inputs)                            # (B, num_classes)
-            loss = self.loss_fn(scores, y)
-            if self.cfg.optimizer.sam_rho > 0:   # the second pass sees the same augmented batch
-                sam_step(self.model, lambda: self.loss_fn(self.model(inputs), y), self.optimizer,
-                         rho=self.cfg.optimizer.sam_rho, adaptive=self.cfg.optimizer.sam_adaptive, loss=loss)
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-            loss_sum += loss.detach()
-            correct_sum += correct(scores.detach(), y).sum()
-            self.steps += 1
-            done += 1
-        mean_loss = (loss_sum / max(done, 1)).item()             # host sync: once per slice
-        self.wall_seconds += time.perf_counter() - start
-        if not math.isfinite(mean_loss):
-            self.diverged = True
-        # steps and lr first: Ray's live progress table shows a trial's first four numeric metrics.
-        out: dict[str, float] = {"steps": self.steps, "lr": self.cfg.optimizer.lr, **self.progress()}
-        out.update(lr_now=float(self.optimizer.param_groups[0]["lr"]), diverged=self.diverged,
-                   train_loss=DIVERGED_LOSS if self.diverged else mean_loss,
-                   train_acc=0.0 if self.diverged else correct_sum.item() / max(done * self.cfg.dataset.batch_size, 1))
-        return out
-
-    def train_for_seconds(self, seconds: float, *, chunk: int = 10) -> dict[str, float]:
-        """Train until ``seconds`` more wall-clock training time has passed (wall budgets)."""
-        target = min(self.wall_seconds + seconds, self.wall_budget or math.inf)
-        out = self.train_for(0)
-        while self.wall_seconds < target and not self.diverged:
-            out = self.train_for(chunk)
-        return out
+    def train_step(self, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on the (augmented) batch; its loss and correct count are at w (with SAM: before
+        the perturbation). `ModelLoop.train_for` reports ``lr`` (``optimizer.lr``, the peak) and
+        ``lr_now`` (the scheduled LR of the last step taken)."""
+        self._set_lr()
+        idx = self.batch_indices(self.steps)
+        x = self.data.train_images[idx]                      # (B, H, W, C) uint8
+        y = self.data.train_labels[idx]                      # (B,)
+        if self.augment:
+            x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
+        inputs = convert_and_center(x, self.mean)
+        scores = self.model(inputs)                            # (B, num_classes)
+        loss = self.loss_fn(scores, y)
+        if self.cfg.optimizer.sam_rho > 0:   # the second pass sees the same augmented batch
+            sam_step(self.model, lambda: self.loss_fn(self.model(inputs), y), self.optimizer,
+                     rho=self.cfg.optimizer.sam_rho, adaptive=self.cfg.optimizer.sam_adaptive, loss=loss)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        return loss.detach(), correct(scores.detach(), y).sum()
 
     # ------------------------------------------------------------------ evaluation
     def measure_sharpness(self) -> float:
@@ -348,21 +255,10 @@ class LipschitzLoop(LoopCheckpoint):
                                       iters=self.cfg.sharpness.iters, generator=g)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Test loss, clean accuracy and certified accuracy at ``eval.eps`` and extra radii.
-
-        Every ``sharpness.every``-th call also reports ``sharpness`` (`measure_sharpness`).
-        """
+    def test_metrics(self) -> dict[str, float]:
+        """Test loss, clean accuracy and certified accuracy at ``eval.eps`` and extra radii, and
+        weight_norm. `ModelLoop.evaluate` adds ``sharpness`` every ``sharpness.every``-th time."""
         ev = self.cfg.eval
-        self.evaluations += 1
-        sharpness_due = self.cfg.sharpness.due(self.evaluations)
-        if self.diverged:
-            out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0, "certified_acc": 0.0,
-                   "weight_norm": DIVERGED_LOSS}
-            out.update({f"certified_acc@{e:g}": 0.0 for e in ev.extra_eps})
-            if sharpness_due:
-                out["sharpness"] = DIVERGED_LOSS
-            return out
         self.model.eval()
         n = len(self.data.test_labels)
         loss_sum = torch.zeros((), device=self.device)
@@ -380,17 +276,22 @@ class LipschitzLoop(LoopCheckpoint):
         c = (counts.double() / n).tolist()                        # host sync
         weight_norm = torch.sqrt(cast(torch.Tensor, sum(p.detach().double().pow(2).sum()
                                                         for p in self.model.parameters())))
-        test_loss = (loss_sum / n).item()
-        out = {"test_loss": test_loss if math.isfinite(test_loss) else DIVERGED_LOSS,
-               "test_acc": c[0], "certified_acc": c[1], "weight_norm": float(weight_norm)}
+        out = {"test_loss": finite_or_worst((loss_sum / n).item()), "test_acc": c[0], "certified_acc": c[1],
+               "weight_norm": float(weight_norm)}
         out.update({f"certified_acc@{e:g}": c[2 + i] for i, e in enumerate(ev.extra_eps)})
-        if sharpness_due:
-            sharpness = self.measure_sharpness()
-            out["sharpness"] = sharpness if math.isfinite(sharpness) else DIVERGED_LOSS
+        return out
+
+    def diverged_test_metrics(self) -> dict[str, float]:
+        out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0, "certified_acc": 0.0, "weight_norm": DIVERGED_LOSS}
+        out.update({f"certified_acc@{e:g}": 0.0 for e in self.cfg.eval.extra_eps})
         return out
 
     # ------------------------------------------------------------------ checkpoints
-    # state_dict / load_state_dict come from LoopCheckpoint, shared with the sphere loop.
+    def extra_state(self) -> dict[str, Any]:
+        return {"aug_generator": self.aug_generator.get_state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.aug_generator.set_state(state["aug_generator"])
 
 
 def make_loop(config: dict[str, Any]) -> LipschitzLoop:

@@ -1,9 +1,252 @@
-"""What every study loop shares."""
+"""The loop skeleton every study shares: budget, progress counters, report slices, divergence, checkpoints.
+
+A study module is its recipe -- model, data, optimizer, schedule, one training step, what it
+reports -- written as small hooks on one of two classes here; the bookkeeping around them
+lives once, in this file:
+
+- `BudgetedLoop`: the budget (``total_steps``) and the progress counters every loop has
+  (``steps``, ``diverged``, ``examples``, ``fraction``, ``finished``), and the checkpoint of
+  those counters plus the resolved config; a study adds its own state through
+  ``extra_state()`` / ``load_extra_state()``. The NQM (`tune_lip.studies.nqm`) uses only this:
+  it has no torch model and advances its exact moments many steps at a time.
+- `ModelLoop`: a `BudgetedLoop` that trains a torch model step by step. ``train_for(steps)``
+  runs the study's ``train_step`` hook (which returns the step's detached mean loss and its
+  number of correct predictions) for the steps the budget still allows -- none once diverged --,
+  runs ``measure()`` after every ``measure_every``-th step off the clock, times the slice
+  (training only: measurements and evaluation are not charged to the budget), syncs with the
+  host once, marks the trial diverged when the slice's mean loss is not finite (or the
+  study's ``weights_finite()`` says so), and reports the DESIGN.md metrics in a fixed order:
+  ``steps``, ``lr``, the other progress counters, ``lr_now``, ``diverged``, ``train_loss``,
+  ``train_acc``, then the study's ``slice_metrics``. ``evaluate()`` counts evaluations,
+  reports the study's ``test_metrics`` (or its ``diverged_test_metrics``, finite worst values,
+  once diverged) and adds ``sharpness`` at every ``sharpness.every``-th call. A wall-clock
+  budget (``wall_budget`` seconds) is trained with ``train_for_seconds``.
+
+Divergence: a NaN or inf ends a trial cleanly, as ``diverged=True`` with the finite
+`DIVERGED_LOSS` (and zero accuracies) in place of every non-finite number, since Ray's ASHA
+and Optuna mishandle NaN silently (DESIGN.md, "Metric vocabulary").
+
+Example:
+    >>> from tune_lip.studies.lipschitz import LipschitzConfig, LipschitzLoop
+    >>> cfg = LipschitzConfig.from_dict({"dataset": {"name": "synthetic", "batch_size": 32},
+    ...     "model": {"name": "aol_mlp", "width": 32, "depth": 2}, "budget": {"steps": 4}, "reports": 2})
+    >>> loop = LipschitzLoop(cfg)
+    >>> list(loop.train_for(2))[:6]
+    ['steps', 'lr', 'examples', 'wall_seconds', 'lr_now', 'diverged']
+    >>> loop.train_for(10)["steps"], loop.finished   # the budget ends the slice early
+    (4, True)
+"""
 
 from __future__ import annotations
 
-__all__ = ["DIVERGED_LOSS"]
+import math
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["DIVERGED_LOSS", "BudgetedLoop", "ModelLoop", "finite_or_worst"]
 
 # A diverged trial reports this finite loss (and zero accuracies): Ray's ASHA and Optuna
 # silently mishandle NaN, so the trial must end with a finite worst value and diverged=True.
 DIVERGED_LOSS = 1e6
+
+
+def finite_or_worst(value: float) -> float:
+    """``value`` if finite, else `DIVERGED_LOSS` (what a scheduler or searcher may see)."""
+    return value if math.isfinite(value) else DIVERGED_LOSS
+
+
+class BudgetedLoop:
+    """A trial's budget and progress counters, and their checkpoint; see the module docstring.
+
+    cfg: the study's typed config (``to_dict()`` is saved with every checkpoint).
+    total_steps: optimizer steps the budget buys; None for a wall-clock budget, which then
+    gives ``wall_budget`` (seconds) and is tracked by `ModelLoop`'s ``wall_seconds``.
+    examples_per_step: examples one step draws (the batch size; SVAG draws 2B, NGD its subset).
+    """
+
+    def __init__(self, cfg: Any, *, total_steps: int | None, examples_per_step: int,
+                 wall_budget: float | None = None) -> None:
+        self.cfg = cfg
+        self.total_steps = total_steps
+        self.wall_budget = wall_budget
+        self.examples_per_step = examples_per_step
+        self.steps = 0
+        self.wall_seconds = 0.0     # training time only; evaluation is not charged to the budget
+        self.diverged = False
+
+    @property
+    def examples(self) -> int:
+        return self.steps * self.examples_per_step
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the budget done, in [0, 1]."""
+        if self.total_steps is not None:
+            return min(self.steps / self.total_steps, 1.0)
+        assert self.wall_budget is not None
+        return min(self.wall_seconds / self.wall_budget, 1.0)
+
+    @property
+    def finished(self) -> bool:
+        return self.diverged or self.fraction >= 1.0
+
+    def steps_left(self, steps: int) -> int:
+        """How many of ``steps`` more steps the budget allows: none once diverged."""
+        if self.diverged:
+            return 0
+        if self.total_steps is None:
+            return max(steps, 0)
+        return max(0, min(steps, self.total_steps - self.steps))
+
+    # ------------------------------------------------------------------ checkpoints
+    def extra_state(self) -> dict[str, Any]:
+        """The study's own checkpoint state (model, optimizer, generators, ...)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what `extra_state` saved (``state`` is the whole checkpoint)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "steps": self.steps, "diverged": self.diverged,
+                **self.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_extra_state(state)
+        self.steps = int(state["steps"])
+        self.diverged = bool(state["diverged"])
+
+
+class ModelLoop(BudgetedLoop):
+    """A `BudgetedLoop` that trains ``model`` with ``optimizer`` step by step; see the module docstring.
+
+    A study sets ``model``, ``optimizer``, ``device``, ``lr`` (the trial's LR, reported as
+    ``lr``) and implements `train_step`, `test_metrics`, `diverged_test_metrics` and, when it
+    measures sharpness, `measure_sharpness`; the other hooks default to nothing.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    lr: float
+    measure_every: int = 0      # steps between `measure` calls; 0 = never
+
+    def __init__(self, cfg: Any, *, total_steps: int | None, examples_per_step: int,
+                 wall_budget: float | None = None) -> None:
+        super().__init__(cfg, total_steps=total_steps, examples_per_step=examples_per_step,
+                         wall_budget=wall_budget)
+        self.evaluations = 0        # evaluate() calls so far: sharpness is due every k-th one
+
+    # ------------------------------------------------------------------ the study's hooks
+    def train_step(self, last: bool) -> tuple[Tensor, Tensor]:
+        """Take step ``self.steps`` (``last``: the slice's last); (detached mean loss, correct count)."""
+        raise NotImplementedError
+
+    def start_slice(self) -> None:
+        """Reset the study's per-slice accumulators (before a slice's first step)."""
+
+    def measure(self) -> None:
+        """A measurement after every ``measure_every``-th step, not charged to the training time."""
+
+    def weights_finite(self) -> bool:
+        """False marks the trial diverged even when its loss is finite (checked after a slice)."""
+        return True
+
+    def slice_metrics(self, steps: int, mean_loss: float) -> dict[str, Any]:
+        """The study's own metrics of the slice just trained (``steps`` steps at ``mean_loss``)."""
+        return {}
+
+    def lr_now(self) -> float:
+        """The LR of the last step taken (before the first step, the first step's)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def test_metrics(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def diverged_test_metrics(self) -> dict[str, float]:
+        """`test_metrics`' keys with finite worst values: what a diverged trial reports."""
+        raise NotImplementedError
+
+    def measure_sharpness(self) -> float:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ progress
+    def progress(self) -> dict[str, float]:
+        """The progress counters, in report order (``steps`` first)."""
+        return {"steps": self.steps, "examples": self.examples, "wall_seconds": self.wall_seconds}
+
+    # ------------------------------------------------------------------ training
+    def train_for(self, steps: int) -> dict[str, Any]:
+        """Train ``steps`` steps (fewer at the budget's end, none once diverged); the slice's metrics.
+
+        train_loss / train_acc are means over the slice's steps; ``lr`` is the trial's LR and
+        ``lr_now`` the last step's (see each study). One host sync, at the end.
+        """
+        self.model.train()
+        n = self.steps_left(steps)
+        self.start_slice()
+        loss_sum = torch.zeros((), device=self.device)
+        correct_sum = torch.zeros((), device=self.device, dtype=torch.long)
+        start = time.perf_counter()
+        for i in range(n):
+            loss, hits = self.train_step(last=i == n - 1)
+            loss_sum += loss
+            correct_sum += hits
+            self.steps += 1
+            if self.measure_every and self.steps % self.measure_every == 0:
+                clock = time.perf_counter()
+                self.measure()
+                start += time.perf_counter() - clock    # not charged to the training time
+        mean_loss = (loss_sum / max(n, 1)).item()                      # host sync: once per slice
+        self.wall_seconds += time.perf_counter() - start
+        if not math.isfinite(mean_loss) or not self.weights_finite():
+            self.diverged = True
+        # steps and lr first: Ray's live progress table shows a trial's first four numeric metrics.
+        out: dict[str, Any] = {"steps": self.steps, "lr": self.lr, **self.progress()}
+        out.update(lr_now=self.lr_now(), diverged=self.diverged,
+                   train_loss=DIVERGED_LOSS if self.diverged else mean_loss,
+                   train_acc=0.0 if self.diverged else correct_sum.item() / max(n * self.examples_per_step, 1))
+        extra = self.slice_metrics(n, mean_loss)
+        if self.diverged:   # finite worst values: Ray's schedulers and searchers mishandle NaN
+            extra = {k: finite_or_worst(v) if isinstance(v, float) else v for k, v in extra.items()}
+        out.update(extra)
+        return out
+
+    def train_for_seconds(self, seconds: float, *, chunk: int = 10) -> dict[str, Any]:
+        """Train until ``seconds`` more wall-clock training time has passed (wall budgets)."""
+        target = min(self.wall_seconds + seconds, self.wall_budget or math.inf)
+        out = self.train_for(0)
+        while self.wall_seconds < target and not self.diverged:
+            out = self.train_for(chunk)
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float]:
+        """The study's test metrics; ``sharpness`` too at every ``sharpness.every``-th call."""
+        self.evaluations += 1
+        sharpness_due = self.cfg.sharpness.due(self.evaluations)
+        out = self.diverged_test_metrics() if self.diverged else self.test_metrics()
+        if sharpness_due:
+            out["sharpness"] = DIVERGED_LOSS if self.diverged else finite_or_worst(self.measure_sharpness())
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "steps": self.steps,
+                "wall_seconds": self.wall_seconds, "diverged": self.diverged,
+                "evaluations": self.evaluations, **self.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        super().load_state_dict(state)
+        self.wall_seconds = float(state["wall_seconds"])
+        self.evaluations = int(state["evaluations"])
+
+
+# The name the image loops' shared checkpoint state had before issue 12 (then in
+# tune_lip.studies.lipschitz, which still re-exports it); it is now ModelLoop's.
+LoopCheckpoint = ModelLoop

@@ -57,7 +57,7 @@ import numpy as np
 
 from tune_lip.errors import ConfigError, UserError
 from tune_lip.studies.budget import Budget, ScheduleConfig, lr_at, parse_budget
-from tune_lip.studies.loop import DIVERGED_LOSS
+from tune_lip.studies.loop import DIVERGED_LOSS, BudgetedLoop
 
 # The exact maths and the simulated chains (moved there unchanged); re-exported here.
 from tune_lip.studies.nqm_exact import (
@@ -218,8 +218,12 @@ class NQMConfig:
 
 # ---------------------------------------------------------------------------- the loop
 
-class NQMLoop:
+class NQMLoop(BudgetedLoop):
     """One NQM trial trained in slices; exact expected loss for SGD, chain mean for Adam.
+
+    Only the budget, the progress counters and the checkpoint come from `BudgetedLoop`: the
+    NQM has no torch model, and its exact moments advance many steps at once (closed form), so
+    it keeps its own stepping rather than `ModelLoop`'s one step at a time.
 
     Divergence: a non-finite loss, or one above DIVERGE_FACTOR × the initial expected loss,
     checked every CHECK_EVERY steps and at the end of every slice, ends the trial with
@@ -227,25 +231,15 @@ class NQMLoop:
     """
 
     def __init__(self, cfg: NQMConfig) -> None:
-        self.cfg = cfg
+        super().__init__(cfg, total_steps=cfg.total_steps(), examples_per_step=cfg.dataset.batch_size)
+        self.total_steps: int = cfg.total_steps()
         self.h = curvatures(cfg)                                    # (dim,)
         self.s2 = cfg.noise * self.h / cfg.dataset.batch_size        # (dim,) gradient noise variances
-        self.total_steps = cfg.total_steps()
         self.initial_loss = 0.5 * float(self.h.sum())               # E θ₀² = 1
         self.exact = cfg.optimizer.name == "sgd"
         self.moments = np.zeros((3, cfg.dim))                       # (E θ², E θv, E v²) per dimension
         self.moments[0] = 1.0
         self.chains = None if self.exact else _Chains(cfg, self.h, self.s2, cfg.chains)
-        self.steps = 0
-        self.diverged = False
-
-    @property
-    def examples(self) -> int:
-        return self.steps * self.cfg.dataset.batch_size
-
-    @property
-    def finished(self) -> bool:
-        return self.diverged or self.steps >= self.total_steps
 
     def lr(self, step: int) -> float:
         return lr_at(step / self.total_steps, peak_lr=self.cfg.optimizer.lr, schedule=self.cfg.schedule,
@@ -283,7 +277,7 @@ class NQMLoop:
         (the scheduled LR of the last step taken; before the first step, the first step's),
         train_loss (the expected loss at the current iterate) and diverged.
         """
-        end = min(self.steps + max(steps, 0), self.total_steps)
+        end = self.steps + self.steps_left(steps)
         last = max(self.steps - 1, 0)
         while self.steps < end and not self.diverged:
             chunk = min(end, (self.steps // CHECK_EVERY + 1) * CHECK_EVERY) - self.steps
@@ -301,14 +295,10 @@ class NQMLoop:
         """``test_loss``: the same expected loss as train_loss (the NQM has no test set)."""
         return {"test_loss": DIVERGED_LOSS if self.diverged else self.loss()}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "steps": self.steps, "diverged": self.diverged,
-                "moments": self.moments.copy(),
-                "chains": None if self.chains is None else self.chains.state_dict()}
+    def extra_state(self) -> dict[str, Any]:
+        return {"moments": self.moments.copy(), "chains": None if self.chains is None else self.chains.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.steps = int(state["steps"])
-        self.diverged = bool(state["diverged"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.moments = np.array(state["moments"])
         if self.chains is not None:
             self.chains.load_state_dict(state["chains"])

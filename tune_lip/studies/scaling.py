@@ -44,7 +44,6 @@ Example:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
@@ -79,7 +78,7 @@ from tune_lip.studies.config import (
     config_to_dict,
     pick_device,
 )
-from tune_lip.studies.loop import DIVERGED_LOSS
+from tune_lip.studies.loop import DIVERGED_LOSS, ModelLoop, finite_or_worst
 from tune_lip.studies.registry import Study, register
 
 __all__ = ["BUDGET_RULES", "GRADIENTS", "LR_RULES", "GradientConfig", "ScalingConfig", "ScalingLoop",
@@ -246,7 +245,7 @@ class ScalingConfig:
 
 # ---------------------------------------------------------------------------- the loop
 
-class ScalingLoop:
+class ScalingLoop(ModelLoop):
     """Budgeted training of one scaling-rules trial; see the module docstring.
 
     ``pool``: (N,) indices of the training examples (a fixed seeded subset with ``gradient.subset``);
@@ -256,7 +255,7 @@ class ScalingLoop:
     """
 
     def __init__(self, cfg: ScalingConfig, *, data: ImageData | None = None) -> None:
-        self.cfg, g, b = cfg, cfg.gradient, cfg.dataset.batch_size
+        g, b = cfg.gradient, cfg.dataset.batch_size
         self.device = pick_device(cfg.device)
         self.data = data.to(self.device) if data is not None else _dataset(cfg.dataset, self.device)
         n = self.data.num_train
@@ -271,11 +270,13 @@ class ScalingLoop:
                      else torch.arange(n, device=self.device))                              # (N,)
         if b > len(self.pool):
             raise ConfigError("dataset.batch_size", f"{b} exceeds the {len(self.pool)} training examples")
-        self.total_steps = cfg.total_steps(len(self.pool))
-        if self.total_steps < cfg.reports:
-            raise ConfigError("budget", f"buys {self.total_steps} steps, fewer than the {cfg.reports} reports")
+        total_steps = cfg.total_steps(len(self.pool))
+        if total_steps < cfg.reports:
+            raise ConfigError("budget", f"buys {total_steps} steps, fewer than the {cfg.reports} reports")
         self.l, self.svag = g.l, g.name == "svag" and g.l > 1
         self.draw = len(self.pool) if g.name == "ngd" else 2 * b if self.svag else b
+        super().__init__(cfg, total_steps=total_steps, examples_per_step=self.draw)
+        self.total_steps: int = total_steps
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model.name, input_shape=self.data.input_shape,
@@ -284,19 +285,19 @@ class ScalingLoop:
         self.lr = cfg.optimizer.lr(b)
         self.peak_lr = self.lr / self.l
         self.optimizer = build_optimizer(cfg.optimizer.torch_config(self.peak_lr), self.params)
+        for group in self.optimizer.param_groups:   # lr_now before any step: the first step's
+            group["lr"] = self._lr(0)
         self.mean = self.data.mean_tensor()                                  # (C,)
         self.augment = not cfg.augmentation.is_identity
-        self.steps = 0
         self.sde_time = 0.0         # Σ lr over the steps taken: the SDE's time
-        self.wall_seconds = 0.0     # training time only; evaluation and statistics are not charged
-        self.diverged = False
-        self.evaluations = 0        # evaluate() calls so far: sharpness is due every k-th one
+        self.measure_every = cfg.grad_stats_every   # gradient-noise statistics, off the clock
         self.batch_order = BatchOrder(num_examples=len(self.pool), batch_size=self.draw, seed=cfg.seed,
                                       device=self.device)
 
-    @property
-    def finished(self) -> bool:
-        return self.diverged or self.steps >= self.total_steps
+    def progress(self) -> dict[str, float]:
+        """steps, examples (drawn by the gradient estimates), sde_time (Σ lr_now over the steps so far)."""
+        return {"steps": self.steps, "examples": self.examples, "sde_time": self.sde_time,
+                "wall_seconds": self.wall_seconds}
 
     def batch_indices(self, step: int) -> Tensor:
         """Training-set indices of step ``step``: (draw,), a pure function of (seed, step)."""
@@ -314,10 +315,22 @@ class ScalingLoop:
         return F.cross_entropy(scores, y, reduction="none"), (scores.detach().argmax(dim=1) == y).sum()
 
     # ------------------------------------------------------------------ training
-    def _step(self) -> tuple[Tensor, Tensor]:
-        """One optimizer step; (mean plain loss, correct count) over the examples it drew."""
+    def _lr(self, step: int) -> float:
+        """The step size of step ``step`` (0-based): the schedule at that point, peak ``peak_lr``."""
+        return lr_at(step / self.total_steps, peak_lr=self.peak_lr, schedule=self.cfg.schedule,
+                     total_steps=self.total_steps)
+
+    def train_step(self, last: bool) -> tuple[Tensor, Tensor]:
+        """One optimizer step at the scheduled lr; (mean plain loss, correct count) over the examples
+        it drew. ``lr`` is the trial's LR (its ``lr_rule`` at its batch size, before SVAG's 1/l and the
+        schedule: the LR of the SGD run whose SDE the trial follows, the same for every l of a SVAG
+        sweep); ``lr_now`` is the last step's size (scheduled, divided by l)."""
+        lr = self._lr(self.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         b, o = self.cfg.dataset.batch_size, self.cfg.optimizer
         self.optimizer.zero_grad(set_to_none=True)
+        self.sde_time += lr
         if self.cfg.gradient.name == "ngd":
             chunk_hits: list[Tensor] = []
 
@@ -349,73 +362,31 @@ class ScalingLoop:
             self.optimizer.step()
         return loss, hits
 
-    def measure_noise(self) -> tuple[Tensor, Tensor]:
-        """(G, N) at the current weights from ``grad_stats_batches`` fresh minibatches.
+    def start_slice(self) -> None:
+        self.noise_sum = torch.zeros(2, dtype=torch.float64, device=self.device)   # Σ G, Σ N
+        self.measured = 0
 
-        Train-mode passes as in training; BN running statistics are restored and the training
-        generators untouched, so measuring never changes the run.
-        """
+    def measure(self) -> None:
+        """(G, N) at the current weights from ``grad_stats_batches`` fresh minibatches, summed
+        into the slice's statistics. Train-mode passes as in training; BN running statistics are
+        restored and the training generators untouched, so measuring never changes the run."""
         b, gen = self.cfg.dataset.batch_size, self.generators["stats"]
         batches = [self.pool[torch.randint(len(self.pool), (b,), generator=gen, device=self.device)]
                    for _ in range(self.cfg.grad_stats_batches)]
         with buffers_restored(self.model):
-            return gradient_noise(lambda idx: self._losses(*self._inputs(idx, gen))[0], self.params, batches)
+            self.noise_sum += torch.stack(gradient_noise(lambda idx: self._losses(*self._inputs(idx, gen))[0],
+                                                         self.params, batches))
+        self.measured += 1
 
-    def _lr(self, step: int) -> float:
-        """The step size of step ``step`` (0-based): the schedule at that point, peak ``peak_lr``."""
-        return lr_at(step / self.total_steps, peak_lr=self.peak_lr, schedule=self.cfg.schedule,
-                     total_steps=self.total_steps)
-
-    def train_for(self, steps: int) -> dict[str, Any]:
-        """Train ``steps`` steps (fewer at the budget's end or after divergence); the slice's metrics.
-
-        Returns steps, examples (drawn by the gradient estimates), sde_time (Σ lr_now over the
-        steps so far), wall_seconds, ``lr`` (the trial's LR: what its ``lr_rule`` gives at its
-        batch size, before SVAG's 1/l and the schedule -- the LR of the SGD run whose SDE the
-        trial follows, so every l of a SVAG sweep reports the same ``lr``), ``lr_now`` (the step
-        size of the last step taken: scheduled, and divided by l; before the first step, the
-        first step's), train_loss / train_acc (plain means over the drawn examples), diverged,
-        and grad_norm_sq / grad_noise / noise_scale when measured in the slice. One host sync,
-        at the end.
-        """
-        self.model.train()
-        n = max(0, min(steps, self.total_steps - self.steps)) if not self.diverged else 0
-        k = self.cfg.grad_stats_every
-        loss_sum = torch.zeros((), device=self.device)
-        hit_sum = torch.zeros((), device=self.device, dtype=torch.long)
-        noise_sum = torch.zeros(2, dtype=torch.float64, device=self.device)   # Σ G, Σ N
-        measured, start = 0, time.perf_counter()
-        for _ in range(n):
-            lr = self._lr(self.steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            loss, hits = self._step()
-            self.sde_time += lr
-            loss_sum += loss
-            hit_sum += hits
-            self.steps += 1
-            if k and self.steps % k == 0:
-                clock = time.perf_counter()
-                noise_sum += torch.stack(self.measure_noise())
-                measured += 1
-                start += time.perf_counter() - clock    # not charged to the training time
-        mean_loss = (loss_sum / max(n, 1)).item()                           # host sync: once per slice
-        self.wall_seconds += time.perf_counter() - start
-        self.diverged = self.diverged or not math.isfinite(mean_loss)
-        out: dict[str, Any] = {   # steps and lr first: Ray's progress table shows the first four numbers
-            "steps": self.steps, "lr": self.lr, "examples": self.steps * self.draw, "sde_time": self.sde_time,
-            "wall_seconds": self.wall_seconds, "lr_now": self._lr(max(self.steps - 1, 0)),
-            "diverged": self.diverged,
-            "train_loss": DIVERGED_LOSS if self.diverged else mean_loss,
-            "train_acc": 0.0 if self.diverged else hit_sum.item() / max(n * self.draw, 1),
-        }
-        if measured:
-            g_sq, noise = (noise_sum / measured).tolist()
-            ratio = noise / g_sq if g_sq > 0 else math.nan
-            if self.diverged or not math.isfinite(g_sq + noise):   # finite worst values for Ray
-                g_sq, noise, ratio = DIVERGED_LOSS, DIVERGED_LOSS, DIVERGED_LOSS
-            out.update(grad_norm_sq=g_sq, grad_noise=noise, noise_scale=ratio)
-        return out
+    def slice_metrics(self, steps: int, mean_loss: float) -> dict[str, Any]:
+        """grad_norm_sq / grad_noise / noise_scale (the slice's mean G, N and their ratio) when measured."""
+        if not self.measured:
+            return {}
+        g_sq, noise = (self.noise_sum / self.measured).tolist()
+        ratio = noise / g_sq if g_sq > 0 else math.nan
+        if self.diverged or not math.isfinite(g_sq + noise):   # the three stand or fall together
+            g_sq, noise, ratio = DIVERGED_LOSS, DIVERGED_LOSS, DIVERGED_LOSS
+        return {"grad_norm_sq": g_sq, "grad_noise": noise, "noise_scale": ratio}
 
     # ------------------------------------------------------------------ evaluation
     def measure_sharpness(self) -> float:
@@ -430,40 +401,27 @@ class ScalingLoop:
                                       iters=self.cfg.sharpness.iters, generator=g)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Test loss and accuracy (eval mode), weight_norm (‖w‖ of the trainable parameters),
-        and ``sharpness`` at every ``sharpness.every``-th call."""
-        self.evaluations += 1
-        sharpness_due = self.cfg.sharpness.due(self.evaluations)
-        if self.diverged:
-            out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0, "weight_norm": DIVERGED_LOSS}
-            return {**out, "sharpness": DIVERGED_LOSS} if sharpness_due else out
+    def test_metrics(self) -> dict[str, float]:
+        """Test loss and accuracy (eval mode) and weight_norm (‖w‖ of the trainable parameters)."""
         loss, acc = cross_entropy_and_accuracy(self.model, self.data.test_images, self.data.test_labels, self.mean,
                                        batch_size=EVAL_BATCH)
         test_loss, test_acc = torch.stack([loss, acc]).tolist()                                  # host sync
-        values = {"test_loss": test_loss, "test_acc": test_acc,
-                  "weight_norm": float(torch.sqrt(cast(Tensor, sum(p.detach().double().pow(2).sum()
-                                                                   for p in self.params))))}
-        if sharpness_due:
-            values["sharpness"] = self.measure_sharpness()
-        return {key: v if math.isfinite(v) else DIVERGED_LOSS for key, v in values.items()}
+        weight_norm = float(torch.sqrt(cast(Tensor, sum(p.detach().double().pow(2).sum() for p in self.params))))
+        return {"test_loss": finite_or_worst(test_loss), "test_acc": finite_or_worst(test_acc),
+                "weight_norm": finite_or_worst(weight_norm)}
+
+    def diverged_test_metrics(self) -> dict[str, float]:
+        return {"test_loss": DIVERGED_LOSS, "test_acc": 0.0, "weight_norm": DIVERGED_LOSS}
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "generators": {name: g.get_state() for name, g in self.generators.items()},
-                "steps": self.steps, "sde_time": self.sde_time, "wall_seconds": self.wall_seconds,
-                "diverged": self.diverged, "evaluations": self.evaluations}
+    def extra_state(self) -> dict[str, Any]:
+        return {"generators": {name: g.get_state() for name, g in self.generators.items()},
+                "sde_time": self.sde_time}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         for name, g in self.generators.items():
             g.set_state(state["generators"][name])
-        self.steps, self.wall_seconds = int(state["steps"]), float(state["wall_seconds"])
         self.sde_time = float(state["sde_time"])
-        self.diverged, self.evaluations = bool(state["diverged"]), int(state["evaluations"])
 
 
 STUDY = register(Study(

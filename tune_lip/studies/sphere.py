@@ -43,7 +43,6 @@ Example:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
@@ -76,8 +75,7 @@ from tune_lip.studies.config import (
     config_to_dict,
     pick_device,
 )
-from tune_lip.studies.lipschitz import LoopCheckpoint
-from tune_lip.studies.loop import DIVERGED_LOSS
+from tune_lip.studies.loop import DIVERGED_LOSS, LoopCheckpoint, ModelLoop, finite_or_worst  # noqa: F401 (LoopCheckpoint: re-exported)
 from tune_lip.studies.registry import Study, register
 
 __all__ = ["SPHERE_MODELS", "MODES", "SphereOptimizerConfig", "SphereConfig", "SphereLoop"]
@@ -198,7 +196,7 @@ def _filter_sq(w: Tensor) -> Tensor:
     return w.pow(2).sum(dim=tuple(range(1, w.dim())), keepdim=True)
 
 
-class SphereLoop(LoopCheckpoint):
+class SphereLoop(ModelLoop):
     """Budgeted training of one scale-invariant network; see the module docstring.
 
     ``rho0``: ρ₀ = ‖w₀‖, the joint norm of the SI weights at initialisation.
@@ -206,14 +204,14 @@ class SphereLoop(LoopCheckpoint):
     """
 
     def __init__(self, cfg: SphereConfig, *, data: ImageData | None = None) -> None:
-        self.cfg, o = cfg, cfg.optimizer
+        o = cfg.optimizer
         self.device = pick_device(cfg.device)
         self.data = data.to(self.device) if data is not None else _dataset(cfg.dataset, self.device)
         steps = cfg.budget.total_steps(batch_size=cfg.dataset.batch_size, num_train=self.data.num_train)
         assert steps is not None   # steps, epochs and examples budgets are exact
         if steps < cfg.reports:
             raise ConfigError("budget", f"buys {steps} steps, fewer than the {cfg.reports} reports")
-        self.total_steps = steps
+        super().__init__(cfg, total_steps=steps, examples_per_step=cfg.dataset.batch_size)
 
         torch.manual_seed(cfg.seed)
         self.model = cast(ScaleInvariantNet, build_model(
@@ -235,6 +233,7 @@ class SphereLoop(LoopCheckpoint):
         # the group lr is elr and each gradient is multiplied by its filter's ‖w₀ᵢ‖² (momentum is
         # linear in the gradient, so that is the same as a per-filter lr).
         self.si_lr = o.lr if o.mode == "full" else (o.elr if o.per_filter else o.elr * self.rho0 ** 2)
+        self.lr = self.si_lr   # reported as lr and, no schedule here, as lr_now
         groups = [{"params": self.si, "lr": self.si_lr}]
         if others:
             groups.append({"params": others, "lr": o.lr_other})
@@ -245,20 +244,11 @@ class SphereLoop(LoopCheckpoint):
         self.aug_generator = torch.Generator(device=self.device)
         self.aug_generator.manual_seed(cfg.seed + 1)
         self.augment = not cfg.augmentation.is_identity
-        self.steps = 0
-        self.wall_seconds = 0.0     # training time only; evaluation is not charged to the budget
-        self.diverged = False
         self.train_loss_history: list[float] = []
-        self.evaluations = 0        # evaluate() calls so far: sharpness is due every k-th one
         self.batch_order = BatchOrder(num_examples=self.data.num_train, batch_size=cfg.dataset.batch_size,
                                       seed=cfg.seed, device=self.device)
         # Sharpness's fixed batch: the data order's first examples (step 0's batch and on).
         self.sharpness_indices = self.batch_order.permutation(0)[:cfg.sharpness.batch_size]  # (B_s,)
-
-    # ------------------------------------------------------------------ progress and data order
-    @property
-    def finished(self) -> bool:
-        return self.diverged or self.steps >= self.total_steps
 
     def batch_indices(self, step: int) -> Tensor:
         """Indices of the examples in step ``step``'s batch: (B,), a pure function of (seed, step)."""
@@ -298,81 +288,61 @@ class SphereLoop(LoopCheckpoint):
         scores = self.model(x)                                             # (B, num_classes)
         return F.cross_entropy(scores, y), scores, y
 
-    def train_for(self, steps: int) -> dict[str, Any]:
-        """Train ``steps`` SGD steps (fewer at the budget's end or after divergence); the slice's metrics.
+    def start_slice(self) -> None:
+        self.grad_sum = torch.zeros((), device=self.device, dtype=torch.float64)   # Σ ‖∇_w L‖·‖w‖
+        self.angle_sum = torch.zeros((), device=self.device, dtype=torch.float64)  # Σ radians
+        self.measured = 0
 
-        Returns steps, examples, wall_seconds, ``lr`` (the SI weights' SGD LR: ``optimizer.lr`` in
-        full mode, elr·ρ₀² on the sphere, elr per filter, each filter's gradient then scaled by its
-        ‖w₀ᵢ‖²), ``lr_now`` (the LR of the last step taken: the same number, as the study has no
-        LR schedule), train_loss / train_acc (means over the slice's batches), weight_norm and
-        elr (at the slice's end), effective_grad_norm and angular_update (means over the slice's
-        measured steps: every ``metrics_every``-th step, else the last one; NaN if no step ran)
-        and diverged.
-        With SAM, train_loss / train_acc are at w and effective_grad_norm is that of the
-        gradient the step uses (taken at w + ε). One host sync at the end.
-        """
-        self.model.train()
-        n = max(0, min(steps, self.total_steps - self.steps)) if not self.diverged else 0
-        o = self.cfg.optimizer
-        k, sphere = self.cfg.metrics_every, o.mode == "sphere"
-        loss_sum = torch.zeros((), device=self.device)
-        correct_sum = torch.zeros((), device=self.device, dtype=torch.long)
-        grad_sum = torch.zeros((), device=self.device, dtype=torch.float64)   # Σ ‖∇_w L‖·‖w‖
-        angle_sum = torch.zeros((), device=self.device, dtype=torch.float64)  # Σ radians
-        measured = 0
-        start = time.perf_counter()
-        for i in range(n):
-            x, y = self._inputs(self.batch_indices(self.steps), augment=self.augment)
-            scores = self.model(x)                                         # (B, num_classes)
-            loss = F.cross_entropy(scores, y)
-            if o.sam_rho > 0:   # perturb, re-take gradients and restore w; step and projection follow
-                sam_gradients(self.model.parameters(), lambda: F.cross_entropy(self.model(x), y),
-                              rho=o.sam_rho, adaptive=o.sam_adaptive, loss=loss)
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            measure = (k > 0 and (self.steps + 1) % k == 0) or (i == n - 1 and measured == 0)
-            grads = [cast(Tensor, p.grad) for p in self.si]                 # set by the backward above
-            if measure:
-                before = [p.detach().clone() for p in self.si]
-                norm = self._norm()
-                grad_sum += torch.sqrt(cast(Tensor, sum(g.double().pow(2).sum() for g in grads))) * norm
-            if o.per_filter:
-                torch._foreach_mul_(grads, self.filter_sq0)
-            self.optimizer.step()
-            if sphere:
-                self._project()
-            if measure:
-                # 2·asin(‖u − u'‖/2) between unit vectors: accurate for tiny angles, unlike acos(u·u').
-                new_norm = self._norm()
-                chord_sq = sum((a.double() / norm - b.detach().double() / new_norm).pow(2).sum()
-                               for a, b in zip(before, self.si))
-                chord = torch.sqrt(cast(Tensor, chord_sq))
-                angle_sum += 2 * torch.asin(torch.clamp(chord / 2, max=1.0))
-                measured += 1
-            loss_sum += loss.detach()
-            correct_sum += (scores.detach().argmax(dim=1) == y).sum()
-            self.steps += 1
-        mean_loss = (loss_sum / max(n, 1)).item()                      # host sync: once per slice
-        self.wall_seconds += time.perf_counter() - start
-        if not math.isfinite(mean_loss) or not math.isfinite(float(self._norm())):
-            self.diverged = True
-        if n and not self.diverged:
+    def train_step(self, last: bool) -> tuple[Tensor, Tensor]:
+        """One SGD step, then (sphere mode) the projection; measures the effective gradient norm
+        and the angular update at every ``metrics_every``-th step, else at the slice's last.
+        With SAM, the loss is at w and the measured gradient is the one the step uses (at w + ε)."""
+        o, k = self.cfg.optimizer, self.cfg.metrics_every
+        x, y = self._inputs(self.batch_indices(self.steps), augment=self.augment)
+        scores = self.model(x)                                         # (B, num_classes)
+        loss = F.cross_entropy(scores, y)
+        if o.sam_rho > 0:   # perturb, re-take gradients and restore w; step and projection follow
+            sam_gradients(self.model.parameters(), lambda: F.cross_entropy(self.model(x), y),
+                          rho=o.sam_rho, adaptive=o.sam_adaptive, loss=loss)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        measure = (k > 0 and (self.steps + 1) % k == 0) or (last and self.measured == 0)
+        grads = [cast(Tensor, p.grad) for p in self.si]                 # set by the backward above
+        if measure:
+            before = [p.detach().clone() for p in self.si]
+            norm = self._norm()
+            self.grad_sum += torch.sqrt(cast(Tensor, sum(g.double().pow(2).sum() for g in grads))) * norm
+        if o.per_filter:
+            torch._foreach_mul_(grads, self.filter_sq0)
+        self.optimizer.step()
+        if o.mode == "sphere":
+            self._project()
+        if measure:
+            # 2·asin(‖u − u'‖/2) between unit vectors: accurate for tiny angles, unlike acos(u·u').
+            new_norm = self._norm()
+            chord_sq = sum((a.double() / norm - b.detach().double() / new_norm).pow(2).sum()
+                           for a, b in zip(before, self.si))
+            chord = torch.sqrt(cast(Tensor, chord_sq))
+            self.angle_sum += 2 * torch.asin(torch.clamp(chord / 2, max=1.0))
+            self.measured += 1
+        return loss.detach(), (scores.detach().argmax(dim=1) == y).sum()
+
+    def weights_finite(self) -> bool:
+        return math.isfinite(float(self._norm()))
+
+    def slice_metrics(self, steps: int, mean_loss: float) -> dict[str, Any]:
+        """weight_norm and elr at the slice's end; effective_grad_norm (‖∇_w L‖·‖w‖, the gradient on
+        the unit sphere) and angular_update (radians) averaged over the measured steps (NaN if no
+        step ran). ``lr`` is the SI weights' SGD LR: ``optimizer.lr`` in full mode, elr·ρ₀² on the
+        sphere, elr per filter (each filter's gradient then scaled by its ‖w₀ᵢ‖²). Records the
+        slice's mean train loss for `regime`."""
+        if steps and not self.diverged:
             self.train_loss_history.append(mean_loss)
         nan = math.nan
-        out: dict[str, Any] = {   # steps and lr first: Ray's progress table shows the first four numbers
-            "steps": self.steps, "lr": self.si_lr, "examples": self.steps * self.cfg.dataset.batch_size,
-            "wall_seconds": self.wall_seconds, "lr_now": self.si_lr, "diverged": self.diverged,
-            "train_loss": DIVERGED_LOSS if self.diverged else mean_loss,
-            "train_acc": 0.0 if self.diverged else correct_sum.item() / max(n * self.cfg.dataset.batch_size, 1),
-            "weight_norm": float(self._norm()), "elr": self.elr(),
-            "effective_grad_norm": float(grad_sum / measured) if measured else nan,
-            "angular_update": float(angle_sum / measured) if measured else nan,
-        }
-        if self.diverged:   # finite worst values: Ray's schedulers and searchers mishandle NaN
-            out.update({key: DIVERGED_LOSS for key in ("weight_norm", "elr", "effective_grad_norm",
-                                                        "angular_update") if not math.isfinite(out[key])})
-        return out
+        return {"weight_norm": float(self._norm()), "elr": self.elr(),
+                "effective_grad_norm": float(self.grad_sum / self.measured) if self.measured else nan,
+                "angular_update": float(self.angle_sum / self.measured) if self.measured else nan}
 
     def regime(self) -> str:
         """The trajectory's regime so far: ``converged``, ``chaotic`` or ``diverged``.
@@ -419,36 +389,29 @@ class SphereLoop(LoopCheckpoint):
         return top_hessian_eigenvalue(self.model, lambda: F.cross_entropy(self.model(x), y),
                                       iters=self.cfg.sharpness.iters, generator=g)
 
-    def evaluate(self) -> dict[str, float]:
-        """Test loss and accuracy (eval-mode BN); ``hessian_trace`` too when configured, and
-        ``sharpness`` (`measure_sharpness`) at every ``sharpness.every``-th call."""
-        self.evaluations += 1
-        sharpness_due = self.cfg.sharpness.due(self.evaluations)
-        if self.diverged:
-            out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0}
-            if self.cfg.hessian_trace:
-                out["hessian_trace"] = DIVERGED_LOSS
-            if sharpness_due:
-                out["sharpness"] = DIVERGED_LOSS
-            return out
+    def test_metrics(self) -> dict[str, float]:
+        """Test loss and accuracy (eval-mode BN); ``hessian_trace`` too when configured."""
         loss, acc = cross_entropy_and_accuracy(self.model, self.data.test_images, self.data.test_labels, self.mean,
                                        batch_size=EVAL_BATCH)
         test_loss, test_acc = torch.stack([loss, acc]).tolist()            # host sync
-        out = {"test_loss": test_loss if math.isfinite(test_loss) else DIVERGED_LOSS, "test_acc": test_acc}
+        out = {"test_loss": finite_or_worst(test_loss), "test_acc": test_acc}
         if self.cfg.hessian_trace:
             out["hessian_trace"] = self.hessian_trace()[0]
-        if sharpness_due:
-            sharpness = self.measure_sharpness()
-            out["sharpness"] = sharpness if math.isfinite(sharpness) else DIVERGED_LOSS
+        return out
+
+    def diverged_test_metrics(self) -> dict[str, float]:
+        out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0}
+        if self.cfg.hessian_trace:
+            out["hessian_trace"] = DIVERGED_LOSS
         return out
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "train_loss_history": list(self.train_loss_history), "rho0": self.rho0,
-                "filter_sq0": [t.clone() for t in self.filter_sq0]}
+    def extra_state(self) -> dict[str, Any]:
+        return {"aug_generator": self.aug_generator.get_state(), "train_loss_history": list(self.train_loss_history),
+                "rho0": self.rho0, "filter_sq0": [t.clone() for t in self.filter_sq0]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.aug_generator.set_state(state["aug_generator"])
         self.train_loss_history = [float(v) for v in state["train_loss_history"]]
         self.rho0 = float(state["rho0"])
         self.filter_sq0 = [t.to(self.device) for t in state["filter_sq0"]]
