@@ -1,6 +1,6 @@
 """Every shipped search space through the real command line, as a user runs it.
 
-``tune-lip search SPACE --num-samples 1 --budget steps=50``, then ``tune-lip results EXP`` and
+``tune-lip search SPACE --num-samples 1 --replicates 1 --budget steps=50``, then ``tune-lip results EXP`` and
 the study's ``tune-lip analyze ... EXP``, each as a subprocess: each exits 0 and no traceback
 reaches the user. A space whose data set is not on this offline machine (CIFAR-10) exits 2
 with one line naming the missing files and how to get them, before any Ray starts.
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 SPACES = search_spaces.available()
 # The analysis each study's question gets (README: "Analysis").
 ANALYSIS = {"lipschitz": "lr-scaling", "nqm": "lr-scaling", "sphere": "regimes", "scaling": "scaling-rule"}
-FLOW = ["--num-samples", "1", "--budget", "steps=50"]
+FLOW = ["--num-samples", "1", "--replicates", "1", "--budget", "steps=50"]
 
 
 def _needs_files(space: str) -> bool:

@@ -67,6 +67,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["resources"] = parse_resources_flag(args.resources)
     if getattr(args, "pending_timeout", None) is not None:
         out["pending_timeout_seconds"] = args.pending_timeout
+    if getattr(args, "replicates", None) is not None:
+        out["replicates"] = args.replicates
     return out
 
 
@@ -383,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray address: 'auto' on a cluster node; default: a private local Ray")
     p.add_argument("--num-samples", type=int, help="override num_samples (per grid point)")
     p.add_argument("--budget", help="override the budget, e.g. steps=200 or epochs=3")
+    p.add_argument("--replicates", type=int, help="override replicates (seeds per sampled config)")
     p.add_argument("--resume", nargs="?", const=True, metavar="NAME",
                    help="continue the killed search NAME (its stored spec; SPACE is then optional)")
     p.add_argument("--resources", help="override every trial's resources, e.g. cpu=1 (a GPU space on the CPU) "

@@ -127,7 +127,7 @@ def load_space(space: str | Path, overrides: dict[str, Any] | None = None) -> Se
 
 
 def _override_values(overrides: dict[str, Any]) -> dict[str, Any]:
-    keys = ("num_samples", "budget", "resources", "pending_timeout_seconds")
+    keys = ("num_samples", "budget", "resources", "pending_timeout_seconds", "replicates")
     return {k: overrides[k] for k in keys if overrides.get(k) is not None}
 
 

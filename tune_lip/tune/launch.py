@@ -175,8 +175,10 @@ def make_search_alg(spec: SearchSpec) -> Any:
                               num_classes=100 if dataset.get("name") == "cifar100" else 10)
     if spec.searcher.name == "optuna":
         return GroupedOptunaSearch(spec.space, per=spec.searcher.per, samples_per_group=spec.num_samples,
-                                   seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials)
-    return random_search(spec.searcher.seed, max_concurrent=spec.max_concurrent_trials)
+                                   seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials,
+                                   seeds=spec.seeds() if spec.replicates > 1 else None)
+    return random_search(spec.searcher.seed, max_concurrent=spec.max_concurrent_trials,
+                         replicates=spec.replicates > 1)
 
 
 def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
@@ -193,7 +195,7 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     from tune_lip.tune.callbacks import ParquetResultsCallback
     from tune_lip.tune.pending import PendingTimeout
     from tune_lip.tune.schedulers import GroupedASHAScheduler
-    from tune_lip.tune.searchers import GroupedOptunaSearch, to_tune_space
+    from tune_lip.tune.searchers import GroupedOptunaSearch, to_tune_space, with_seeds
 
     storage = storage_root(storage_path)
     config = check_spec(spec)
@@ -209,9 +211,9 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     elif spec.searcher.name == "boundary":  # BoundarySearch proposes whole configs
         num_samples = spec.num_samples
         param_space = fixed
-    else:
+    else:   # Tune's generator: num_samples per grid point; replicates are a grid over the seed
         num_samples = spec.num_samples
-        param_space = {**to_tune_space(spec.space), **fixed}
+        param_space = {**with_seeds(to_tune_space(spec.space), spec.seeds()), **fixed}
 
     if spec.scheduler.name == "asha":
         num_train = (_num_train(_study_config(spec, config).dataset, spec.path) if spec.budget.kind == "epochs"

@@ -12,6 +12,11 @@ values were reported with ``report``; TPE ranks pruned trials behind complete on
 step they reached). A trial is complete when it made all its reports or diverged
 (`tune_lip.analysis.ran_full_budget`; Ray's ``done`` flag is set for stopped trials too).
 
+Replicates (``seeds=[0, 1]``): every config Optuna proposes runs once per seed (the config's
+``seed`` key), one after another; Optuna is told the mean over the seeds that ran their whole
+budget once all of them ended (PRUNED if none did, FAIL if all failed), so it models the
+config, not one seed's luck.
+
 Example:
     >>> from tune_lip.tune.spec import LogUniform, Grid
     >>> s = GroupedOptunaSearch({"lr": LogUniform(1e-3, 1.0), "b": Grid((16, 64))},
@@ -43,7 +48,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from tune_lip.analysis.results import ran_full_budget
 from tune_lip.tune.spec import Choice, Grid, LogUniform, RandInt, Uniform, get_in, set_in
 
-__all__ = ["GroupedOptunaSearch", "PickledStateSearcher", "to_tune_space", "flat_domains"]
+__all__ = ["GroupedOptunaSearch", "PickledStateSearcher", "to_tune_space", "flat_domains", "with_seeds"]
 
 _DOMAINS = (LogUniform, Uniform, Choice, Grid, RandInt)
 
@@ -92,12 +97,24 @@ def _to_optuna(domain: Any) -> BaseDistribution:
     raise TypeError(f"{domain!r} cannot be searched by Optuna; list its key in searcher.per")
 
 
-def random_search(seed: int, *, max_concurrent: int | None = None) -> BasicVariantGenerator:
+def random_search(seed: int, *, max_concurrent: int | None = None,
+                  replicates: bool = False) -> BasicVariantGenerator:
     """Tune's own random/grid generator (grid domains are crossed, num_samples per point).
 
     It limits concurrency itself: Tune ignores ``TuneConfig.max_concurrent_trials`` for it.
+    ``replicates``: the seeds are a grid, and each random draw is kept for every grid point
+    (Tune's ``constant_grid_search``), so each draw runs with every seed. The draw is then the
+    same at every other grid point too (e.g. every batch size tries the same LRs).
     """
-    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0,
+                                 constant_grid_search=replicates)
+
+
+def with_seeds(param_space: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+    """``param_space`` (Tune's) whose ``seed`` is a grid over ``seeds`` (replicates), if more than one."""
+    if len(seeds) <= 1:
+        return param_space
+    return {**param_space, "seed": tune.grid_search(list(seeds))}
 
 
 class PickledStateSearcher(Searcher):
@@ -117,12 +134,13 @@ class GroupedOptunaSearch(PickledStateSearcher):
 
     space: nested dict whose leaves are spec domains or fixed values.
     per: dotted keys of Grid domains; their cartesian product defines the groups.
-    samples_per_group: trials per group (the spec's ``num_samples``).
+    samples_per_group: configs per group (the spec's ``num_samples``).
+    seeds: the seeds each config runs with (replicates); None = the space's own seed, once.
     """
 
     def __init__(self, space: Mapping[str, Any], *, per: Sequence[str], samples_per_group: int,
                  metric: str | None = None, mode: str | None = None, seed: int = 0,
-                 n_startup_trials: int = 5) -> None:
+                 n_startup_trials: int = 5, seeds: Sequence[int] | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self._space = copy.deepcopy(dict(space))
         domains = flat_domains(self._space)
@@ -136,10 +154,13 @@ class GroupedOptunaSearch(PickledStateSearcher):
         self._studies: list[optuna.Study] | None = None
         self._suggested = [0] * len(self._groups)
         self._live: dict[str, tuple[int, optuna.trial.Trial]] = {}
+        self._seeds = list(seeds) if seeds else []
+        self._queued: list[tuple[int, optuna.trial.Trial, dict[str, Any]]] = []   # replicates to hand out
+        self._ended: dict[int, list[float | None | str]] = {}   # Optuna trial number -> outcomes so far
 
     @property
     def total_samples(self) -> int:
-        return self._samples_per_group * len(self._groups)
+        return self._samples_per_group * len(self._groups) * max(len(self._seeds), 1)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         self._metric = metric or self._metric
@@ -158,6 +179,11 @@ class GroupedOptunaSearch(PickledStateSearcher):
         return self._studies
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        queued = getattr(self, "_queued", [])   # (a searcher pickled before replicates has none)
+        if queued:   # the next seed of the config asked last
+            group, trial, config = queued.pop(0)
+            self._live[trial_id] = (group, trial)
+            return config
         studies = self._ensure_studies()
         open_groups = [i for i, n in enumerate(self._suggested) if n < self._samples_per_group]
         if not open_groups:
@@ -169,6 +195,11 @@ class GroupedOptunaSearch(PickledStateSearcher):
         config = copy.deepcopy(self._space)
         for key, value in {**trial.params, **self._groups[group]}.items():
             set_in(config, key, value)
+        seeds = getattr(self, "_seeds", [])
+        if len(seeds) > 1:
+            for seed in seeds[1:]:
+                queued.append((group, trial, {**copy.deepcopy(config), "seed": seed}))
+            config["seed"] = seeds[0]
         return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -182,10 +213,23 @@ class GroupedOptunaSearch(PickledStateSearcher):
         group, trial = self._live.pop(trial_id)
         study = self._ensure_studies()[group]
         if error:
-            study.tell(trial, state=TrialState.FAIL)
+            outcome: float | None | str = "failed"
         elif result and ran_full_budget(result) and self._metric in result:
-            study.tell(trial, float(result[self._metric]))
+            outcome = float(result[self._metric])
         else:  # stopped early by the scheduler (or no metric): not a finished evaluation
+            outcome = None
+        seeds = getattr(self, "_seeds", [])
+        ended = getattr(self, "_ended", {}).setdefault(trial.number, [])
+        ended.append(outcome)
+        if len(ended) < max(len(seeds), 1):
+            return   # other seeds of this config still run
+        del self._ended[trial.number]
+        finished = [v for v in ended if isinstance(v, float)]
+        if finished:   # the config's value: its mean over the seeds that ran the whole budget
+            study.tell(trial, sum(finished) / len(finished))
+        elif all(v == "failed" for v in ended):
+            study.tell(trial, state=TrialState.FAIL)
+        else:
             study.tell(trial, state=TrialState.PRUNED)
 
     def studies(self) -> list[tuple[dict[str, Any], optuna.Study]]:
@@ -194,10 +238,14 @@ class GroupedOptunaSearch(PickledStateSearcher):
 
     def get_state(self) -> dict[str, Any]:
         return {"studies": self._ensure_studies(), "suggested": self._suggested, "live": self._live,
-                "metric": self._metric, "mode": self._mode}
+                "metric": self._metric, "mode": self._mode, "seeds": self._seeds, "queued": self._queued,
+                "ended": self._ended}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._studies = state["studies"]
         self._suggested = state["suggested"]
         self._live = state["live"]
         self._metric, self._mode = state["metric"], state["mode"]
+        self._seeds = state.get("seeds", [])   # absent in a searcher saved before replicates
+        self._queued = state.get("queued", [])
+        self._ended = state.get("ended", {})

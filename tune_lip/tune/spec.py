@@ -24,7 +24,7 @@ keys inside ``space`` are written *without* the ``space.`` prefix (``optimizer.l
 keys as themselves (``scheduler.grace_fraction``).
 
 Defaults for optional keys: ``reports: 20``, ``checkpoint_every: 5``, ``max_failures: 3``,
-``pending_timeout_seconds: 900``, ``num_samples: 1``,
+``pending_timeout_seconds: 900``, ``num_samples: 1``, ``replicates: 1``,
 ``max_concurrent_trials: null`` (unlimited), ``resources: {cpu: 1}``, ``scheduler: none`` (no
 silent early stopping unless asked for), ``searcher: random``.
 
@@ -150,6 +150,9 @@ class SearchSpec:
     keep_checkpoints: newest checkpoints kept per trial; None = all. Ray deletes older ones
     as new ones land; a driver killed between a deletion and Tune's next experiment snapshot
     can leave a trial pointing at a deleted checkpoint, so None is the safe default.
+    replicates: seeds per sampled config: every config the searcher proposes runs with seeds
+        ``space.seed``, ``space.seed + 1``, ... (``config/seed`` tells them apart), so
+        seed-to-seed variance enters the analysis' intervals. 1 = one seed.
     space: the nested config with Domain objects where the search varies it.
     description: the ``description`` key, else the file's first line if it is a comment.
     """
@@ -171,6 +174,12 @@ class SearchSpec:
     keep_checkpoints: int | None = None
     max_failures: int = 3
     pending_timeout_seconds: float = 900.0
+    replicates: int = 1
+
+    def seeds(self) -> list[int]:
+        """The seeds every sampled config runs with (``replicates`` of them, from ``space.seed``)."""
+        base = self.space.get("seed", 0)
+        return [int(base) + r for r in range(self.replicates)]
 
     def domains(self) -> dict[str, Domain]:
         """Dotted path (without ``space.``) -> domain, in file order.
@@ -203,10 +212,11 @@ class SearchSpec:
         budget: Budget | Mapping[str, Any] | None = None,
         resources: Mapping[str, Any] | None = None,
         pending_timeout_seconds: float | None = None,
+        replicates: int | None = None,
         where: str = "override",
     ) -> SearchSpec:
-        """A copy with ``num_samples``, ``budget``, ``resources`` and/or the pending timeout
-        replaced (e.g. from command-line flags).
+        """A copy with ``num_samples``, ``budget``, ``resources``, the pending timeout and/or
+        ``replicates`` replaced (e.g. from command-line flags).
 
         ``budget`` may be a Budget or a mapping such as ``{"steps": 100}``; ``resources``
         replaces the whole ``resources`` mapping (``{"cpu": 1}`` runs a GPU space on the CPU).
@@ -225,6 +235,11 @@ class SearchSpec:
             changes["resources"] = _resources(dict(resources), where=where)
         if pending_timeout_seconds is not None:
             changes["pending_timeout_seconds"] = _pending_timeout(pending_timeout_seconds, where=where)
+        if replicates is not None:
+            changes["replicates"] = _int(replicates, where=where, key="replicates", minimum=1, fix="use e.g. 2")
+            if changes["replicates"] > 1 and self.searcher.name == "boundary":
+                raise UserError(where, "replicates", "the boundary searcher places one trial per ELR",
+                                fix="leave --replicates out")
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,6 +261,7 @@ class SearchSpec:
             "scheduler": asdict(self.scheduler),
             "searcher": searcher,
             "num_samples": self.num_samples,
+            "replicates": self.replicates,
             "max_concurrent_trials": self.max_concurrent_trials,
             "resources": resources,
             "checkpoint_every": self.checkpoint_every,
@@ -260,7 +276,7 @@ class SearchSpec:
 # ---------------------------------------------------------------------------- loading
 
 TOP_LEVEL_KEYS = (
-    "study", "metric", "mode", "budget", "reports", "scheduler", "searcher", "num_samples",
+    "study", "metric", "mode", "budget", "reports", "scheduler", "searcher", "num_samples", "replicates",
     "max_concurrent_trials", "resources", "checkpoint_every", "keep_checkpoints", "max_failures",
     "pending_timeout_seconds", "space", "description",
 )
@@ -404,6 +420,16 @@ def _parse(
     space = _parse_space(space_raw, where=where, prefix="")
     searcher = _searcher(raw.get("searcher"), where=where)
     _check_searcher_fits_space(searcher, dict(_walk_domains(space, "")), where=where)
+    replicates = _int(raw.get("replicates", 1), where=where, key="replicates", minimum=1,
+                      fix="use e.g. replicates: 2 (seeds per sampled config)")
+    if replicates > 1:
+        seed = space.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise UserError(where, "space.seed", f"must be one integer with replicates, got {_to_raw(seed)!r}",
+                            fix=f"use e.g. seed: 0 (the {replicates} replicates run seeds 0..{replicates - 1})")
+        if searcher.name == "boundary":
+            raise UserError(where, "replicates", "the boundary searcher places one trial per ELR",
+                            fix="leave replicates out, or use searcher: {name: random} or grid")
 
     desc = raw.get("description", description)
     if not isinstance(desc, str):
@@ -414,5 +440,5 @@ def _parse(
         searcher=searcher, num_samples=num_samples, max_concurrent_trials=max_concurrent,
         resources=resources, reports=reports, checkpoint_every=checkpoint_every, space=space,
         description=desc, keep_checkpoints=keep_checkpoints, max_failures=max_failures,
-        pending_timeout_seconds=pending_timeout,
+        pending_timeout_seconds=pending_timeout, replicates=replicates,
     )
