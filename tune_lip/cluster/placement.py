@@ -402,7 +402,7 @@ def accelerator_type(device: Any = None) -> str:
 
     import torch
 
-    from tune_lip.studies.lipschitz import pick_device
+    from tune_lip.studies.config import pick_device
 
     device = device or pick_device("auto")
     if device.type != "cuda":

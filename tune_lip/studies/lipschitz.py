@@ -309,6 +309,6 @@ def make_loop(config: dict[str, Any]) -> LipschitzLoop:
 
 
 STUDY = register(Study(
-    name="lipschitz", config=LipschitzConfig, loop=make_loop, default_model="aol_mlp",
+    name="lipschitz", config=LipschitzConfig, loop=make_loop, default_model="aol_mlp", step_key=model_key,
     metrics=frozenset({"certified_acc", "test_acc", "test_loss", "train_acc", "train_loss", "weight_norm"}),
 ))

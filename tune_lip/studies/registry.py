@@ -43,6 +43,9 @@ class Study:
     loop: Callable[[dict[str, Any]], Any]  # a trial's config (nested dict) -> its Ray-free loop
     metrics: frozenset[str]               # what the loop reports; the spec's ``metric`` is one of them
     default_model: str | None = None      # the model a config that names none trains
+    # config -> what a calibrated step time depends on (model, options, input), for a
+    # ``reference_hours`` budget (`tune_lip.cluster.calibrate`); None: the study has no such budget
+    step_key: Callable[[Any], str] | None = None
 
 
 _STUDIES: dict[str, Study] = {}

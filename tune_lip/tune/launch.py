@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from tune_lip.errors import UserError
+from tune_lip.studies.registry import get as get_study
 from tune_lip.studies.registry import study_metrics
 from tune_lip.tune.experiment import (  # noqa: F401  (re-exported: launch's names before the split)
     LAUNCH_FILE,
@@ -72,7 +73,6 @@ def _resolve_calibration(spec: SearchSpec, storage_path: str, experiment_dir: st
     from tune_lip.analysis.results import storage_location
     from tune_lip.cluster.calibrate import append_table
     from tune_lip.studies.budget import lookup_step_seconds, read_calibration
-    from tune_lip.studies.lipschitz import LipschitzConfig, model_key
 
     raw = spec.budget.calibration
     if raw and "://" in raw:
@@ -86,11 +86,15 @@ def _resolve_calibration(spec: SearchSpec, storage_path: str, experiment_dir: st
         else:
             beside_spec = Path(spec.path).parent / path
             source = str(beside_spec.resolve() if beside_spec.exists() else path.resolve())
+    study = get_study(spec.study)
+    if study.step_key is None:
+        raise UserError(spec.path, "budget", f"study {spec.study} has no reference_hours budget "
+                        "(no calibrated step times)", fix="use {steps: N}, {epochs: E} or {examples: X}")
     table = read_calibration(source)
     assert spec.budget.reference is not None
     for config in grid_configs(spec):
-        cfg = LipschitzConfig.from_dict(config)
-        lookup_step_seconds(table, accelerator=spec.budget.reference, model_key=model_key(cfg),
+        cfg = study.config.from_dict(config)
+        lookup_step_seconds(table, accelerator=spec.budget.reference, model_key=study.step_key(cfg),
                             batch_size=cfg.dataset.batch_size, where=source)
     copy = f"{experiment_dir}/{CALIBRATION_FILE}"
     fs, path_in_fs = storage_location(copy)
