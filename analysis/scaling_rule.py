@@ -21,8 +21,10 @@ holds for small batches and breaks past some size. `check_scaling_rule` finds th
   (the mean's standard error, t with n−1 degrees of freedom); for a single trial, the
   report-to-report fluctuation of its trajectory over the last quarter of the horizon (the
   standard deviation of the residuals around a straight line, t with m−2 degrees of freedom):
-  the noise of one final value. With few seeds, ``pool_seeds=True`` pools the seed variance over
-  batch sizes.
+  the noise of one final value. ``pool_seeds`` (the default) pools the seed variance over
+  batch sizes. A check whose batch sizes have one trial each rests on one seed: the
+  trajectory's fluctuation misses seed-to-seed variation, and the summary says so
+  (`ScalingRuleCheck.one_seed`); run the space with ``replicates: 2`` or more.
 - **departs**: the reference (by default the smallest batch size: the one closest to the SDE)
   is compared with every other batch size: a batch size departs when the t-interval (Welch's
   degrees of freedom) of its difference from the reference excludes zero. The intervals are
@@ -111,13 +113,19 @@ class ScalingRuleCheck:
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def one_seed(self) -> bool:
+        """Whether some compared batch size's noise is one run's fluctuation, not seeds' spread."""
+        return bool((self.per_batch["noise_from"].isin(["trajectory", "none"])
+                     & (self.per_batch["n_trials"] <= 1)).any())
+
+    @property
     def label(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.group.items())
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the curves, as JSON-able Python values (non-finite -> None)."""
         return jsonable({"metric": self.metric, "mode": self.mode, "reference": self.reference,
-                         "breaks_at": self.breaks_at, "horizon": self.horizon, "time": self.time,
+                         "breaks_at": self.breaks_at, "one_seed": self.one_seed, "horizon": self.horizon, "time": self.time,
                          "level": self.level, "group": self.group, "notes": list(self.notes),
                          "settings": self.settings, "per_batch": self.per_batch.to_dict("records")})
 
@@ -139,6 +147,9 @@ class ScalingRuleCheck:
             lines.append("the rule holds at every batch size tried (no departure beyond the noise)")
         else:
             lines.append(f"the rule stops holding at {key} = {self.breaks_at:g}")
+        if self.one_seed:
+            lines.append("caution: this rests on one seed per batch size: the noise is each run's report-to-report "
+                         "fluctuation, which misses seed-to-seed variation; run with replicates: 2 or more")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -359,7 +370,7 @@ def check_scaling_rule(df: pd.DataFrame, *, metric: str = ..., mode: Mode = ...,
 def check_scaling_rule(df: pd.DataFrame, *, metric: str = "test_acc", mode: Mode = "max",
                        batch_size: str = "dataset.batch_size", by: str | Sequence[str] | None = None,
                        time: str = "sde_time", reference: str | float = "smallest", level: float = 0.95,
-                       pool_seeds: bool = False) -> ScalingRuleCheck | dict[Any, ScalingRuleCheck]:
+                       pool_seeds: bool = True) -> ScalingRuleCheck | dict[Any, ScalingRuleCheck]:
     """Compare metric trajectories across batch sizes in SDE time; say where the rule breaks.
 
     df: what `load` returns (one row per report) or any frame with ``trial_id``, the metric, the
@@ -372,9 +383,10 @@ def check_scaling_rule(df: pd.DataFrame, *, metric: str = "test_acc", mode: Mode
     time: the time column ("sde_time"; steps·lr computed when absent, see the module docstring).
     reference: "smallest", "largest" or a batch size: the run the others should match.
     level: the simultaneous confidence of the departure intervals.
-    pool_seeds: one seed variance pooled over all batch sizes with several trials (more degrees of
-        freedom: with 2 seeds a batch size's own t has 1, and its interval is ~6x wider than
-        pooled over 7 batch sizes), assuming the seed-to-seed spread is alike at every batch size.
+    pool_seeds: one seed variance pooled over all batch sizes with several trials (the default:
+        more degrees of freedom: with 2 seeds a batch size's own t has 1, and its interval is ~6x
+        wider than pooled over 7 batch sizes), assuming the seed-to-seed spread is alike at every
+        batch size; False gives each batch size its own.
 
     Raises ValueError for a missing column, fewer than two batch sizes, or a bad option.
 

@@ -463,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--axis", help="config key compared across trials (default: the numeric key the search "
                    "varied, dataset.batch_size first, then SVAG's gradient.l, whose reference is the largest l)")
     q.add_argument("--time", default="sde_time", help="the progress metric curves are aligned on (default sde_time)")
-    q.add_argument("--pool-seeds", action="store_true", help="pool the seed variance across batch sizes")
+    q.add_argument("--pool-seeds", action=argparse.BooleanOptionalAction, default=True,
+                   help="pool the seed variance across batch sizes (default; --no-pool-seeds: each its own)")
     q.add_argument("--out", help="folder for the plots (default: EXPERIMENT/plots)")
     q.add_argument("--json", action="store_true", help="print the check as JSON")
     q.set_defaults(func=cmd_analyze_scaling_rule)

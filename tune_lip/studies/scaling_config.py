@@ -128,7 +128,7 @@ class ScalingConfig:
     budget_rule: str = "none"       # none: the budget at the trial's B; sde_time: at B₀, steps ×B₀/B
     reports: int = 20               # train slices per trial (each ends with an evaluation)
     grad_stats_every: int = 0       # steps between gradient-noise measurements; 0 = off
-    grad_stats_batches: int = 4     # k >= 2 minibatch gradients per measurement
+    grad_stats_batches: int = 16    # k >= 2 minibatch gradients per measurement (rel. s.e. <~ sqrt(2/(k-1)))
     sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)   # top Hessian eigenvalue; off
     device: str = "auto"            # auto = cuda when visible, else cpu
 
@@ -173,7 +173,7 @@ class ScalingConfig:
             budget_rule=str(raw.get("budget_rule", "none")),
             reports=int(raw.get("reports", 20)),
             grad_stats_every=int(raw.get("grad_stats_every", 0)),
-            grad_stats_batches=int(raw.get("grad_stats_batches", 4)),
+            grad_stats_batches=int(raw.get("grad_stats_batches", 16)),
             sharpness=_section("sharpness", lambda: SharpnessConfig.from_dict(raw.get("sharpness"))),
             device=str(raw.get("device", "auto")),
         ))
