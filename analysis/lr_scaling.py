@@ -1,29 +1,32 @@
 """How the optimal learning rate scales with batch size: lr*(b) = exp(intercept) · b**alpha.
 
-Per batch size, lr* is the vertex of a quadratic in log lr fitted to the trials around the best
-one (every trial in that window counts, not just the argmax); a bootstrap over trials gives its
-95% interval. A weighted least-squares line through (log b, log lr*), weighted by those
-intervals, gives alpha; refitting it on every bootstrap replicate gives alpha's interval. The
-verdict says which of alpha = 1/2 (square-root scaling) and alpha = 1 (linear scaling) that
-interval holds. Where a broken power law (slope alpha up to a critical batch size b_c, flat or
-shallower above) beats the single law by AICc, b_c is reported with a bootstrap interval and
-alpha is the slope below it.
+One model over every trial (`tune_lip.analysis.lr_star`): the metric is a level per batch size
+plus one curve shape shared by all of them, shifted along log lr by alpha · log b. alpha is
+profiled, its 95% interval is the profile-likelihood set (replicate seeds' scatter included),
+widened by the lack-of-fit ratio when the batch sizes scatter around the law more than the
+noise explains. A lack-of-fit F test against free per-batch shifts is the goodness of fit;
+where it rejects, a broken law (slope alpha up to a critical batch size b_c, flat above) is
+tried, and b_c is reported with its interval if that law fits.
 
-Hand-written on purpose: the bootstrap draws how often each trial is picked (multinomial
-counts), so one batched weighted least squares gives the vertex of every replicate at once, and
-the same replicates are reused across batch sizes for alpha and b_c. ``scipy.stats.bootstrap``
-resamples values one statistic at a time and would not let the replicates be shared that way.
-The estimators live in `tune_lip.analysis.lr_star`; this module holds the result and its summary.
+The verdict (`VERDICTS`): "sqrt" or "linear" only when the law fits (fit_p >= 0.05), the
+interval is at most `MAX_WIDTH` wide and excludes the other rule; "other" when it excludes
+both; "undetermined" when it holds both, is wider than `MAX_WIDTH`, or fewer than 3 batch sizes
+have lr* inside the lr range; "no_single_law" when the goodness of fit rejects the law.
+
+Calibration, measured by `tests/analysis/test_lr_coverage.py` and `bench/alpha_coverage.py`
+(BENCHMARKS.md): one fixed lr range for every batch size, symmetric and asymmetric curves with a
+divergence cliff; numbers in those files.
 
 Example:
     >>> from tune_lip.analysis import fit_lr_scaling, load                 # doctest: +SKIP
-    >>> fit = fit_lr_scaling(load("tune_lip_results/demo"), metric="certified_acc",
+    >>> fit = fit_lr_scaling(load("tune_lip_results/demo"), metric="val_certified_acc",
     ...                      mode="max")                                    # doctest: +SKIP
     >>> print(fit.summary()); fit.plot()                                    # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,15 +34,17 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from tune_lip.analysis.lr_star import (
-    _MIN_DISTINCT_LRS,
-    _Z95,
-    _BatchEstimate,
-    _estimate_batch,
-    _fit_law,
-    _predict_log,
+    LawFit,
+    Trials,
+    fit_law,
+    free_shifts,
+    lack_of_fit,
+    max_basis,
+    n_basis,
+    seed_lack_of_fit,
+    threshold,
 )
 from tune_lip.analysis.results import config_column, jsonable
 from tune_lip.analysis.trials import Mode, Use, split_groups, trial_outcomes
@@ -48,59 +53,74 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["LRScalingFit", "fit_lr_scaling", "split_groups", "trial_outcomes"]
+__all__ = ["MAX_WIDTH", "VERDICTS", "LRScalingFit", "fit_lr_scaling", "split_groups",
+           "trial_outcomes"]
 
+MAX_WIDTH = 1.0  # an alpha interval wider than this cannot tell 1/2 from 1 apart usefully
+FIT_LEVEL = 0.05  # the law is rejected when the goodness of fit's p-value is below this
+_MIN_DISTINCT_LRS = 3  # a curve's shape needs three distinct learning rates
+_MIN_USABLE = 3  # batch sizes with lr* inside the range needed for any verdict
 
-_VERDICT_TEXT = {
+VERDICTS = {
     "sqrt": "supports alpha = 1/2 (square-root scaling), not alpha = 1",
     "linear": "supports alpha = 1 (linear scaling), not alpha = 1/2",
-    "both": ("holds both alpha = 1/2 and alpha = 1: cannot tell them apart "
-             "(add batch sizes or trials)"),
-    "neither": "holds neither alpha = 1/2 nor alpha = 1",
+    "other": "the law fits, but alpha is neither 1/2 nor 1",
+    "undetermined": "undetermined",
+    "no_single_law": "no single power law fits",
 }
+_SHORT = {"sqrt": "supports √b scaling", "linear": "supports linear scaling",
+          "other": "α neither ½ nor 1", "undetermined": "undetermined",
+          "no_single_law": "no single power law"}
 
 
-
-def _verdict(lo: float, hi: float) -> str:
+def verdict_of(lo: float, hi: float, *, fit_p: float, n_usable: int) -> tuple[str, str]:
+    """(code, reason) for an alpha interval, the goodness of fit and the usable batch sizes."""
+    if n_usable < _MIN_USABLE:
+        return "undetermined", (f"only {n_usable} batch sizes with lr* inside the lr range "
+                                f"(need {_MIN_USABLE})")
+    if math.isfinite(fit_p) and fit_p < FIT_LEVEL:
+        return "no_single_law", f"goodness of fit rejects the law (p = {fit_p:.2g})"
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo > MAX_WIDTH:
+        return "undetermined", f"interval wider than {MAX_WIDTH:g}: too wide to say"
     half, one = lo <= 0.5 <= hi, lo <= 1.0 <= hi
-    return "both" if half and one else "sqrt" if half else "linear" if one else "neither"
+    if half and one:
+        return "undetermined", "the interval holds both 1/2 and 1"
+    if half or one:
+        return ("sqrt" if half else "linear"), "interval excludes the other rule, the law fits"
+    return "other", "interval excludes both 1/2 and 1, the law fits"
 
 
-def _fmt(v: float) -> str:
+def _fmt(v: float | None) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.3g}"
 
-
-# ---------------------------------------------------------------------------------------------
-# The fit
-# ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class LRScalingFit:
     """A fitted law lr*(b) = exp(intercept) · b**alpha (up to ``batch_break`` if there is one).
 
-    alpha, alpha_ci: the slope of log lr* on log b and its 95% bootstrap percentile interval; with
-        a critical batch size found, the slope below it.
+    alpha, alpha_ci: the exponent and its 95% interval (profile likelihood, widened by misfit);
+        with a critical batch size reported, the slope below it. An end may be +-inf: the data
+        do not bound it.
     intercept: natural log of lr* at b = 1 on the fitted law.
-    verdict: "sqrt", "linear", "both" or "neither": which of alpha = 1/2 and alpha = 1 lie in
-        alpha_ci.
-    per_batch: one row per batch size fitted: ``batch_size``, ``lr_star``, ``lr_star_lo``,
-        ``lr_star_hi`` (95% interval; NaN on the open side when ``at_edge``), ``n_trials``,
-        ``at_edge`` (the best lr is the smallest or largest tried and no interior maximum was
-        found: lr* may lie outside the range, the row is left out of the alpha fit),
-        ``estimate`` ("quadratic" or "best trial"), ``metric_star`` (the metric at lr*, fitted)
-        and ``used`` (in the alpha fit).
+    verdict: a code of `VERDICTS` ("sqrt", "linear", "other", "undetermined",
+        "no_single_law"); ``verdict_reason`` says why in words.
+    per_batch: one row per batch size fitted: ``batch_size``, ``lr_star`` (where its trials fit
+        the shared shape best), ``lr_star_lo``, ``lr_star_hi`` (95% interval; NaN on the open
+        side of a censored row), ``n_trials``, ``n_lrs`` (distinct lrs), ``n_diverged``
+        (diverged or at the worst value: not on the curve), ``at_edge`` (censored: its best lr is
+        the smallest or largest tried, so lr* is a bound only), ``bound`` ("upper", "lower" or
+        ""), ``metric_star`` (the fitted metric at lr*) and ``used`` (its trials are in the fit;
+        a censored batch size enters through its trials, as a bound, never as an exact lr*).
     skipped: batch sizes left out, with the reason ("3 finished trials, need 4").
-    batch_break, batch_break_ci: the critical batch size and its 95% interval, or None when a
-        single power law is preferred (or too few batch sizes to tell: it needs >= 6).
-    alpha_above: the slope above batch_break (0.0 for a plateau), None without a break.
-    chi2_dof, fit_p: weighted residual sum of squares per degree of freedom, and the chi^2 test's
-        p-value: chi2_dof is about 1 when the per-batch intervals explain the scatter around the
-        law; a small fit_p says they do not (an outlying batch size, a curved law, or lr*
-        estimates shifted by a lopsided metric curve, which the intervals do not include).
-        alpha_ci propagates the per-batch intervals only.
+    batch_break, batch_break_ci: the critical batch size and its 95% interval, reported when the
+        single law is rejected and a law flat above b_c fits; else None.
+    alpha_above: the slope above batch_break (0.0: the plateau), None without a break.
+    chi2_dof, fit_p: the lack-of-fit ratio F (misfit mean square over the noise variance; about
+        1 when the law fits) and its p-value (the goodness of fit of the single law).
     group: the ``by`` config values of this fit ({} without ``by``).
     settings: the options of `fit_lr_scaling` that made it (lr, batch_size, use, ...).
-    boot_params: (n_boot, 4) bootstrap replicates of (intercept, alpha, alpha_above, log b_c).
+    boot_params: (n_boot, 4) draws of (intercept, alpha, alpha_above, log b_c) from the
+        interval's normal approximation, for the plot's band.
     """
 
     metric: str
@@ -121,11 +141,31 @@ class LRScalingFit:
     settings: dict[str, Any] = field(default_factory=dict)
     boot_params: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)), repr=False,
                                     compare=False)
+    verdict_reason: str = ""
+    single_alpha: float = math.nan  # the single law's alpha (= alpha without a break)
+    single_alpha_ci: tuple[float, float] = (math.nan, math.nan)
+    break_p: float = math.nan  # goodness of fit of the broken law, when one was tried
+    n_params: int = 0
 
     @property
     def label(self) -> str:
         """The group as text, ``budget.steps=1000`` (empty without ``by``)."""
         return ", ".join(f"{k}={v}" for k, v in self.group.items())
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict in words, with its reason."""
+        return f"{VERDICTS[self.verdict]} ({self.verdict_reason})"
+
+    @property
+    def verdict_short(self) -> str:
+        """The verdict as a plot title says it."""
+        return _SHORT[self.verdict]
+
+    @property
+    def censored(self) -> list[float]:
+        """Batch sizes whose lr* is a bound only (best lr at the edge of the range)."""
+        return [float(b) for b in self.per_batch.loc[self.per_batch["at_edge"], "batch_size"]]
 
     def _params(self) -> np.ndarray:
         xc = math.log(self.batch_break) if self.batch_break is not None else math.inf
@@ -138,7 +178,7 @@ class LRScalingFit:
 
     def band(self, batch_size: float | np.ndarray, level: float = 0.95
              ) -> tuple[np.ndarray, np.ndarray]:
-        """Pointwise bootstrap interval of the fitted law's lr* at ``batch_size``."""
+        """Pointwise interval of the fitted law's lr* at ``batch_size`` (from ``boot_params``)."""
         x = np.log(np.atleast_1d(np.asarray(batch_size, float)))
         curves = _predict_log(self.boot_params, x)  # (n_boot, len(x))
         q = 100 * (1 - level) / 2
@@ -162,191 +202,298 @@ class LRScalingFit:
         return plot_metric_vs_lr(df, metric=self.metric, fit=self, ax=ax, title=title)
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything but the replicates, as JSON-able Python values (non-finite -> None)."""
+        """Everything but the draws, as JSON-able Python values (non-finite -> None)."""
         return jsonable({
             "metric": self.metric, "mode": self.mode, "group": self.group,
             "alpha": self.alpha, "alpha_ci": list(self.alpha_ci), "intercept": self.intercept,
-            "verdict": self.verdict, "batch_break": self.batch_break,
+            "verdict": self.verdict, "verdict_text": self.verdict_text,
+            "verdict_reason": self.verdict_reason, "batch_break": self.batch_break,
             "batch_break_ci": list(self.batch_break_ci) if self.batch_break_ci else None,
             "alpha_above": self.alpha_above, "chi2_dof": self.chi2_dof,
-            "fit_p": self.fit_p, "n_boot": self.n_boot,
-            "per_batch": self.per_batch.to_dict("records"), "skipped": self.skipped,
-            "settings": self.settings,
+            "fit_p": self.fit_p, "break_p": self.break_p, "single_alpha": self.single_alpha,
+            "single_alpha_ci": list(self.single_alpha_ci), "censored": self.censored,
+            "n_boot": self.n_boot, "per_batch": self.per_batch.to_dict("records"),
+            "skipped": self.skipped, "settings": self.settings,
         })
 
     def summary(self) -> str:
         """A printable per-batch table, alpha with its interval and the verdict."""
         use = self.settings.get("use", "last")
         head = (f"lr* vs batch size: {self.metric} ({self.mode}), {use} report per trial, "
-                f"{self.n_boot} bootstrap draws" + (f" [{self.label}]" if self.label else ""))
-        lines = [head, f"{'batch':>8}  {'lr*':>9}  {'95% interval':<22} {'trials':>6}  note"]
+                f"one curve shape shared by all batch sizes"
+                + (f" [{self.label}]" if self.label else ""))
+        lines = [head, f"{'batch':>8}  {'lr*':>9}  {'95% interval':<22} {'trials':>6} "
+                       f"{'lrs':>4} {'div':>4}  note"]
         for r in self.per_batch.itertuples(index=False):
             interval = f"[{_fmt(r.lr_star_lo)}, {_fmt(r.lr_star_hi)}]"
+            note = ""
             if r.at_edge:
-                side = "smallest" if not math.isfinite(r.lr_star_lo) else "largest"
-                bound = "upper" if side == "smallest" else "lower"
-                note = (f"best at the {side} lr tried: lr* may lie beyond the range, "
-                        f"{bound} bound only; not in the alpha fit")
-            else:
-                note = "" if r.estimate == "quadratic" else "no interior maximum: best trial"
-            lines.append(f"{r.batch_size:>8g}  {r.lr_star:>9.3g}  {interval:<22} {r.n_trials:>6}"
-                         f"  {note}".rstrip())
-        lo, hi = self.alpha_ci
-        where = " (below b_c)" if self.batch_break is not None else ""
-        lines.append(f"alpha{where} = {self.alpha:.3f}, 95% interval [{lo:.3f}, {hi:.3f}]: "
-                     f"{_VERDICT_TEXT[self.verdict]}")
-        lines.append(f"law: lr*(b) = {math.exp(self.intercept):.3g} * b^{self.alpha:.3f}"
-                     f"   (chi^2/dof = {_fmt(self.chi2_dof)}, p = {_fmt(self.fit_p)})")
-        if self.fit_p < 1e-3:
-            lines.append("the lr* scatter around the law exceeds their intervals (p < 0.001): "
-                         "look at the plot for an outlying batch size or a curved law")
-        n_used = int(self.per_batch["used"].sum())
-        if n_used < 3:
-            lines.append(f"only {n_used} batch sizes in the fit: the interval rests on the "
-                         f"per-batch intervals alone; >= 3 recommended")
+                side = "smallest" if r.bound == "upper" else "largest"
+                note = (f"censored: best at the {side} lr tried, lr* is an {r.bound} bound "
+                        f"(in the fit through its trials, never as an exact lr*)")
+            lines.append(f"{r.batch_size:>8g}  {r.lr_star:>9.3g}  {interval:<22} "
+                         f"{r.n_trials:>6} {r.n_lrs:>4} {r.n_diverged:>4}  {note}".rstrip())
+        lo, hi = self.single_alpha_ci
+        lines.append(f"single power law: alpha = {self.single_alpha:.3f}, 95% interval "
+                     f"[{lo:.3f}, {hi:.3f}]; goodness of fit F = {_fmt(self.chi2_dof)}, "
+                     f"p = {_fmt(self.fit_p)}")
         if self.batch_break is not None and self.batch_break_ci is not None:
             blo, bhi = self.batch_break_ci
-            lines.append(f"critical batch size b_c = {self.batch_break:g} (95% interval "
-                         f"[{blo:g}, {bhi:g}]); slope above it {self.alpha_above:.3f}")
-        elif not self.settings.get("detect_break", True):
-            pass
-        elif n_used < 6:
-            lines.append(f"critical batch size: not tested (needs >= 6 batch sizes in the fit, "
-                         f"got {n_used})")
-        else:
-            lines.append("critical batch size: none (AICc prefers a single power law)")
+            alo, ahi = self.alpha_ci
+            lines.append(f"broken power law fits (p = {_fmt(self.break_p)}): critical batch size "
+                         f"b_c = {self.batch_break:.3g} (95% interval [{blo:.3g}, {bhi:.3g}]), "
+                         f"alpha below it = {self.alpha:.3f} [{alo:.3f}, {ahi:.3f}], flat above")
+        elif math.isfinite(self.break_p):
+            lines.append(f"broken power law (flat above b_c) does not fit either "
+                         f"(p = {_fmt(self.break_p)})")
+        lines.append(f"verdict: {self.verdict_text}")
+        if self.censored:
+            lines.append("censored batch sizes (lr* a bound only): "
+                         + ", ".join(f"{b:g}" for b in self.censored))
         for b, why in self.skipped.items():
             lines.append(f"skipped batch {b:g}: {why}")
         return "\n".join(lines)
 
 
+def _predict_log(params: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """log lr* at log batch sizes ``x`` for (..., 4) parameter rows; broadcasts to (..., len(x))."""
+    p = params[..., None]
+    return p[..., 0, :] + p[..., 1, :] * np.minimum(x, p[..., 3, :]) \
+        + p[..., 2, :] * np.maximum(x - p[..., 3, :], 0.0)
+
+
+def _floor_trials(rows: pd.DataFrame) -> np.ndarray:
+    """Trials off the curve: diverged, non-finite, or tied at the batch size's worst value."""
+    value = rows["value"].to_numpy(float)
+    off = rows["diverged"].to_numpy(bool) | ~np.isfinite(value)
+    finite = value[~off]
+    if finite.size:
+        worst = finite.min()
+        tied = np.isfinite(value) & (value == worst)
+        if tied.sum() >= 2:  # a metric that stuck at one value: the divergence floor
+            off |= tied
+    return off
+
+
+def _edge(rows: pd.DataFrame, score: np.ndarray) -> str:
+    """"upper"/"lower" when the best mean score (over seeds) is at the smallest/largest lr."""
+    means = pd.Series(score, index=rows["lr"].to_numpy()).groupby(level=0).mean()
+    if means.size < 2:
+        return ""
+    best = int(np.argmax(means.to_numpy()))
+    return "upper" if best == 0 else "lower" if best == means.size - 1 else ""
+
+
+def _seed_groups(tr: Trials, rows: list[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(group per trial, batch per group) of the (batch size, seed) pairs with a curve of their
+    own (>= 3 distinct lrs), when replicates give >= 2 degrees of freedom between seeds; else
+    None. Trials in no such group get -1."""
+    if not all("replicate" in r for r in rows):
+        return None
+    label = np.concatenate([r["replicate"].astype(str).to_numpy() for r in rows])
+    lr = np.exp(tr.x)
+    groups = np.full(tr.n, -1)
+    batches: list[int] = []
+    for j in range(tr.lb.size):
+        for rep in np.unique(label[tr.batch == j]):
+            mask = (tr.batch == j) & (label == rep)
+            if np.unique(lr[mask]).size >= _MIN_DISTINCT_LRS:
+                groups[mask] = len(batches)
+                batches.append(j)
+    group_batch = np.asarray(batches, int)
+    spare = len(batches) - np.unique(group_batch).size
+    return (groups, group_batch) if spare >= 2 else None
+
+
+def _peak(tr: Trials, law: LawFit) -> tuple[float, np.ndarray]:
+    """(u*, the metric's score at u* per batch size) of the shape refitted at the law's exponent with an AICc-sized spline: the
+    exponent's spline may wiggle on the curve's flat top, where the peak would wander."""
+    k = n_basis(tr, law.alpha)
+    smooth = law if k == law.k else fit_law(
+        tr, k, None if not math.isfinite(law.log_break) else np.array([law.log_break]),
+        grid=np.array([law.alpha]))
+    u_star, g_star = smooth.peak()
+    return u_star, smooth.levels + g_star
+
+
+def _goodness(tr: Trials, law: Any, misfit: Any, seeds: tuple[np.ndarray, np.ndarray] | None,
+              log_break: float) -> tuple[float, float]:
+    """(p-value, F) of the law's goodness of fit: against the seeds' scatter where replicates
+    give one (`seed_lack_of_fit`), else against the noise (`lack_of_fit`)."""
+    if seeds is None:
+        return misfit.p, misfit.f
+    groups, group_batch = seeds
+    inside = groups >= 0
+    sub = Trials(tr.x[inside], tr.y[inside], tr.batch[inside], tr.lb)
+    shifts = free_shifts(sub, law, groups[inside], group_batch).shift
+    below = np.minimum(tr.lb, log_break)
+    design = np.stack([np.ones_like(below), below], axis=1)
+    m = seed_lack_of_fit(shifts, group_batch, design, extra=int(math.isfinite(log_break)))
+    return m.p, m.f
+
+
 def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped: bool,
-               min_trials: int, neighbours: int, window_frac: float, n_boot: int,
-               seed: int | None,
-               detect_break: bool, group: dict[str, Any], settings: dict[str, Any]
-               ) -> LRScalingFit:
+               min_trials: int, n_boot: int, seed: int | None, detect_break: bool,
+               group: dict[str, Any], settings: dict[str, Any]) -> LRScalingFit:
     where = f" [{', '.join(f'{k}={v}' for k, v in group.items())}]" if group else ""
     sign = 1.0 if mode == "max" else -1.0
-    finite = trials["value"].dropna()
-    if finite.empty:
+    if trials["value"].dropna().empty:
         raise ValueError(f"{metric}{where}: no trial reported a finite value")
-    # A non-finite metric (a NaN loss after divergence) is as bad as the worst value seen at that
-    # batch size (at any, where a batch size has none): the curve it joins is that batch size's.
-    worst = finite.min() if mode == "max" else finite.max()
-    at_batch = trials.groupby("batch_size")["value"].transform("min" if mode == "max" else "max")
-    trials = trials.assign(value=trials["value"].fillna(at_batch).fillna(worst))
 
-    rng = np.random.default_rng(seed)
-    estimates: list[_BatchEstimate] = []
+    kept: list[tuple[float, pd.DataFrame, np.ndarray]] = []
     skipped: dict[float, str] = {}
     for b, rows in trials.groupby("batch_size", sort=True):
         b = float(b)
         stopped = int((~rows["finished"]).sum())
         used = rows if include_stopped else rows[rows["finished"]]
-        distinct = used["lr"].nunique()
+        off = _floor_trials(used)
+        distinct = used["lr"][~off].nunique()
         if len(used) < min_trials:
             why = f"{len(used)} finished trials, need {min_trials}"
             if stopped and not include_stopped:
                 why += f" ({stopped} stopped early, left out)"
             skipped[b] = why
         elif distinct < _MIN_DISTINCT_LRS:
-            skipped[b] = f"{distinct} distinct learning rates, need {_MIN_DISTINCT_LRS}"
+            skipped[b] = (f"{distinct} distinct learning rates with a finite, non-diverged "
+                          f"value, need {_MIN_DISTINCT_LRS}")
         else:
-            estimates.append(_estimate_batch(b, used, sign, neighbours=neighbours,
-                                             window_frac=window_frac, n_boot=n_boot, rng=rng))
-
-    fitted = [e for e in estimates if not e.row["at_edge"]]
-    if len(fitted) < 2:
-        edge = [f"{e.batch_size:g}" for e in estimates if e.row["at_edge"]]
-        details = "; ".join([f"batch {b:g}: {why}" for b, why in skipped.items()]
-                            + ([f"batch {', '.join(edge)}: best lr at the edge of the range tried "
-                                f"(widen it)"] if edge else []))
+            kept.append((b, used, off))
+    if len(kept) < 2:
+        details = "; ".join(f"batch {b:g}: {why}" for b, why in skipped.items())
         raise ValueError(f"{metric}{where}: a slope needs >= 2 batch sizes (>= 3 recommended) with "
-                         f"enough trials and an optimum inside the lr range; got {len(fitted)}"
+                         f"enough finished trials; got {len(kept)}"
                          + (f" ({details})" if details else ""))
 
-    xb = np.log([e.batch_size for e in fitted])
-    yb = np.log([e.row["lr_star"] for e in fitted])
-    w = 1.0 / np.array([e.sigma for e in fitted]) ** 2
-    boot = np.stack([e.boot for e in fitted], axis=1)  # (n_boot, n_b): replicate r of each batch
-    model, point, boot_params, dof = _fit_law(xb, yb, w, boot, detect_break)
-    # Goodness of fit against each batch size's interval on the side the law passes: bootstrap
-    # intervals are often lopsided, and their mean half-width would overstate the misfit.
-    resid = _predict_log(point, xb) - yb
-    lo_b = np.log([e.row["lr_star_lo"] for e in fitted])
-    hi_b = np.log([e.row["lr_star_hi"] for e in fitted])
-    half = np.maximum(np.where(resid > 0, hi_b - yb, yb - lo_b) / _Z95, [e.floor for e in fitted])
-    chi2 = float(((resid / half) ** 2).sum())
-    chi2_dof = chi2 / dof if dof > 0 else math.nan
-    fit_p = float(scipy.stats.chi2.sf(chi2, dof)) if dof > 0 else math.nan
-    alpha_lo, alpha_hi = (float(v) for v in np.percentile(boot_params[:, 1], [2.5, 97.5]))
+    on = [(rows[~off], j) for j, (_, rows, off) in enumerate(kept)]
+    tr = Trials(x=np.log(np.concatenate([r["lr"].to_numpy(float) for r, _ in on])),
+                y=sign * np.concatenate([r["value"].to_numpy(float) for r, _ in on]),
+                batch=np.concatenate([np.full(len(r), j) for r, j in on]),
+                lb=np.log([b for b, _, _ in kept]))
+    k = max_basis(tr, 0.75)
+    law = fit_law(tr, k)
+    free = free_shifts(tr, law)
+    misfit = lack_of_fit(tr, law, free, 2)
+    # The interval is widened by every scatter of the batch sizes around the law, seeds' included.
+    rise, _ = threshold(misfit, 0.95)
+    seeds = _seed_groups(tr, [r for r, _ in on])
+    fit_p, f_ratio = _goodness(tr, law, misfit, seeds, np.inf)
+    single_ci = law.profile.interval(rise)
+    u_star, top = _peak(tr, law)
+
+    rows_out = []
+    # Per batch size, the noise alone: its lr* interval is its own, the law's misfit is not in it.
+    noise_rise, _ = threshold(dataclasses.replace(misfit, f=1.0), 0.95)
+    for j, (b, rows, off) in enumerate(kept):
+        score = sign * rows["value"].to_numpy(float)
+        worst = np.nanmin(score[~off]) if (~off).any() else 0.0
+        bound = _edge(rows, np.where(off, worst, score))
+        lo, hi = free.profiles[j].interval(noise_rise)
+        lo = math.nan if bound == "upper" or not math.isfinite(lo) else math.exp(u_star + lo)
+        hi = math.nan if bound == "lower" or not math.isfinite(hi) else math.exp(u_star + hi)
+        rows_out.append({
+            "batch_size": b, "lr_star": math.exp(u_star + free.shift[j]),
+            "lr_star_lo": lo, "lr_star_hi": hi, "n_trials": len(rows),
+            "n_lrs": int(rows["lr"].nunique()), "n_diverged": int(off.sum()),
+            "at_edge": bool(bound), "bound": bound,
+            "metric_star": float(sign * top[j]), "used": True,
+        })
+    per_batch = pd.DataFrame(rows_out)
+    n_usable = int((~per_batch["at_edge"]).sum())
+
+    alpha, alpha_ci, intercept = law.alpha, single_ci, u_star
     brk = brk_ci = above = None
-    if model != "power law":
-        # Breaks sit at batch sizes tried: report those, not exp(log(b)) with rounding noise.
-        sizes = np.array([e.batch_size for e in fitted])
-        def snap(v: float) -> float:
-            return float(sizes[np.abs(xb - v).argmin()])
-
-        brk = snap(point[3])
-        brk_ci = (snap(np.percentile(boot_params[:, 3], 2.5, method="lower")),
-                  snap(np.percentile(boot_params[:, 3], 97.5, method="higher")))
-        above = float(point[2])
-
-    per_batch = pd.DataFrame([{**e.row, "used": not e.row["at_edge"]} for e in estimates])
+    break_p = math.nan
+    if detect_break and fit_p < FIT_LEVEL and tr.lb.size >= 4:
+        grid = np.linspace(tr.lb[1], tr.lb[-1], 25)[:-1]
+        broken = fit_law(tr, k, grid)
+        b_misfit = lack_of_fit(tr, broken, free_shifts(tr, broken), 3)
+        break_p, _ = _goodness(tr, broken, b_misfit, seeds, broken.log_break)
+        if math.isfinite(break_p) and break_p >= FIT_LEVEL:
+            b_rise, _ = threshold(b_misfit, 0.95)
+            assert broken.break_profile is not None
+            klo, khi = broken.break_profile.interval(b_rise)
+            brk = math.exp(broken.log_break)
+            brk_ci = (math.exp(max(klo, grid[0])), math.exp(min(khi, grid[-1])))
+            alpha, alpha_ci = broken.alpha, broken.profile.interval(b_rise)
+            intercept, above = _peak(tr, broken)[0], 0.0
+    verdict, reason = verdict_of(*single_ci, fit_p=fit_p, n_usable=n_usable)
+    draws = _draws(alpha, alpha_ci, intercept, tr.lb, per_batch, brk, n_boot, seed)
     return LRScalingFit(
-        metric=metric, mode=mode, alpha=float(point[1]), alpha_ci=(alpha_lo, alpha_hi),
-        intercept=float(point[0]), verdict=_verdict(alpha_lo, alpha_hi), per_batch=per_batch,
-        skipped=skipped, n_boot=n_boot, batch_break=brk, batch_break_ci=brk_ci, alpha_above=above,
-        chi2_dof=chi2_dof, fit_p=fit_p, group=group, settings=settings, boot_params=boot_params)
+        metric=metric, mode=mode, alpha=float(alpha), alpha_ci=alpha_ci,
+        intercept=float(intercept), verdict=verdict, per_batch=per_batch, skipped=skipped,
+        n_boot=n_boot, batch_break=brk, batch_break_ci=brk_ci, alpha_above=above,
+        chi2_dof=f_ratio, fit_p=fit_p, group=group, settings=settings, boot_params=draws,
+        verdict_reason=reason, single_alpha=law.alpha, single_alpha_ci=single_ci,
+        break_p=break_p, n_params=law.n_params)
+
+
+def _draws(alpha: float, ci: tuple[float, float], intercept: float, lb: np.ndarray,
+           per_batch: pd.DataFrame, brk: float | None, n: int, seed: int | None) -> np.ndarray:
+    """Normal draws of the law's parameters for the plot's band: alpha from its interval, the
+    law's height at the centre of the batch sizes from the per-batch intervals."""
+    rng = np.random.default_rng(seed)
+    lo, hi = (v if math.isfinite(v) else alpha + (v > alpha and 3.0 or -3.0) for v in ci)
+    a = alpha + (hi - lo) / (2 * 1.96) * rng.standard_normal(n)
+    pb = per_batch[~per_batch["at_edge"]]
+    width = np.log(pb["lr_star_hi"] / pb["lr_star_lo"]).to_numpy(float)
+    width = width[np.isfinite(width)]
+    se_c = (float(np.median(width)) / (2 * 1.96) / math.sqrt(max(width.size, 1))
+            if width.size else 1.0)
+    xc = float(lb.mean()) if brk is None else float(min(lb.mean(), math.log(brk)))
+    centre = intercept + alpha * xc + se_c * rng.standard_normal(n)
+    out = np.zeros((n, 4))
+    out[:, 0] = centre - a * xc
+    out[:, 1] = a
+    out[:, 3] = math.log(brk) if brk is not None else math.inf
+    return out
 
 
 @overload
 def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = ...,
                    batch_size: str = ..., by: None = ..., use: Use = ...,
-                   include_stopped: bool = ..., min_trials: int = ..., neighbours: int = ...,
-                   window_frac: float = ..., n_boot: int = ..., seed: int | None = ...,
-                   detect_break: bool = ...
+                   include_stopped: bool = ..., min_trials: int = ..., n_boot: int = ...,
+                   seed: int | None = ..., detect_break: bool = ..., replicate: str = ...
                    ) -> LRScalingFit: ...
 
 
 @overload
 def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = ...,
                    batch_size: str = ..., by: str | Sequence[str], use: Use = ...,
-                   include_stopped: bool = ..., min_trials: int = ..., neighbours: int = ...,
-                   window_frac: float = ..., n_boot: int = ..., seed: int | None = ...,
-                   detect_break: bool = ...
+                   include_stopped: bool = ..., min_trials: int = ..., n_boot: int = ...,
+                   seed: int | None = ..., detect_break: bool = ..., replicate: str = ...
                    ) -> dict[Any, LRScalingFit]: ...
 
 
 def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = "optimizer.lr",
                    batch_size: str = "dataset.batch_size", by: str | Sequence[str] | None = None,
                    use: Use = "last", include_stopped: bool = False, min_trials: int = 4,
-                   neighbours: int = 5, window_frac: float = 1 / 3, n_boot: int = 1000,
-                   seed: int | None = 0,
-                   detect_break: bool = True) -> LRScalingFit | dict[Any, LRScalingFit]:
+                   n_boot: int = 1000, seed: int | None = 0, detect_break: bool = True,
+                   replicate: str = "seed") -> LRScalingFit | dict[Any, LRScalingFit]:
     """Fit lr*(b) = exp(c) · b**alpha to a search over learning rate and batch size.
 
     df: what `load` returns (one row per report), or any frame with ``trial_id``, the metric and
         the ``config/...`` columns. Each trial counts once: its last report (``use="last"``) or
-        its best (``use="best"``).
-    metric, mode: the metric and whether higher ("max") or lower ("min") is better. A non-finite
-        value counts as the worst value at its batch size; diverged trials are kept (they are real
-        outcomes at high lr).
+        its best (``use="best"``). Replicates (several seeds of one lr and batch size: trials
+        with the same config but their seed) are pooled: every trial is a point on its batch
+        size's curve, so seed-to-seed scatter is in the noise the intervals are built from.
+    metric, mode: the metric and whether higher ("max") or lower ("min") is better. A diverged
+        or non-finite trial, or one tied at its batch size's worst value (a metric stuck at a
+        floor), is off the curve: counted in ``n_diverged`` and left out of the shape.
     lr, batch_size: config keys of the learning rate and the batch size (examples per step).
     by: config key(s) to fit separately, e.g. "budget.steps"; then the result is a dict from the
         group's value (a tuple for several keys) to its fit.
     include_stopped: keep trials the scheduler stopped early (their metric is from a shorter run,
         so they are left out by default).
     min_trials: finished trials a batch size needs; with fewer it goes to ``fit.skipped``.
-    neighbours, window_frac: the quadratic in log lr goes through the trials at the distinct lrs
-        around the best one: at least ``neighbours`` (>= 3) of them and at least ``window_frac``
-        of all; where it has no maximum inside them, the window widens until it has.
-    n_boot, seed: bootstrap replicates (trials resampled within each batch size) and the seed of
-        ``numpy.random.default_rng``.
-    detect_break: compare the single power law with a broken one (needs >= 6 batch sizes).
+    n_boot, seed: draws for the plot's band and the seed of ``numpy.random.default_rng``.
+    detect_break: where the single law is rejected, try a law flat above a critical batch size.
+    replicate: config key of the replicate seed. Where the results have it and seeds repeat an
+        lr at a batch size, the goodness of fit asks whether the batch sizes stray from the law
+        more than the seeds stray from each other (seeds that disagree widen the interval; they
+        do not reject the law).
 
     Raises ValueError for a missing column (naming it and the ``config/`` columns there are) and
-    when fewer than 2 batch sizes have enough finished trials and an optimum inside the lr range.
+    when fewer than 2 batch sizes have enough finished trials.
 
     Example:
         >>> import numpy as np, pandas as pd
@@ -356,29 +503,25 @@ def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = "opti
         ...         for b in (32, 64, 128, 256, 512)
         ...         for i, lr in enumerate(np.geomspace(1e-3, 1.0, 10))]
         >>> fit = fit_lr_scaling(pd.DataFrame(rows), metric="acc", mode="max")
-        >>> round(fit.alpha, 3), fit.verdict
+        >>> round(fit.alpha, 2), fit.verdict
         (0.5, 'sqrt')
-        >>> fit.per_batch[["batch_size", "lr_star", "n_trials"]].round(4).iloc[0].tolist()
-        [32.0, 0.0057, 10.0]
     """
-    if neighbours < _MIN_DISTINCT_LRS:
-        raise ValueError(f"neighbours must be >= {_MIN_DISTINCT_LRS} (a quadratic needs 3 points), "
-                         f"got {neighbours}")
     if min_trials < _MIN_DISTINCT_LRS:
         raise ValueError(f"min_trials must be >= {_MIN_DISTINCT_LRS}, got {min_trials}")
-    if not 0.0 <= window_frac <= 1.0:
-        raise ValueError(f"window_frac must be in [0, 1], got {window_frac}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     trials = trial_outcomes(df, metric=metric, mode=mode, lr=lr, batch_size=batch_size, by=by,
                             use=use)
-    settings = {"lr": lr, "batch_size": batch_size, "use": use, "include_stopped": include_stopped,
-                "min_trials": min_trials, "neighbours": neighbours, "window_frac": window_frac,
-                "seed": seed,
-                "detect_break": detect_break}
+    rep_col = config_column(replicate)
+    if rep_col in df.columns:
+        labels = df.groupby("trial_id", sort=False)[rep_col].last()
+        trials = trials.assign(replicate=trials["trial_id"].map(labels).to_numpy())
+    settings = {"replicate": replicate, "lr": lr, "batch_size": batch_size, "use": use, "include_stopped": include_stopped,
+                "min_trials": min_trials, "seed": seed, "detect_break": detect_break,
+                "max_width": MAX_WIDTH, "fit_level": FIT_LEVEL}
     options: dict[str, Any] = dict(metric=metric, mode=mode, include_stopped=include_stopped,
-                   min_trials=min_trials, neighbours=neighbours, window_frac=window_frac,
-                   n_boot=n_boot, seed=seed, detect_break=detect_break, settings=settings)
+                                   min_trials=min_trials, n_boot=n_boot, seed=seed,
+                                   detect_break=detect_break, settings=settings)
     if by is None:
         return _fit_group(trials, group={}, **options)
     return {key: _fit_group(rows, group=group, **options)

@@ -1,217 +1,311 @@
-"""The estimators behind `fit_lr_scaling`: lr* per batch size, and the law through them.
+"""The estimator behind `fit_lr_scaling`: one curve shape shared by every batch size.
 
-lr* is the vertex of a quadratic in log lr, every bootstrap replicate solved at once; the law is
-a weighted least-squares line in (log b, log lr*), or a broken one where AICc prefers it.
+Every trial counts. The metric y of a trial at learning rate lr and batch size b is modelled as
+
+    y = level_b + g(log lr - shift_b) + noise,
+
+where g is one smooth curve shape (a cubic B-spline, flat beyond the trials it was fitted to),
+level_b is a per-batch-size level, and the power law sets the shifts: shift_b = alpha · log b
+(a broken law: alpha · min(log b, log b_c)). lr*(b) = exp(u* + shift_b), u* the peak of g.
+
+- **alpha** minimises the residual sum of squares RSS(alpha), profiled on a grid (for each
+  alpha, g and the levels are linear least squares, all grid points solved at once).
+- **Goodness of fit** is a lack-of-fit F test of the law against free shifts (each batch size
+  placed where its own trials fit g best): (RSS_law - RSS_free)/(n_b - 2) over the residual
+  variance. Under the law it is F-distributed; a misplaced batch size makes it large.
+- **alpha's interval** is the profile-likelihood set {alpha: RSS(alpha) - RSS_min <= q² s² m},
+  where s² is the residual variance (seed-to-seed scatter of replicates included), q a t
+  quantile and m = max(1, F) the lack-of-fit ratio: scatter of the batch sizes around the law
+  beyond what the noise explains widens the interval (and moves q towards the t quantile with
+  n_b - 2 degrees of freedom, Satterthwaite's way), rather than being ignored.
+
+Hand-written: a shared-shape shift model with a profiled exponent is not in scipy or
+statsmodels; its pieces (a uniform B-spline basis, batched normal equations) are a few lines.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import pandas as pd
+import scipy.stats
 
-_Z95 = 1.959963984540054  # normal quantile: a 95% interval is +-1.96 sigma wide
-_MIN_DISTINCT_LRS = 3  # a quadratic needs three distinct learning rates
+ALPHA_GRID = np.round(np.arange(-1.0, 2.5001, 0.01), 4)  # exponents profiled (wider: open end)
+_SHIFT_STEP = 0.02  # ln-lr resolution of a batch size's free shift
+_SHIFT_SPAN = 6.0  # a free shift may move up to this far (ln units) from the law's
+_KNOT_SPACING = 0.5  # ln units of lr between knots (a fifth of a decade): asymmetric peaks need them
+_MIN_BASIS = 5
 
 
-# ---------------------------------------------------------------------------------------------
-# lr* per batch size
-# ---------------------------------------------------------------------------------------------
+def bspline_basis(u: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float, k: int
+                  ) -> np.ndarray:
+    """Uniform cubic B-spline basis, ``k`` functions on [lo, hi], constant beyond: (..., k).
 
-def _vertices(x: np.ndarray, y: np.ndarray, counts: np.ndarray, neighbours: int,
-              window_frac: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Estimate of the best log lr for each row of ``counts``.
-
-    x: (n,) log lr per trial; y: (n,) score per trial, higher is better; counts: (R, n) how often
-    each trial is drawn (all ones for the data itself). The centre is the distinct lr with the
-    best mean score. The window is ``neighbours`` drawn distinct lrs around it (or ``window_frac``
-    of all of them, if more), half on each side where the range allows; a weighted quadratic
-    through the window's trials gives the vertex when it is a maximum inside the window.
-    Otherwise the window grows by one lr a side until it does or holds every lr; failing that
-    the centre is the estimate.
-
-    Returns (log lr* (R,), score at it (R,), whether a quadratic gave it (R,), centre index into
-    the sorted distinct lrs (R,)).
+    ``lo``/``hi`` broadcast against ``u`` without its last axis' meaning, e.g. u (A, N) with
+    lo (A, 1).
     """
-    u, g = np.unique(x, return_inverse=True)
-    R, n, m = counts.shape[0], x.size, u.size
-    rows = np.arange(R)
-    onehot = np.zeros((n, m))
-    onehot[np.arange(n), g] = 1.0
-    drawn = counts @ onehot  # (R, m) draws per distinct lr
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(drawn > 0, ((counts * y) @ onehot) / drawn, -np.inf)
-    centre = mean.argmax(axis=1)  # (R,)
-    # Windows take drawn lrs by rank on both sides of the centre (shifted inward at the ends of
-    # the range), not the nearest in distance: in a random search the nearest are often all on
-    # one side, and a vertex bracketed on both sides is far better determined.
-    present = drawn > 0
-    n_present = present.sum(axis=1)
-    rank = np.cumsum(present, axis=1) - 1  # (R, m) rank among the drawn lrs
-    dx = x[None, :] - u[centre][:, None]  # (R, n), relative to the centre for conditioning
-    powers = [dx**p for p in range(5)]
-
-    est = u[centre].copy()
-    peak = mean[rows, centre]
-    quad = np.zeros(R, bool)
-    # A window of a fixed count would shrink (in log lr) as a search gets denser, until the
-    # curvature drowns in the noise; a fixed share of the lrs keeps its width.
-    first = max(neighbours, math.ceil(window_frac * m))
-    for size in range(first, max(m, first) + 2, 2):
-        todo = ~quad & (n_present >= _MIN_DISTINCT_LRS)
-        if not todo.any():
-            break
-        k = np.minimum(size, n_present)
-        start = np.clip(rank[rows, centre] - (size - 1) // 2, 0, n_present - k)
-        window = present & (rank >= start[:, None]) & (rank < (start + k)[:, None])
-        lo = np.where(window, u[None, :], np.inf).min(axis=1) - u[centre]
-        hi = np.where(window, u[None, :], -np.inf).max(axis=1) - u[centre]
-        # Weighted least squares of y on (1, dx, dx^2): the normal equations' entries are power
-        # sums, so one batched 3x3 solve serves every replicate.
-        w = (counts * window[:, g])[todo]
-        s = np.stack([(w * p[todo]).sum(axis=1) for p in powers], axis=1)  # (r, 5)
-        t = np.stack([(w * p[todo] * y).sum(axis=1) for p in powers[:3]], axis=1)  # (r, 3)
-        A = np.stack([s[:, 0:3], s[:, 1:4], s[:, 2:5]], axis=1)  # (r, 3, 3)
-        c0, c1, c2 = np.linalg.solve(A, t[..., None])[..., 0].T
-        with np.errstate(invalid="ignore", divide="ignore"):
-            vertex = -c1 / (2.0 * c2)
-            good = (c2 < 0) & (vertex >= lo[todo]) & (vertex <= hi[todo])
-        idx = np.flatnonzero(todo)[good]
-        est[idx] = u[centre[idx]] + vertex[good]
-        peak[idx] = (c0 + c1 * vertex + c2 * vertex**2)[good]
-        quad[idx] = True
-        if (k[todo] >= n_present[todo]).all():
-            break
-    return est, peak, quad, centre
-
-
-@dataclass(frozen=True)
-class _BatchEstimate:
-    batch_size: float
-    row: dict[str, Any]  # one per_batch row
-    boot: np.ndarray  # (n_boot,) bootstrap log lr*
-    sigma: float  # log-space standard error from the interval width (floored)
-    floor: float  # the smallest log-space error this batch size's lr grid can resolve
-
-
-def _estimate_batch(b: float, trials: pd.DataFrame, sign: float, *, neighbours: int,
-                    window_frac: float, n_boot: int, rng: np.random.Generator) -> _BatchEstimate:
-    x = np.log(trials["lr"].to_numpy(float))
-    y = sign * trials["value"].to_numpy(float)
-    n = x.size
-    est, peak, quad, centre = _vertices(x, y, np.ones((1, n)), neighbours, window_frac)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-    boot, _, _, _ = _vertices(x, y, counts, neighbours, window_frac)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    u = np.unique(x)
-    at_edge = (not quad[0]) and centre[0] in (0, u.size - 1)
-    if at_edge:
-        # The best lr is the smallest (largest) one tried: lr* may lie beyond the range, so only
-        # the bound on the sampled side means anything.
-        lo, hi = (math.nan, hi) if centre[0] == 0 else (lo, math.nan)
-    # A bootstrap that always lands on the same grid point gives a zero-width interval: a tenth
-    # of the lr grid spacing is the resolution, so it floors the error (no infinite weights).
-    floor = 0.1 * float(np.median(np.diff(u)))
-    sigma = max((hi - lo) / (2 * _Z95), floor) if not at_edge else math.nan
-    row = {
-        "batch_size": b,
-        "lr_star": float(np.exp(est[0])),
-        "lr_star_lo": float(np.exp(lo)),
-        "lr_star_hi": float(np.exp(hi)),
-        "n_trials": n,
-        "at_edge": bool(at_edge),
-        "estimate": "quadratic" if quad[0] else "best trial",
-        "metric_star": float(sign * peak[0]),
-    }
-    return _BatchEstimate(b, row, boot, sigma, floor)
-
-
-# ---------------------------------------------------------------------------------------------
-# alpha, and a break in the power law
-# ---------------------------------------------------------------------------------------------
-
-def _design(x: np.ndarray, model: str, xc: float) -> np.ndarray:
-    if model == "power law":
-        return np.stack([np.ones_like(x), x], axis=1)
-    below = np.minimum(x, xc)
-    if model == "plateau":
-        return np.stack([np.ones_like(x), below], axis=1)
-    return np.stack([np.ones_like(x), below, np.maximum(x - xc, 0.0)], axis=1)
-
-
-def _wls(X: np.ndarray, w: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted least squares for each row of Y (R, n): coefficients (R, p), weighted RSS (R,)."""
-    Xw = X * w[:, None]
-    H = np.linalg.solve(X.T @ Xw, Xw.T)  # (p, n): coefficients = H @ y
-    beta = Y @ H.T
-    rss = ((Y - beta @ X.T) ** 2 * w).sum(axis=1)
-    return beta, rss
-
-
-def _params(model: str, beta: np.ndarray, xc: np.ndarray | float) -> np.ndarray:
-    """Coefficients -> (R, 4) rows (intercept, alpha, slope above the break, log b_c)."""
-    R = beta.shape[0]
-    out = np.zeros((R, 4))
-    out[:, :2] = beta[:, :2]
-    out[:, 3] = xc
-    if model == "two slopes":
-        out[:, 2] = beta[:, 2]
+    m = k - 3  # intervals
+    h = (np.asarray(hi) - np.asarray(lo)) / m
+    t = np.clip((u - lo) / np.where(h > 0, h, 1.0), 0.0, m)
+    i = np.minimum(np.floor(t), m - 1).astype(int)
+    s = t - i
+    w = np.stack([(1 - s) ** 3, 3 * s**3 - 6 * s**2 + 4, -3 * s**3 + 3 * s**2 + 3 * s + 1,
+                  s**3], axis=-1) / 6.0
+    out = np.zeros((*u.shape, k))
+    np.put_along_axis(out, i[..., None] + np.arange(4), w, axis=-1)
     return out
 
 
-def _predict_log(params: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """log lr* at log batch sizes ``x`` for (..., 4) parameter rows; broadcasts to (..., len(x))."""
-    p = params[..., None]
-    return p[..., 0, :] + p[..., 1, :] * np.minimum(x, p[..., 3, :]) \
-        + p[..., 2, :] * np.maximum(x - p[..., 3, :], 0.0)
+def max_basis(tr: Trials, alpha: float) -> int:
+    """Spline size for the exponent: a knot every `_KNOT_SPACING` ln units of u, at most a third
+    of the spare trials."""
+    u_range = float(np.ptp(tr.x - alpha * tr.lb[tr.batch]))
+    room = max((tr.n - tr.lb.size) // 3, _MIN_BASIS)
+    return int(np.clip(math.ceil(u_range / _KNOT_SPACING) + 3, _MIN_BASIS, room))
 
 
-_N_PARAMS = {"power law": 3, "plateau": 4, "two slopes": 5}  # coefficients + b_c + residual scale
+def n_basis(tr: Trials, alpha: float) -> int:
+    """Spline size by AICc at the exponent ``alpha``, up to `max_basis`: for the peak (lr* at
+    b = 1), where the knots the exponent wants can put wiggles on the flat top of the curve."""
+    shifts = (alpha * tr.lb[tr.batch])[None, :]
+    most = max_basis(tr, alpha)
+    best, best_k = math.inf, _MIN_BASIS
+    for k in range(_MIN_BASIS, most + 1):
+        X, _, _ = _design(tr, shifts, k)
+        rss = float(_solve(X, tr.y)[1][0])
+        p = X.shape[2] + 1
+        if tr.n - p - 1 <= 0:
+            break
+        aicc = tr.n * math.log(max(rss, 1e-12) / tr.n) + 2 * p + 2 * p * (p + 1) / (tr.n - p - 1)
+        if aicc < best:
+            best, best_k = aicc, k
+    return best_k
 
 
-def _aicc(rss: float, n: int, k: int) -> float:
-    # The residual scale is fitted (k counts it), so the per-batch intervals only need to be right
-    # relative to each other; floor the RSS so an exact fit does not give log(0).
-    return n * math.log(max(rss, 1e-9 * n) / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
+@dataclass(frozen=True)
+class Trials:
+    """The trials a fit uses: x = ln lr, y = score (higher is better), batch = index into lb."""
+
+    x: np.ndarray
+    y: np.ndarray
+    batch: np.ndarray
+    lb: np.ndarray  # (n_b,) ln batch size
+
+    @property
+    def n(self) -> int:
+        return int(self.x.size)
 
 
-def _fit_law(xb: np.ndarray, yb: np.ndarray, w: np.ndarray, boot: np.ndarray, detect_break: bool
-             ) -> tuple[str, np.ndarray, np.ndarray, int]:
-    """Choose the law by AICc and fit it to the point estimates and to every replicate.
+@dataclass(frozen=True)
+class Profile:
+    """RSS over a 1-d grid of a parameter, each point with its best shape and levels."""
 
-    Returns (model, point params (4,), replicate params (R, 4), residual degrees of freedom).
+    grid: np.ndarray
+    rss: np.ndarray
+    best: int
+
+    def interval(self, threshold: float) -> tuple[float, float]:
+        """{v: rss(v) <= rss_min + threshold}, linearly interpolated; +-inf where it runs off."""
+        ok = self.rss <= self.rss[self.best] + threshold
+        lo_i = self.best
+        while lo_i > 0 and ok[lo_i - 1]:
+            lo_i -= 1
+        hi_i = self.best
+        while hi_i < ok.size - 1 and ok[hi_i + 1]:
+            hi_i += 1
+        cut = self.rss[self.best] + threshold
+
+        def cross(i: int, j: int) -> float:  # between an inside point i and an outside one j
+            r0, r1 = self.rss[i], self.rss[j]
+            f = (cut - r0) / (r1 - r0) if r1 != r0 else 0.5
+            return float(self.grid[i] + f * (self.grid[j] - self.grid[i]))
+
+        lo = -math.inf if lo_i == 0 else cross(lo_i, lo_i - 1)
+        hi = math.inf if hi_i == ok.size - 1 else cross(hi_i, hi_i + 1)
+        return lo, hi
+
+    def argmin(self) -> float:
+        """The grid minimum refined by a parabola through it and its neighbours."""
+        i = self.best
+        if i == 0 or i == self.grid.size - 1:
+            return float(self.grid[i])
+        r0, r1, r2 = self.rss[i - 1:i + 2]
+        den = r0 - 2 * r1 + r2
+        step = 0.5 * (r0 - r2) / den if den > 0 else 0.0
+        return float(self.grid[i] + np.clip(step, -1, 1) * (self.grid[i + 1] - self.grid[i]))
+
+
+def _design(tr: Trials, shifts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Designs for rows of per-trial shifts (A, N): (A, N, n_b + k - 1), lo (A,), hi (A,)."""
+    u = tr.x[None, :] - shifts
+    lo, hi = u.min(axis=1), u.max(axis=1)
+    basis = bspline_basis(u, lo[:, None], hi[:, None], k)
+    levels = np.broadcast_to(np.eye(tr.lb.size)[tr.batch], (u.shape[0], tr.n, tr.lb.size))
+    # The basis sums to one, as do the level columns: drop one basis function.
+    return np.concatenate([levels, basis[..., 1:]], axis=-1), lo, hi
+
+
+def _solve(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares for each design (A, N, p): coefficients (A, p), RSS (A,)."""
+    XtX = np.einsum("anp,anq->apq", X, X)
+    Xty = np.einsum("anp,n->ap", X, y)
+    ridge = 1e-9 * np.trace(XtX, axis1=1, axis2=2)[:, None, None] * np.eye(X.shape[2])
+    beta = np.linalg.solve(XtX + ridge, Xty[..., None])[..., 0]
+    resid = y[None, :] - np.einsum("anp,ap->an", X, beta)
+    return beta, (resid**2).sum(axis=1)
+
+
+@dataclass(frozen=True)
+class LawFit:
+    """The law's best fit: exponent, the shape, per-batch shifts and the RSS profile."""
+
+    alpha: float
+    log_break: float  # ln b_c; inf for a single power law
+    k: int
+    coef: np.ndarray  # (k,) spline coefficients (first fixed at 0)
+    levels: np.ndarray  # (n_b,)
+    lo: float
+    hi: float
+    rss: float
+    n_params: int
+    profile: Profile  # RSS over ALPHA_GRID (break profiled out where there is one)
+    break_profile: Profile | None
+
+    def shape(self, u: np.ndarray) -> np.ndarray:
+        return bspline_basis(u, self.lo, self.hi, self.k) @ self.coef
+
+    def shifts(self, lb: np.ndarray) -> np.ndarray:
+        return self.alpha * np.minimum(lb, self.log_break)
+
+    def peak(self) -> tuple[float, float]:
+        """(u*, g(u*)): where the shape is highest, and its height."""
+        u = np.linspace(self.lo, self.hi, 2001)
+        g = self.shape(u)
+        i = int(g.argmax())
+        return float(u[i]), float(g[i])
+
+
+def fit_law(tr: Trials, k: int, log_breaks: np.ndarray | None = None,
+            grid: np.ndarray = ALPHA_GRID) -> LawFit:
+    """Profile the exponent over ``grid`` (and, given ``log_breaks``, a break) and refit at the
+    optimum."""
+    breaks = np.array([math.inf]) if log_breaks is None else log_breaks
+    table = np.empty((breaks.size, grid.size))
+    for row, kappa in enumerate(breaks):
+        shifts = grid[:, None] * np.minimum(tr.lb, kappa)[tr.batch][None, :]
+        X, _, _ = _design(tr, shifts, k)
+        table[row] = _solve(X, tr.y)[1]
+    j, i = np.unravel_index(int(table.argmin()), table.shape)
+    profile = Profile(grid, table.min(axis=0), int(table.min(axis=0).argmin()))
+    break_profile = None if log_breaks is None else Profile(breaks, table.min(axis=1), int(j))
+    alpha = profile.argmin() if log_breaks is None and grid.size > 2 else float(grid[i])
+    kappa = float(breaks[j])
+    shifts = alpha * np.minimum(tr.lb, kappa)[tr.batch][None, :]
+    X, lo, hi = _design(tr, shifts, k)
+    beta, rss = _solve(X, tr.y)
+    n_b = tr.lb.size
+    coef = np.concatenate([[0.0], beta[0, n_b:]])
+    n_params = n_b + k - 1 + 1 + (log_breaks is not None)
+    return LawFit(alpha, kappa, k, coef, beta[0, :n_b], float(lo[0]), float(hi[0]),
+                  float(rss[0]), n_params, profile, break_profile)
+
+
+@dataclass(frozen=True)
+class FreeShifts:
+    """Each group's (batch size's, or seed's at a batch size) best shift given the law's shape."""
+
+    shift: np.ndarray  # (n_groups,)
+    rss: float  # total RSS with every group at its own shift
+    profiles: list[Profile]
+
+
+def free_shifts(tr: Trials, law: LawFit, groups: np.ndarray | None = None,
+                group_batch: np.ndarray | None = None) -> FreeShifts:
+    """Place each group of trials (default: each batch size) where it fits the shared shape
+    best, with its own level. ``groups``: (N,) group index per trial; ``group_batch``: the batch
+    index of each group."""
+    if groups is None or group_batch is None:
+        groups, group_batch = tr.batch, np.arange(tr.lb.size)
+    centre = law.shifts(tr.lb)[group_batch]
+    d = np.arange(-_SHIFT_SPAN, _SHIFT_SPAN + 1e-9, _SHIFT_STEP)
+    shift = np.empty(group_batch.size)
+    profiles = []
+    total = 0.0
+    for j in range(group_batch.size):
+        x, y = tr.x[groups == j], tr.y[groups == j]
+        grid = centre[j] + d
+        g = law.shape(x[None, :] - grid[:, None])  # (S, n_j)
+        r = (y - y.mean())[None, :] - (g - g.mean(axis=1, keepdims=True))
+        rss = (r**2).sum(axis=1)
+        # At the law's own shift (the grid's middle) the fit is the law's: never worse than it.
+        p = Profile(grid, rss, int(rss.argmin()))
+        profiles.append(p)
+        shift[j] = p.argmin()
+        total += float(rss.min())
+    return FreeShifts(shift, total, profiles)
+
+
+@dataclass(frozen=True)
+class Misfit:
+    """The lack-of-fit test of a law against free shifts."""
+
+    f: float  # mean square of the misfit over the residual variance (NaN without dof)
+    p: float
+    df1: int
+    df2: int
+    s2: float  # residual variance of the law
+
+
+def lack_of_fit(tr: Trials, law: LawFit, free: FreeShifts, law_shift_params: int) -> Misfit:
+    df1 = tr.lb.size - law_shift_params
+    df2 = tr.n - law.n_params
+    s2 = law.rss / df2 if df2 > 0 else math.nan
+    if df1 <= 0 or df2 - df1 <= 0:
+        return Misfit(math.nan, math.nan, max(df1, 0), df2, s2)
+    gain = max(law.rss - free.rss, 0.0)
+    resid = free.rss / (df2 - df1)
+    f = (gain / df1) / resid if resid > 0 else math.inf
+    return Misfit(f, float(scipy.stats.f.sf(f, df1, df2 - df1)), df1, df2 - df1, s2)
+
+
+def threshold(misfit: Misfit, level: float) -> tuple[float, float]:
+    """(RSS rise that bounds the interval, the inflation m) for a 1-parameter profile.
+
+    q² s² m with m = max(1, F): misfit between batch sizes beyond the noise widens the interval.
+    The t quantile's degrees of freedom move from the residual's towards the misfit's (n_b - 2)
+    as the misfit's share of the variance grows (Satterthwaite).
     """
-    n = xb.size
-    candidates: dict[str, list[float]] = {"power law": [math.inf]}
-    if detect_break:
-        # A break at grid point j leaves >= 2 batch sizes to set the slope below it and >= 1 above.
-        breaks = [float(v) for v in xb[1:n - 1]]
-        for model in ("plateau", "two slopes"):
-            if breaks and n - _N_PARAMS[model] - 1 > 0:
-                candidates[model] = breaks
-    best: dict[str, tuple[float, float, float]] = {}  # model -> (aicc, xc, rss)
-    for model, xcs in candidates.items():
-        fits = [(_wls(_design(xb, model, xc), w, yb[None, :])[1][0], xc) for xc in xcs]
-        rss, xc = min(fits)
-        aicc = _aicc(rss, n, _N_PARAMS[model]) if n - _N_PARAMS[model] - 1 > 0 else math.inf
-        best[model] = (aicc, xc, rss)
-    model = "power law"
-    for other in ("plateau", "two slopes"):
-        # A break must beat the single law by more than 2 AICc units ("substantially better").
-        margin = 2.0 if model == "power law" else 0.0
-        if other in best and best[other][0] < best[model][0] - margin:
-            model = other
-    _, xc, rss = best[model]
-    beta, _ = _wls(_design(xb, model, xc), w, yb[None, :])
-    point = _params(model, beta, xc)[0]
-    # Each replicate picks its own break among the candidates: that spread is b_c's interval.
-    per_xc = [(_wls(_design(xb, model, c), w, boot), c) for c in candidates[model]]
-    rss_all = np.stack([r for (_, r), _ in per_xc])  # (C, R)
-    pick = rss_all.argmin(axis=0)
-    reps = np.stack([_params(model, b, c) for (b, _), c in per_xc])  # (C, R, 4)
-    boot_params = reps[pick, np.arange(boot.shape[0])]
-    dof = n - (beta.shape[1] + (model != "power law"))
-    return model, point, boot_params, dof
+    f = misfit.f if math.isfinite(misfit.f) else 1.0
+    m = max(1.0, f)
+    share = 1.0 - 1.0 / m
+    dof = 1.0 / (share / max(misfit.df1, 1) + (1 - share) / max(misfit.df2, 1))
+    q = float(scipy.stats.t.ppf(0.5 + level / 2, dof))
+    return q * q * misfit.s2 * m, m
+
+
+def seed_lack_of_fit(shift: np.ndarray, group_batch: np.ndarray, design: np.ndarray,
+                     extra: int = 0) -> Misfit:
+    """Goodness of fit with replicates: do the batch sizes' mean shifts stray from the law more
+    than the seeds at one batch size stray from each other?
+
+    shift: (G,) free shift of each (batch size, seed) group; group_batch: (G,) its batch index;
+    design: (n_b, p) the law's design in ln b ([1, ln b], or [1, min(ln b, ln b_c)]); extra:
+    parameters fitted besides it (1 for b_c). A nested
+    one-way analysis of variance: F = (weighted misfit of the batch means)/(n_b - p) over the
+    within-batch variance of the seeds' shifts.
+    """
+    n_b = design.shape[0]
+    counts = np.bincount(group_batch, minlength=n_b).astype(float)
+    means = np.bincount(group_batch, weights=shift, minlength=n_b) / np.maximum(counts, 1)
+    within = float(((shift - means[group_batch]) ** 2).sum())
+    df2 = int((counts - 1).clip(min=0).sum())
+    has = counts > 0
+    X, w, yb = design[has], counts[has], means[has]
+    df1 = int(has.sum()) - design.shape[1] - extra
+    if df1 <= 0 or df2 <= 0 or within <= 0:
+        return Misfit(math.nan, math.nan, max(df1, 0), df2, math.nan)
+    beta = np.linalg.lstsq(X * np.sqrt(w)[:, None], yb * np.sqrt(w), rcond=None)[0]
+    between = float((w * (yb - X @ beta) ** 2).sum())
+    f = (between / df1) / (within / df2)
+    return Misfit(f, float(scipy.stats.f.sf(f, df1, df2)), df1, df2, within / df2)

@@ -2,7 +2,7 @@
 
 - `plot_metric_vs_lr`: the metric of every trial against its lr, one series per batch size, with
   the fitted optima of an `LRScalingFit` marked.
-- `plot_lr_scaling`: lr* against batch size on log-log axes with the fitted law, its bootstrap
+- `plot_lr_scaling`: lr* against batch size on log-log axes with the fitted law, its
   band, the square-root and linear reference slopes and the critical batch size if one was found.
 
 Example:
@@ -148,8 +148,8 @@ def plot_lr_scaling(fit: LRScalingFit, *, ax: Axes | None = None, title: str = "
     """lr* against batch size on log-log axes.
 
     Points: lr* per batch size with its 95% interval (hollow triangles: optimum at the edge of
-    the lr range, a bound only, not fitted). Line and band: the fitted law and its pointwise 95%
-    bootstrap band. Dashed and dotted: slopes 1/2 (lr* ∝ √b) and 1 (lr* ∝ b) through the fit at
+    the lr range: censored, a bound only). Line and band: the fitted law and its pointwise 95%
+    band. Dashed and dotted: slopes 1/2 (lr* ∝ √b) and 1 (lr* ∝ b) through the fit at
     the geometric centre of the fitted batch sizes. A vertical line and span: the critical batch
     size and its interval, if one was found. Written to ``out.png``/``out.pdf`` when given.
 
@@ -162,12 +162,12 @@ def plot_lr_scaling(fit: LRScalingFit, *, ax: Axes | None = None, title: str = "
 
     fig, ax = _axes(ax)
     pb = fit.per_batch
-    used, edge = pb[pb["used"]], pb[~pb["used"]]
+    used, edge = pb[~pb["at_edge"]], pb[pb["at_edge"]]
     b_all = pb["batch_size"].to_numpy(float)
     grid = np.geomspace(b_all.min() / 1.25, b_all.max() * 1.25, 200)
 
     lo, hi = fit.band(grid)
-    ax.fill_between(grid, lo, hi, color="C0", alpha=0.18, lw=0, label="95% bootstrap band")
+    ax.fill_between(grid, lo, hi, color="C0", alpha=0.18, lw=0, label="95% band")
     a_lo, a_hi = fit.alpha_ci
     ax.plot(grid, fit.predict(grid), "-", color="C0", lw=2,
             label=f"fit: α = {fit.alpha:.2f} [{a_lo:.2f}, {a_hi:.2f}]")
@@ -192,7 +192,7 @@ def plot_lr_scaling(fit: LRScalingFit, *, ax: Axes | None = None, title: str = "
             if mask.any():
                 ax.plot(edge["batch_size"][mask], edge["lr_star"][mask], marker, mfc="none",
                         mec="black", ms=8, ls="",
-                        label="optimum at edge of lr range (bound, not fitted)")
+                        label="censored: best lr at the edge of the range (a bound)")
     if fit.batch_break is not None and fit.batch_break_ci is not None:
         b_lo, b_hi = fit.batch_break_ci
         ax.axvspan(b_lo, b_hi, color="C3", alpha=0.08, lw=0)
@@ -206,13 +206,14 @@ def plot_lr_scaling(fit: LRScalingFit, *, ax: Axes | None = None, title: str = "
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(BATCH_LABEL)
     ax.set_ylabel("optimal learning rate lr* (per step)")
-    verdict = {"sqrt": "supports √b scaling", "linear": "supports linear scaling",
-               "both": "cannot tell √b from linear",
-               "neither": "neither √b nor linear"}[fit.verdict]
+    verdict = fit.verdict_short  # the same verdict as the summary and the JSON
+    if fit.batch_break is not None:
+        verdict += f"; broken law, b_c ≈ {fit.batch_break:.3g}"
     head = title or f"lr* vs batch size for {fit.metric} ({fit.mode})"
     if fit.label:
         head += f" [{fit.label}]"
-    ax.set_title(f"{head}\nα = {fit.alpha:.2f}, 95% CI [{a_lo:.2f}, {a_hi:.2f}]: {verdict}")
+    s_lo, s_hi = fit.single_alpha_ci
+    ax.set_title(f"{head}\nα = {fit.single_alpha:.2f}, 95% CI [{s_lo:.2f}, {s_hi:.2f}]: {verdict}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     if out is not None:

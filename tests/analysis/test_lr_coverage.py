@@ -1,0 +1,140 @@
+"""Coverage study of fit_lr_scaling's alpha interval and goodness of fit (fixed seeds, fast).
+
+Worlds from `alpha_worlds`: 8 batch sizes (16..2048) x 12 lrs, ONE fixed lr grid [0.003, 3] for
+every batch size, symmetric and asymmetric curves (gentle below lr*, steep above, a divergence
+cliff reporting the worst value), noise sd 0.01 of the metric's range. Measured here (2-core
+x86_64, numpy 2.4.6, scipy 1.17.1), 100 replications each:
+
+    world                     coverage  mean bias  median width  GOF rejections (p < 0.05)
+    symmetric,  alpha = 1/2     1.00      -0.0005    0.008         0.00
+    symmetric,  alpha = 1       1.00      -0.0001    0.013         0.01
+    asymmetric, alpha = 1/2     0.98      +0.0004    0.007         0.00
+    asymmetric, alpha = 1       0.98      +0.0010    0.009         0.00
+
+The larger study (noise 0.01-0.03, heteroscedastic noise, seeds that disagree, 300
+replications) is `bench/alpha_coverage.py`, its numbers in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from alpha_worlds import world  # noqa: E402
+
+from tune_lip.analysis import fit_lr_scaling  # noqa: E402
+from tune_lip.analysis.lr_scaling import MAX_WIDTH, verdict_of  # noqa: E402
+
+REPS = 100
+
+
+def _fit(df):
+    return fit_lr_scaling(df, metric="acc", mode="max", n_boot=20)
+
+
+def study(alpha: float, reps: int = REPS, seed: int = 0, **world_options) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    est, covered, width, rejected = [], [], [], []
+    for _ in range(reps):
+        f = _fit(world(alpha, rng, **world_options))
+        lo, hi = f.single_alpha_ci
+        est.append(f.single_alpha)
+        covered.append(lo <= alpha <= hi)
+        width.append(hi - lo)
+        rejected.append(f.fit_p < 0.05)
+    return {"coverage": float(np.mean(covered)), "bias": float(np.mean(est) - alpha),
+            "width": float(np.median(width)), "rejected": float(np.mean(rejected))}
+
+
+@pytest.mark.parametrize("shape, alpha", [("sym", 0.5), ("sym", 1.0), ("asym", 0.5),
+                                          ("asym", 1.0)])
+def test_alpha_interval_is_calibrated_on_a_fixed_lr_range(shape, alpha):
+    r = study(alpha, shape=shape, noise=0.01, seed=int(10 * alpha) + (shape == "asym"))
+    assert r["coverage"] >= 0.90, r  # a 95% interval holds the truth >= 90% of the time
+    assert abs(r["bias"]) <= 0.05, r  # no systematic pull (the old fit's mean was 0.43-0.48)
+    assert r["width"] <= 0.3, r  # coverage not bought with width
+    assert r["rejected"] <= 0.10, r  # the goodness of fit does not cry wolf on a clean law
+
+
+def test_goodness_of_fit_calibrated_with_heteroscedastic_noise():
+    r = study(1.0, reps=60, shape="asym", noise=0.03, hetero=True, seed=5)
+    assert r["rejected"] <= 0.10 and r["coverage"] >= 0.90, r
+
+
+def test_small_design_gives_an_honest_interval():
+    # 3 batch sizes x 8 lrs at noise 0.03: wider, and still calibrated; a verdict only when the
+    # interval is narrow enough and excludes the other rule.
+    r = study(0.5, reps=100, sizes=(64, 256, 1024), lrs=tuple(np.geomspace(0.003, 3, 8)),
+              noise=0.03, seed=6)
+    assert r["coverage"] >= 0.90, r
+    f = _fit(world(0.5, np.random.default_rng(7), sizes=(64, 256, 1024),
+                   lrs=tuple(np.geomspace(0.003, 3, 8)), noise=0.03))
+    lo, hi = f.single_alpha_ci
+    big = _fit(world(0.5, np.random.default_rng(7), noise=0.03))
+    assert hi - lo > (big.single_alpha_ci[1] - big.single_alpha_ci[0])  # fewer data, wider
+    if hi - lo > MAX_WIDTH or (lo <= 0.5 <= hi and lo <= 1.0 <= hi):
+        assert f.verdict == "undetermined"
+    else:
+        assert f.verdict in ("sqrt", "other") and not lo <= 1.0 <= hi
+
+
+def test_critical_batch_size_reported_with_an_interval_that_covers_it():
+    # lr* grows like b up to b_c = 256 and stays flat above: the single law is rejected, and
+    # the broken law's b_c interval holds 256.
+    rng = np.random.default_rng(8)
+    hits = []
+    for _ in range(6):
+        f = _fit(world(1.0, rng, shape="asym", break_at=256))
+        assert f.verdict == "no_single_law" and f.fit_p < 0.05
+        assert f.batch_break is not None and f.batch_break_ci is not None, f.summary()
+        hits.append(f.batch_break_ci[0] <= 256 <= f.batch_break_ci[1])
+        assert "critical batch size b_c" in f.summary()
+    assert sum(hits) >= 5
+
+
+def test_replicates_pooled_and_disagreeing_seeds_widen_the_interval():
+    # 3 seeds per (lr, b). Seeds that agree (only metric noise) vs seeds whose optimum moves by
+    # 0.3 ln units from seed to seed: the same law, a wider interval, and the goodness of fit
+    # compares the batch sizes' scatter with the seeds' (no false "no single law").
+    agree, disagree = [], []
+    for rep in range(5):
+        agree.append(_fit(world(0.5, np.random.default_rng(rep), seeds=3)))
+        disagree.append(_fit(world(0.5, np.random.default_rng(rep), seeds=3, seed_sd=0.3)))
+    for a, d in zip(agree, disagree):
+        assert a.per_batch["n_trials"].tolist() == [36] * 8  # every seed's trial is in the fit
+        wa = a.single_alpha_ci[1] - a.single_alpha_ci[0]
+        wd = d.single_alpha_ci[1] - d.single_alpha_ci[0]
+        assert wd > 2 * wa
+    assert sum(d.single_alpha_ci[0] <= 0.5 <= d.single_alpha_ci[1] for d in disagree) >= 4
+    assert sum(d.fit_p < 0.05 for d in disagree) <= 1
+
+
+@pytest.mark.parametrize("lo, hi, fit_p, n_usable, expected", [
+    (0.4, 0.6, 0.5, 8, "sqrt"),
+    (0.9, 1.1, 0.5, 8, "linear"),
+    (0.4, 0.6, 0.001, 8, "no_single_law"),  # a rejected law: no sqrt, whatever the interval
+    (0.3, 1.2, 0.5, 8, "undetermined"),  # covers both rules
+    (-0.2, 0.9, 0.5, 8, "undetermined"),  # wider than MAX_WIDTH
+    (0.45, 0.55, 0.5, 2, "undetermined"),  # too few batch sizes with lr* inside the range
+    (0.6, 0.8, 0.5, 8, "other"),  # excludes both, the law fits
+    (0.3, math.inf, 0.5, 8, "undetermined"),  # unbounded
+])
+def test_verdict_logic(lo, hi, fit_p, n_usable, expected):
+    assert verdict_of(lo, hi, fit_p=fit_p, n_usable=n_usable)[0] == expected
+
+
+def test_censored_batch_sizes_count_as_bounds_not_as_usable():
+    # lr* of the two largest batch sizes lies beyond the lr range (alpha = 1, range cut at 0.3):
+    # they are censored, named, and do not count towards the 3 usable batch sizes.
+    lrs = tuple(np.geomspace(0.003, 0.3, 12))
+    f = _fit(world(1.0, np.random.default_rng(9), sizes=(64, 256, 1024, 2048), lrs=lrs))
+    assert f.censored == [1024.0, 2048.0], f.summary()
+    assert f.verdict == "undetermined" and "only 2 batch sizes" in f.verdict_reason
+    pb = f.per_batch.set_index("batch_size")
+    assert pb.loc[2048, "bound"] == "lower" and math.isnan(pb.loc[2048, "lr_star_hi"])
+    assert "censored batch sizes (lr* a bound only): 1024, 2048" in f.summary()
