@@ -186,16 +186,34 @@ class LawFit:
         return float(u[i]), float(g[i])
 
 
+def _sizes(tr: Trials, shifts: np.ndarray, k: int) -> np.ndarray:
+    """Spline size per row of shifts (A, N): ``k``, except where an exponent lines the batch
+    sizes' lr grids up (alpha = 0 on one fixed grid). There the u values collapse onto a few
+    points, and ``k`` functions would interpolate their means: a spurious dip of the RSS profile,
+    not a better law. Such rows (under half the distinct u values of the most spread row,
+    counted at half the lr grid's spacing) get half their distinct values."""
+    gaps = [np.diff(np.unique(tr.x[tr.batch == j])) for j in range(tr.lb.size)]
+    gap = float(np.median(np.concatenate(gaps))) if any(g.size for g in gaps) else 1.0
+    cells = np.round((tr.x[None, :] - shifts) / (0.5 * gap))
+    cells.sort(axis=1)
+    distinct = 1 + (np.diff(cells, axis=1) != 0).sum(axis=1)
+    collapsed = distinct < 0.5 * distinct.max()
+    return np.where(collapsed, np.clip(distinct // 2, _MIN_BASIS, k), k)
+
+
 def fit_law(tr: Trials, k: int, log_breaks: np.ndarray | None = None,
             grid: np.ndarray = ALPHA_GRID) -> LawFit:
     """Profile the exponent over ``grid`` (and, given ``log_breaks``, a break) and refit at the
-    optimum."""
+    optimum; ``k`` is the spline's size (`_sizes` takes fewer where the u values collapse)."""
     breaks = np.array([math.inf]) if log_breaks is None else log_breaks
     table = np.empty((breaks.size, grid.size))
     for row, kappa in enumerate(breaks):
         shifts = grid[:, None] * np.minimum(tr.lb, kappa)[tr.batch][None, :]
-        X, _, _ = _design(tr, shifts, k)
-        table[row] = _solve(X, tr.y)[1]
+        sizes = _sizes(tr, shifts, k) if grid.size > 1 else np.array([k])
+        for size in np.unique(sizes):
+            rows = sizes == size
+            X, _, _ = _design(tr, shifts[rows], int(size))
+            table[row, rows] = _solve(X, tr.y)[1]
     j, i = np.unravel_index(int(table.argmin()), table.shape)
     profile = Profile(grid, table.min(axis=0), int(table.min(axis=0).argmin()))
     break_profile = None if log_breaks is None else Profile(breaks, table.min(axis=1), int(j))

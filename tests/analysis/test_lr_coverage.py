@@ -8,8 +8,8 @@ x86_64, numpy 2.4.6, scipy 1.17.1), 100 replications each:
     world                     coverage  mean bias  median width  GOF rejections (p < 0.05)
     symmetric,  alpha = 1/2     1.00      -0.0005    0.008         0.00
     symmetric,  alpha = 1       1.00      -0.0001    0.013         0.01
-    asymmetric, alpha = 1/2     0.98      +0.0004    0.007         0.00
-    asymmetric, alpha = 1       0.98      +0.0010    0.009         0.00
+    asymmetric, alpha = 1/2     0.98      +0.0030    0.005         0.01
+    asymmetric, alpha = 1       0.98      -0.0012    0.006         0.00
 
 The larger study (noise 0.01-0.03, heteroscedastic noise, seeds that disagree, 300
 replications) is `bench/alpha_coverage.py`, its numbers in BENCHMARKS.md.
@@ -62,7 +62,10 @@ def test_alpha_interval_is_calibrated_on_a_fixed_lr_range(shape, alpha):
 
 
 def test_goodness_of_fit_calibrated_with_heteroscedastic_noise():
-    r = study(1.0, reps=60, shape="asym", noise=0.03, hetero=True, seed=5)
+    # Symmetric curves on one lr grid at noise 0.03 growing 4x towards the floor: where alpha = 0
+    # lines every batch size's grid up, a full-size spline once interpolated the lr means and
+    # won the profile (coverage fell to 78%); `lr_star._sizes` shrinks it there.
+    r = study(0.5, reps=60, shape="sym", noise=0.03, hetero=True, seed=1)
     assert r["rejected"] <= 0.10 and r["coverage"] >= 0.90, r
 
 
