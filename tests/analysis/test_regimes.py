@@ -120,7 +120,8 @@ def test_thresholds_are_configurable():
     assert classify_regime(level_19, num_classes=7) == "diverged"
     flat = np.full(20, 0.02)
     assert classify_regime(flat, num_classes=10) == "chaotic"
-    assert classify_regime(flat, num_classes=10, converged_loss=0.05) == "converged"
+    # the floor is a fraction of chance: 0.02 nats is 0.0087 ln 10
+    assert classify_regime(flat, num_classes=10, floor_fraction=0.01) == "converged"
 
 
 def test_short_or_malformed_trajectories_raise_clear_errors():
@@ -151,23 +152,28 @@ def test_sharp_boundaries_are_recovered_with_intervals_that_hold_the_truth():
         for row, truth in zip(fit.thresholds.itertuples(), (T1, T2)):
             # a sharp truth gives separated regimes: the gap is exact, and so it holds the truth
             assert row.method == "separated"
+            assert row.fit_lo <= truth <= row.fit_hi
+            # the headline (credible) interval holds it too, and the estimate lies inside it
             assert row.elr_lo <= truth <= row.elr_hi
             assert row.elr_lo <= row.elr <= row.elr_hi
-            assert row.cred_lo <= truth <= row.cred_hi
+            assert (row.cred_lo, row.cred_hi) == (row.elr_lo, row.elr_hi)
 
 
 def test_separated_regimes_report_the_gap_and_its_geometric_midpoint():
     fit = fit_regime_thresholds([1e-4, 2e-4, 1e-3, 4e-3, 1e-1],
                                 ["converged", "converged", "chaotic", "chaotic", "diverged"])
     row = fit.boundary("converged", "chaotic")
-    assert (row["elr_lo"], row["elr_hi"]) == pytest.approx((2e-4, 1e-3))
-    assert row["elr"] == pytest.approx(math.sqrt(2e-4 * 1e-3))
-    assert row["width_decades"] == pytest.approx(math.log10(5))
+    assert (row["fit_lo"], row["fit_hi"]) == pytest.approx((2e-4, 1e-3))
+    assert row["fit_elr"] == pytest.approx(math.sqrt(2e-4 * 1e-3))
+    assert row["fit_width_decades"] == pytest.approx(math.log10(5))
+    # the headline interval reaches beyond the gap (the boundary may be noisy) and holds it
+    assert row["elr_lo"] < 2e-4 and row["elr_hi"] > 1e-3 and row["interval"] == "credible"
     # trials of both regimes at one ELR, none crossing: bounded by the nearest ELRs either side
     fit = fit_regime_thresholds([1e-4, 1e-3, 1e-3, 1e-2], ["converged", "converged", "chaotic",
                                                            "chaotic"])
     row = fit.boundary("converged", "chaotic")
-    assert (row["elr_lo"], row["elr"], row["elr_hi"]) == pytest.approx((1e-4, 1e-3, 1e-2))
+    assert (row["fit_lo"], row["fit_elr"], row["fit_hi"]) == pytest.approx((1e-4, 1e-3, 1e-2))
+    assert row["n_mixed"] == 1 and row["n_elrs"] == 3
 
 
 def test_noisy_boundaries_fit_logistic_and_cover_the_truth_in_most_repetitions():
@@ -181,14 +187,15 @@ def test_noisy_boundaries_fit_logistic_and_cover_the_truth_in_most_repetitions()
         for row, truth in zip(fit.thresholds.itertuples(), (T1, T2)):
             n_boundaries += 1
             assert row.elr_lo <= row.elr <= row.elr_hi  # the estimate lies in its interval
-            covered["fit"] += row.elr_lo <= truth <= row.elr_hi
-            covered["credible"] += row.cred_lo <= truth <= row.cred_hi
+            covered["fit"] += row.fit_lo <= truth <= row.fit_hi
+            covered["credible"] += row.elr_lo <= truth <= row.elr_hi
             # 100 trials over 5 decades pin a 0.15-decade-wide boundary to well under a decade
             assert abs(math.log10(row.elr / truth)) < 0.3
     assert n_boundaries == 40
-    # nominal 95%; a bootstrap on ~20 trials per boundary under-covers somewhat
-    assert covered["fit"] >= 0.8 * n_boundaries
-    assert covered["credible"] >= 0.85 * n_boundaries
+    # nominal 95%; a bootstrap on ~20 trials per boundary under-covers somewhat; the headline
+    # is the calibrated one (tests/analysis/test_regime_coverage.py measures it properly)
+    assert covered["fit"] >= 0.7 * n_boundaries
+    assert covered["credible"] >= 0.9 * n_boundaries
 
 
 def test_a_missing_regime_gives_no_invented_boundary():
