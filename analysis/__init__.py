@@ -7,7 +7,7 @@ the Parquet callback and the CLI above it use it).
 Example:
     >>> from tune_lip.analysis import load, fit_lr_scaling                      # doctest: +SKIP
     >>> df = load("tune_lip_results/demo")                                    # doctest: +SKIP
-    >>> fit = fit_lr_scaling(df, metric="certified_acc", mode="max")          # doctest: +SKIP
+    >>> fit = fit_lr_scaling(df, metric="val_certified_acc", mode="max")      # doctest: +SKIP
     >>> print(fit.summary()); fit.plot(); fit.plot_metric(df)                 # doctest: +SKIP
 """
 

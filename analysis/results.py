@@ -3,7 +3,7 @@
 During a search, a Tune callback (`tune_lip.tune.callbacks.ParquetResultsCallback`) appends
 every reported result to Parquet files in ``<experiment>/tune_lip_results/``. `load`
 reads them back: one row per report, columns named as Ray names them in
-``Result.metrics_dataframe`` (``config/optimizer/lr``, ``certified_acc``, ``trial_id``,
+``Result.metrics_dataframe`` (``config/optimizer/lr``, ``val_certified_acc``, ``trial_id``,
 ``training_iteration``, ...). Experiments without Parquet files (or with
 ``source="ray"``) are read from Ray's own per-trial ``result.json`` files instead.
 Paths may be local or URIs that pyarrow understands (``s3://bucket/tune-lip/<name>``).
@@ -15,7 +15,7 @@ metadata; `load` decodes them. In a numeric column, a None reads as NaN (pandas'
 
 Example:
     >>> df = load("tune_lip_results/demo")                                   # doctest: +SKIP
-    >>> last_reports(df).groupby("config/dataset/batch_size")["certified_acc"].max()  # doctest: +SKIP
+    >>> last_reports(df).groupby("config/dataset/batch_size")["val_certified_acc"].max()  # doctest: +SKIP
 """
 
 from __future__ import annotations

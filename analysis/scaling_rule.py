@@ -43,7 +43,7 @@ this question; the t quantiles come from scipy. The trajectories and their SDE t
 
 Example:
     >>> from tune_lip.analysis import check_scaling_rule, load             # doctest: +SKIP
-    >>> check = check_scaling_rule(load("tune_lip_results/linear_rule"), metric="test_acc")  # doctest: +SKIP
+    >>> check = check_scaling_rule(load("tune_lip_results/linear_rule"), metric="val_acc")  # doctest: +SKIP
     >>> print(check.summary()); check.breaks_at                            # doctest: +SKIP
     512.0
 """
@@ -367,7 +367,7 @@ def check_scaling_rule(df: pd.DataFrame, *, metric: str = ..., mode: Mode = ...,
                        level: float = ..., pool_seeds: bool = ...) -> dict[Any, ScalingRuleCheck]: ...
 
 
-def check_scaling_rule(df: pd.DataFrame, *, metric: str = "test_acc", mode: Mode = "max",
+def check_scaling_rule(df: pd.DataFrame, *, metric: str = "val_acc", mode: Mode = "max",
                        batch_size: str = "dataset.batch_size", by: str | Sequence[str] | None = None,
                        time: str = "sde_time", reference: str | float = "smallest", level: float = 0.95,
                        pool_seeds: bool = True) -> ScalingRuleCheck | dict[Any, ScalingRuleCheck]:
@@ -395,7 +395,7 @@ def check_scaling_rule(df: pd.DataFrame, *, metric: str = "test_acc", mode: Mode
         >>> rng = np.random.default_rng(0)
         >>> rows = [{"trial_id": f"{b}-{s}", "training_iteration": k, "sde_time": k / 10,
         ...          "config/dataset/batch_size": b,
-        ...          "test_acc": (0.9 if b <= 256 else 0.7) * (1 - np.exp(-k / 3)) + rng.normal(0, 0.005)}
+        ...          "val_acc": (0.9 if b <= 256 else 0.7) * (1 - np.exp(-k / 3)) + rng.normal(0, 0.005)}
         ...         for b in (64, 128, 256, 512, 1024) for s in range(3) for k in range(1, 21)]
         >>> check_scaling_rule(pd.DataFrame(rows)).breaks_at
         512.0

@@ -9,7 +9,7 @@ from tune_lip.cli import main, parse_budget_flag
 
 TINY = """\
 study: lipschitz
-metric: certified_acc
+metric: val_certified_acc
 mode: max
 budget: {steps: 8}
 reports: 2
@@ -31,7 +31,7 @@ def _error_line(capsys) -> str:
     ("study: [unclosed", "line 1"),
     (TINY.replace("lr: 0.1", "lr: {loguniform: [0, 1]}"), "optimizer.lr.loguniform"),
     (TINY.replace("aol_mlp", "aol_mpl"), "model: unknown model 'aol_mpl'"),
-    (TINY.replace("metric: certified_acc", "metric: accuracy"), "metric"),
+    (TINY.replace("metric: val_certified_acc", "metric: accuracy"), "metric"),
 ])
 def test_bad_spaces_exit_2_with_one_line(tmp_path, capsys, text, expected):
     path = tmp_path / "bad.yaml"

@@ -36,6 +36,23 @@ def test_summary_shows_varying_list_and_dict_columns(tmp_path):
     assert "[0.0706, 0.2824]" in other
 
 
+def test_summary_shows_the_test_metrics_of_the_best_trials(tmp_path):
+    # Trials are chosen by a validation metric; their test metrics (reported once, at the end)
+    # stand beside it. An experiment from before the split (certified_acc) is summarised above.
+    callback = ParquetResultsCallback(tmp_path / "exp")
+    for i, result in enumerate(reports(), start=1):
+        result["val_certified_acc"] = result.pop("certified_acc")
+        if result["done"]:
+            result["test_certified_acc"] = 0.4 if result["trial_id"] == "a" else 0.3
+        callback.on_trial_result(iteration=i, trials=[], trial=None, result=result)
+    callback.on_experiment_end(trials=[])
+    text = _summary(tmp_path / "exp", metric=None, mode="max", top=5)   # no spec: the headline val metric
+    assert "best 5 by val_certified_acc (max), with their test_certified_acc (once, at each trial's end):" in text
+    header, best, other = text.splitlines()[-3:]
+    assert header.split()[:3] == ["trial_id", "val_certified_acc", "test_certified_acc"]
+    assert best.split()[:3] == ["b", "1.0", "0.3"] and other.split()[:3] == ["a", "0.5", "0.4"]
+
+
 def test_results_exports_read_back(tmp_path, capsys):
     experiment = _experiment(tmp_path / "exp")
     csv, parquet = tmp_path / "all.csv", tmp_path / "all.parquet"

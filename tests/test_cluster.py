@@ -53,7 +53,7 @@ def _space(tmp_path: Path, name: str, *, resources: str, budget: str = "{steps: 
     path = tmp_path / f"{name}.yaml"
     path.write_text(textwrap.dedent(f"""\
         study: lipschitz
-        metric: test_acc
+        metric: val_acc
         mode: max
         budget: {budget}
         reports: {reports}
@@ -146,7 +146,8 @@ def test_identical_configs_on_two_types_do_the_same_work(cluster, tmp_path):
     step_seconds = float(table.loc[table["accelerator"] == "A100", "step_seconds"].iloc[0])
     assert runs[0]["steps"] == runs[1]["steps"] == max(1, int(0.00002 * 3600 / step_seconds))  # A100 time
     assert not runs[0]["hardware_dependent"]
-    for metric in ("train_loss", "test_loss", "test_acc", "certified_acc", "weight_norm", "reference_seconds"):
+    for metric in ("train_loss", "val_certified_acc", "test_loss", "test_acc", "test_certified_acc", "weight_norm",
+                   "reference_seconds"):
         assert runs[0][metric] == pytest.approx(runs[1][metric], rel=1e-6), metric
 
 

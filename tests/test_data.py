@@ -19,9 +19,12 @@ from tune_lip.data.datasets import (
     ImageData,
     convert_and_center,
     convert_npz,
+    default_validation,
     load_dataset,
+    split_validation,
+    validation_count,
 )
-from tune_lip.errors import UserError
+from tune_lip.errors import ConfigError, UserError
 
 # ---------------------------------------------------------------------------------------------
 # A fake CIFAR in the official python format
@@ -413,3 +416,79 @@ def test_convert_and_center_values():
     assert images.dtype == torch.uint8  # the input is untouched
     with pytest.raises(ValueError, match="mean must have shape"):
         convert_and_center(images, torch.zeros(1))
+
+
+# ---------------------------------------------------------------------------------------------
+# the validation split
+
+
+def _rows(images: torch.Tensor) -> set[bytes]:
+    return {bytes(row) for row in images.reshape(len(images), -1).numpy()}
+
+
+def test_validation_split_is_disjoint_and_covers_the_training_set():
+    data = load_dataset("synthetic", num_train=200, num_test=50, channels=3, seed=1)
+    split = split_validation(data, 0.1, seed=0)
+    assert (split.num_train, split.num_val, split.num_test) == (180, 20, 50)
+    train_index = split.train_index.tolist()
+    val_index = sorted(set(range(200)) - set(train_index))
+    assert len(val_index) == 20 and len(set(train_index)) == 180   # every loaded image in exactly one part
+    torch.testing.assert_close(split.val_images, data.train_images[val_index])
+    torch.testing.assert_close(split.val_labels, data.train_labels[val_index])
+    x, y = split.train_batch(torch.arange(180))
+    assert not _rows(x) & _rows(split.val_images)                   # training never sees a validation image
+    assert not _rows(split.val_images) & _rows(split.test_images)   # nor is one a test image
+    assert split.test_images is data.test_images                    # the test set is untouched
+    # The mean that centres inputs is the training images' left, not the whole set's.
+    expected = x.double().mean(dim=(0, 1, 2)) / 255
+    torch.testing.assert_close(torch.tensor(split.mean, dtype=torch.float64), expected)
+    assert split.fingerprint() == data.fingerprint()                # provenance: the data as loaded
+
+
+def test_validation_split_is_deterministic_in_its_seed():
+    data = load_dataset("digits")
+    a, b = split_validation(data, 500, seed=0), split_validation(data, 500, seed=0)
+    assert torch.equal(a.train_index, b.train_index) and torch.equal(a.val_images, b.val_images)
+    other = split_validation(data, 500, seed=1)
+    assert not torch.equal(a.train_index, other.train_index)
+    assert (a.num_train, a.num_val) == (937, 500)
+
+
+def test_validation_sizes():
+    assert validation_count(5000, 50000) == 5000
+    assert validation_count(0.1, 1437) == 144            # a fraction, rounded
+    assert validation_count(0.001, 100) == 1             # at least one image
+    assert validation_count(0, 10) == 0                  # no split
+    assert default_validation("cifar10") == default_validation("generated") == 5000
+    assert default_validation("digits") == default_validation("synthetic") == 0.1
+    for bad, why in [(1.0, "fraction"), (-3, ">= 0"), (True, "count"), ("10%", "count")]:
+        with pytest.raises(ValueError, match=why):
+            validation_count(bad, 100)
+    with pytest.raises(ValueError, match="leaving none to train on"):
+        validation_count(100, 100)
+    data = load_dataset("synthetic", num_train=20)
+    assert split_validation(data, 0) is data
+    with pytest.raises(ValueError, match="already split"):
+        split_validation(split_validation(data, 2), 2)
+
+
+def test_dataset_validation_config_names_the_key():
+    from tune_lip.studies.lipschitz import LipschitzConfig, LipschitzLoop
+
+    def cfg(**dataset):
+        return LipschitzConfig.from_dict({"dataset": {"name": "synthetic", "batch_size": 8, "num_train": 40,
+                                                      **dataset}, "model": {"name": "aol_mlp", "width": 64,
+                                                                            "depth": 2}})
+    assert cfg().dataset.validation == 0.1 and cfg().dataset.split_seed == 0   # resolved, saved with the config
+    assert LipschitzConfig.from_dict({"dataset": {"name": "cifar10"}}).dataset.validation == 5000
+    assert LipschitzLoop(cfg(validation=10)).data.num_train == 30
+    for bad in (1.5, -1, "half", [0.1]):
+        with pytest.raises(ConfigError) as info:
+            cfg(validation=bad)
+        assert info.value.key == "dataset.validation" and "\n" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        cfg(split_seed="a")
+    assert info.value.key == "dataset.split_seed"
+    with pytest.raises(ConfigError) as info:   # too large: found when the data set is read
+        LipschitzLoop(cfg(validation=40))
+    assert info.value.key == "dataset.validation" and "none to train on" in info.value.problem

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 TINY = """\
 study: lipschitz
-metric: certified_acc
+metric: val_certified_acc
 mode: max
 budget: {steps: 12}
 reports: 4

@@ -149,7 +149,7 @@ def test_unknown_accelerator_memory_needs_a_table_entry():
 # ---------------------------------------------------------------------------- the spec
 
 def _spec(resources: dict, **extra) -> dict:
-    return {"study": "lipschitz", "metric": "test_acc", "mode": "max", "budget": {"steps": 10}, "reports": 2,
+    return {"study": "lipschitz", "metric": "val_acc", "mode": "max", "budget": {"steps": 10}, "reports": 2,
             "resources": resources, "space": {"optimizer": {"lr": 0.1}}, **extra}
 
 
@@ -180,7 +180,7 @@ def test_search_refuses_a_config_no_gpu_can_hold(tmp_path):
     """Exit 2 with one line before Ray starts; nothing is written."""
     (tmp_path / "big.yaml").write_text(textwrap.dedent("""\
         study: lipschitz
-        metric: test_acc
+        metric: val_acc
         mode: max
         budget: {steps: 10}
         reports: 2
@@ -243,7 +243,7 @@ def test_cifar_estimate_needs_no_files(tmp_path):
 def test_placement_command_prints_each_grid_point(tmp_path):
     (tmp_path / "p.yaml").write_text(textwrap.dedent("""\
         study: lipschitz
-        metric: test_acc
+        metric: val_acc
         mode: max
         budget: {steps: 10}
         reports: 2

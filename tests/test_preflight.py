@@ -18,6 +18,7 @@ from tune_lip.tune.launch import (
     SPEC_FILE,
     check_data,
     check_resources,
+    check_spec,
     resume_spec,
     save_spec,
 )
@@ -25,7 +26,7 @@ from tune_lip.tune.spec import load_spec
 
 SPACE = """\
 study: lipschitz
-metric: certified_acc
+metric: val_certified_acc
 mode: max
 budget: {steps: 40}
 reports: 4
@@ -77,13 +78,31 @@ def test_truncated_cifar_file_is_refused_before_ray(tmp_path):
 
 
 def test_an_epochs_budget_too_small_for_the_reports_is_refused(tmp_path):
-    # 1 epoch of 128 examples at batch 32 is 4 steps: fewer than 8 reports.
+    # 1 epoch of the 115 images left of 128 after the 10% validation split is 7 steps at batch 16
+    # (3 at batch 32): fewer than 8 reports.
     spec = load_spec(_space(tmp_path, SPACE.replace("budget: {steps: 40}", "budget: {epochs: 1}")
                             .replace("reports: 4", "reports: 8")))
     with pytest.raises(UserError) as err:
         check_data(spec)
-    assert err.value.key == "budget" and "4 steps at batch size 32" in err.value.line()
-    check_data(spec.with_overrides(budget={"epochs": 2}))   # 8 steps: fits
+    assert err.value.key == "budget" and "7 steps at batch size 16" in err.value.line()
+    check_data(spec.with_overrides(budget={"epochs": 3}))   # 10 steps at batch 32: fits
+
+
+def test_the_validation_split_is_checked_before_ray(tmp_path):
+    # A search on a val_* metric needs a validation set; one that leaves nothing to train on is refused.
+    none = load_spec(_space(tmp_path, SPACE.replace("num_test: 32}", "num_test: 32, validation: 0}")))
+    with pytest.raises(UserError) as err:
+        check_spec(none)
+    assert err.value.key == "dataset.validation" and "no validation set" in err.value.line()
+    assert "\n" not in err.value.line()
+    whole = load_spec(_space(tmp_path, SPACE.replace("num_test: 32}", "num_test: 32, validation: 128}")))
+    with pytest.raises(UserError) as err:
+        check_data(whole)
+    assert err.value.key == "dataset.validation" and "none to train on" in err.value.line()
+    half = load_spec(_space(tmp_path, SPACE.replace("num_test: 32}", "num_test: 32, validation: 1.5}")))
+    with pytest.raises(UserError) as err:
+        check_spec(half)
+    assert err.value.key == "dataset.validation" and "fraction" in err.value.line()
 
 
 # ---------------------------------------------------------------------------- resources

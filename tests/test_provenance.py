@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 SPACE = """\
 study: lipschitz
-metric: certified_acc
+metric: val_certified_acc
 mode: max
 budget: {steps: 20}
 reports: 2

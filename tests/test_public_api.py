@@ -86,6 +86,6 @@ def test_readme_example_runs(tmp_path):
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     # The callback saw both trials finish, and the best result has the searched metric.
-    assert sum(line.startswith("trial ") and "certified_acc=" in line for line in lines) == 2, out.stdout[-2000:]
+    assert sum(line.startswith("trial ") and "val_certified_acc=" in line for line in lines) == 2, out.stdout[-2000:]
     assert any(line.startswith("best lr ") for line in lines)
     assert (tmp_path / "tune_lip_results" / "my-search").is_dir()   # in the working directory, as written

@@ -204,7 +204,9 @@ def test_lr_is_the_rules_and_lr_now_the_step_size_taken():
 
 
 def test_budget_rules():
-    epochs = {"budget": {"epochs": 2}, "dataset": {"name": "synthetic", "batch_size": 32, "num_train": 256, "num_test": 32}}
+    # 288 images less 32 held out for validation: epochs count the 256 left.
+    epochs = {"budget": {"epochs": 2}, "dataset": {"name": "synthetic", "batch_size": 32, "num_train": 288, "num_test": 32,
+                                                   "validation": 32}}
     assert ScalingLoop(_cfg(**epochs)).total_steps == 16
     assert ScalingLoop(_cfg(**epochs, budget_rule="sde_time")).total_steps == 16   # epochs already fix the SDE time
     fixed = {"budget": {"steps": 6}, "dataset": {"name": "synthetic", "batch_size": 32, "num_train": 256, "num_test": 32}}
@@ -369,9 +371,12 @@ def test_trainable_reports_then_done(tmp_path):
     assert [r["sde_time"] for r in results] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert [r["done"] for r in results] == [False, False, False, True]
     assert all(r["lr"] == pytest.approx(0.8 * 16 / 128) for r in results)   # the trial's LR, whatever l
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "lr", "lr_now", "examples",
-                "grad_norm_sq", "grad_noise"):
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "weight_norm", "lr",
+                "lr_now", "examples", "grad_norm_sq", "grad_noise"):
         assert math.isfinite(results[-1][key])
+    # Validation metrics at every report; test metrics once, with the last.
+    assert all("val_acc" in r for r in results)
+    assert [("test_acc" in r) for r in results] == [False, False, False, True]
     first = ScalingTrainable(config=TRAINABLE_CONFIG)
     first.train(), first.train()
     checkpoint = first.save(str(tmp_path / "ckpt"))

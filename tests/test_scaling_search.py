@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 SPACE = """\
 study: scaling
-metric: test_acc
+metric: val_acc
 mode: max
 budget: {epochs: 2}
 reports: 4

@@ -30,7 +30,7 @@ from tune_lip.tune.spec import (
 )
 
 STUDIES: dict[str, set[str] | None] = {
-    "lipschitz": {"certified_acc", "test_acc", "test_loss"},
+    "lipschitz": {"val_certified_acc", "val_acc", "val_loss", "train_loss"},
     "sphere": None,
     "nqm": None,
     "scaling": None,
@@ -39,7 +39,7 @@ STUDIES: dict[str, set[str] | None] = {
 # A small valid spec; each mistake test breaks exactly one thing in a copy of it.
 BASE: dict[str, Any] = {
     "study": "lipschitz",
-    "metric": "certified_acc",
+    "metric": "val_certified_acc",
     "mode": "max",
     "budget": {"epochs": 2},
     "reports": 4,
@@ -86,7 +86,7 @@ def assert_user_line(err: UserError, where: Path | str, key: str | None, *fragme
 def test_base_is_valid(tmp_path: Path) -> None:
     # Guards the mistake tests: each fails for its one change, not for BASE itself.
     spec = load_spec(write(tmp_path, BASE), studies=STUDIES)
-    assert spec.metric == "certified_acc"
+    assert spec.metric == "val_certified_acc"
 
 
 # ---------------------------------------------------------------------------- files
@@ -112,7 +112,7 @@ def test_directory_is_not_a_file(tmp_path: Path) -> None:
 
 
 def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "study: lipschitz\nmetric: certified_acc\nspace: {model: [1, 2}\n")
+    path = write(tmp_path, "study: lipschitz\nmetric: val_certified_acc\nspace: {model: [1, 2}\n")
     with pytest.raises(UserError) as info:
         load_spec(path)
     assert_user_line(info.value, path, "line 3", "malformed YAML")
@@ -161,13 +161,23 @@ def test_unknown_study_lists_valid(tmp_path: Path) -> None:
 
 
 def test_metric_not_reported_by_study(tmp_path: Path) -> None:
-    path, err = error_for(tmp_path, lambda r: r.update(metric="certified_accuracy"))
-    assert_user_line(err, path, "metric", "did you mean 'certified_acc'", "test_acc")
+    path, err = error_for(tmp_path, lambda r: r.update(metric="val_certified_accuracy"))
+    assert_user_line(err, path, "metric", "did you mean 'val_certified_acc'", "val_acc")
+
+
+@pytest.mark.parametrize("metric, use", [("test_acc", "val_acc"), ("test_loss", "val_loss"),
+                                         ("certified_acc", "val_certified_acc"),
+                                         ("test_certified_acc@0.07", "val_certified_acc@0.07")])
+def test_a_search_never_sees_test_metrics(tmp_path: Path, metric: str, use: str) -> None:
+    # Test metrics come once, at a trial's end: a searcher or scheduler deciding on them would
+    # choose on the test set. The error names the validation metric to search instead.
+    path, err = error_for(tmp_path, lambda r: r.update(metric=metric))
+    assert_user_line(err, path, "metric", "not a validation metric", f"use metric: {use}")
 
 
 def test_metric_with_radius_suffix_is_allowed(tmp_path: Path) -> None:
-    raw = {**copy.deepcopy(BASE), "metric": "certified_acc@0.0706"}
-    assert load_spec(write(tmp_path, raw), studies=STUDIES).metric == "certified_acc@0.0706"
+    raw = {**copy.deepcopy(BASE), "metric": "val_certified_acc@0.0706"}
+    assert load_spec(write(tmp_path, raw), studies=STUDIES).metric == "val_certified_acc@0.0706"
 
 
 def test_mode_must_be_min_or_max(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_huge_elr_stays_at_chance_or_worse():
     losses = [loop.train_for(10)["train_loss"] for _ in range(4)]
     # Every step turns w by ~90 degrees: the network is random at each step, loss ~ln 10 or above.
     assert min(losses) > 0.9 * math.log(10)
-    assert loop.evaluate()["test_acc"] < 0.3
+    assert loop.evaluate()["val_acc"] < 0.3
 
 
 def test_blow_up_ends_diverged_with_finite_values():
@@ -281,9 +281,12 @@ def test_trainable_reports_then_done_with_a_regime(tmp_path):
     assert [r["steps"] for r in results] == [4, 8, 12, 16]
     assert [r["done"] for r in results] == [False, False, False, True]
     assert "regime" not in results[0] and results[-1]["regime"] in ("converged", "chaotic", "diverged")
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "elr",
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "weight_norm", "elr",
                 "effective_grad_norm", "angular_update"):
         assert math.isfinite(results[-1][key])
+    # Validation metrics at every report; test metrics once, with the last.
+    assert all("val_acc" in r for r in results)
+    assert [("test_acc" in r) for r in results] == [False, False, False, True]
     # Restore from a checkpoint after two reports: the rest repeats exactly.
     first = SphereTrainable(config=TRAINABLE_CONFIG)
     first.train(), first.train()

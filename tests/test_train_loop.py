@@ -49,8 +49,10 @@ def test_state_dict_continues_bit_identically():
 
 
 def test_batch_indices_cover_each_epoch_once():
-    loop = LipschitzLoop(_cfg())
+    # 256 images less 32 held out for validation: 7 batches of 32 are one epoch.
+    loop = LipschitzLoop(_cfg(dataset={"name": "synthetic", "batch_size": 32, "num_train": 256, "validation": 32}))
     n, b = loop.data.num_train, loop.cfg.dataset.batch_size
+    assert n == 224
     seen = torch.cat([loop.batch_indices(t) for t in range(n // b)])
     assert sorted(seen.tolist()) == list(range(n))  # one epoch = a permutation
     # batches that straddle an epoch boundary are still full
@@ -63,7 +65,7 @@ def test_budget_ends_training():
     loop.train_for(1000)
     assert loop.steps == 24 and loop.finished and loop.fraction == 1.0
     epochs = LipschitzLoop(_cfg(budget={"epochs": 2}))
-    assert epochs.total_steps == 2 * 256 // 32
+    assert epochs.total_steps == 2 * (256 - 26) // 32   # epochs count the images left after the 10% split
 
 
 def test_lr_is_the_configured_peak_and_lr_now_the_schedules():
@@ -86,8 +88,10 @@ def test_huge_lr_ends_as_diverged_with_finite_worst_values():
                               optimizer={"name": "sgd", "lr": 1e10, "momentum": 0.9}, schedule="constant"))
     metrics = loop.train_for(6)
     metrics.update(loop.evaluate())
+    metrics.update(loop.evaluate_test())
     assert metrics["diverged"] is True and loop.finished
-    assert metrics["train_loss"] == DIVERGED_LOSS and metrics["certified_acc"] == 0.0
+    assert metrics["train_loss"] == DIVERGED_LOSS and metrics["val_certified_acc"] == 0.0
+    assert metrics["val_loss"] == metrics["test_loss"] == DIVERGED_LOSS and metrics["test_certified_acc"] == 0.0
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
     # A diverged loop trains no further (as the sphere and scaling loops): steps stay where they were.
     again = loop.train_for(6)
@@ -97,15 +101,18 @@ def test_huge_lr_ends_as_diverged_with_finite_worst_values():
 def test_certified_never_exceeds_clean_accuracy():
     loop = LipschitzLoop(_cfg())
     for m in _run(loop, 2):
-        assert m["certified_acc@0.05"] >= m["certified_acc"]  # smaller radius certifies more
-        assert m["test_acc"] >= m["certified_acc@0.05"]
+        m.update(loop.evaluate_test())
+        for split in ("val", "test"):
+            assert m[f"{split}_certified_acc@0.05"] >= m[f"{split}_certified_acc"]  # smaller radius certifies more
+            assert m[f"{split}_acc"] >= m[f"{split}_certified_acc@0.05"]
 
 
 def test_training_learns_the_synthetic_task():
     loop = LipschitzLoop(_cfg(budget={"steps": 120}, augmentation="none"))
-    before = loop.evaluate()["test_acc"]
-    after = _run(loop, 1, steps=120)[0]["test_acc"]
+    before = loop.evaluate()["val_acc"]
+    after = _run(loop, 1, steps=120)[0]["val_acc"]
     assert after > max(before, 0.5)
+    assert loop.evaluate_test()["test_acc"] > 0.5   # and it generalises beyond the training images
 
 
 def test_resolved_config_round_trips():

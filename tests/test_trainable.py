@@ -14,9 +14,9 @@ CONFIG = {"seed": 1, "dataset": {"name": "synthetic", "batch_size": 32, "num_tra
 
 def _strip(result: dict) -> dict:
     """Metrics that must repeat exactly (timing and bookkeeping keys vary run to run)."""
-    keep = ("steps", "examples", "lr", "lr_now", "train_loss", "train_acc", "test_loss", "test_acc", "certified_acc",
-            "weight_norm", "diverged", "done")
-    return {k: result[k] for k in keep}
+    keep = ("steps", "examples", "lr", "lr_now", "train_loss", "train_acc", "val_loss", "val_acc", "val_certified_acc",
+            "test_loss", "test_acc", "test_certified_acc", "weight_norm", "diverged", "done")
+    return {k: result[k] for k in keep if k in result}
 
 
 def test_reports_then_done_at_budget(tmp_path):
@@ -24,6 +24,33 @@ def test_reports_then_done_at_budget(tmp_path):
     results = [t.train() for _ in range(3)]
     assert [r["steps"] for r in results] == [4, 8, 12]
     assert [r["done"] for r in results] == [False, False, True]
+    t.stop()
+
+
+def test_validation_metrics_at_every_report_test_metrics_once_at_the_end():
+    t = LipschitzTrainable(config={**CONFIG, "eval": {"extra_eps": [0.05]}})
+    results = [t.train() for _ in range(3)]
+    val = ("val_loss", "val_acc", "val_certified_acc", "val_certified_acc@0.05")
+    test = ("test_loss", "test_acc", "test_certified_acc", "test_certified_acc@0.05")
+    assert all(k in r for r in results for k in val)          # what a searcher and a scheduler see
+    assert not any(k in r for r in results[:-1] for k in test)  # never before the trial's last report
+    assert all(k in results[-1] for k in test)
+    assert not any(k in r for r in results for k in ("certified_acc", "certified_acc@0.05"))   # no old names
+    t.stop()
+
+
+def test_a_pre_split_experiment_resumes_reporting_as_it_began():
+    # An experiment searched certified_acc before the validation split: its resumed trials train on
+    # every training image and report the test metrics at every report, under the old names.
+    from tune_lip.trainables.base import trainable_for
+
+    legacy = trainable_for("lipschitz", legacy=True)
+    assert legacy.__name__ == "LipschitzTrainable" and issubclass(legacy, LipschitzTrainable)   # Tune restores by name
+    t = legacy(config=CONFIG)
+    assert t.loop.data.num_train == 128 and t.loop.data.num_val == 0
+    results = [t.train() for _ in range(3)]
+    assert all({"certified_acc", "test_acc", "test_loss"} <= set(r) for r in results)
+    assert not any(k.startswith("val_") or k == "test_certified_acc" for r in results for k in r)
     t.stop()
 
 
@@ -60,7 +87,7 @@ def test_diverging_trial_ends_cleanly():
               "optimizer": {"lr": 1e10}, "schedule": "constant"}
     t = LipschitzTrainable(config=config)
     result = t.train()
-    assert result["diverged"] and result["done"] and result["certified_acc"] == 0.0
+    assert result["diverged"] and result["done"] and result["val_certified_acc"] == result["test_certified_acc"] == 0.0
     t.stop()
 
 

@@ -3,15 +3,23 @@
 A study supplies a Ray-free loop (``make_loop(config)``) with ``cfg.reports``,
 ``cfg.to_dict()``, ``total_steps`` (None for a wall-clock budget, then ``wall_budget`` in
 seconds and ``train_for_seconds``), ``steps``, ``train_for(steps)``, ``evaluate()``,
-``finished``, ``state_dict()`` and ``load_state_dict()`` (optionally ``final_metrics()``,
-added to the last report). This class trains it in
-``reports`` equal slices of the budget: each ``step()`` trains one slice, evaluates and
-returns the metrics, the last one (or a divergence) with ``done=True``. Every report also
+``finished``, ``state_dict()`` and ``load_state_dict()`` (optionally ``final_metrics()``
+and ``evaluate_test()``, added to the last report). This class trains it in
+``reports`` equal slices of the budget: each ``step()`` trains one slice, evaluates (the
+validation metrics, ``val_*``) and returns the metrics, the last one (or a divergence) with
+``done=True`` and the test metrics (``test_*``): computed once, after every decision a searcher
+or scheduler could take on the trial (a trial a scheduler stops early has none). Every report also
 names the ``accelerator`` type the trial ran on, its ``device`` (``cpu``, ``cuda:0 (<GPU name>)``),
 whether its budget is ``hardware_dependent`` (a wall-clock budget) and, for a study with a data
 set, ``data_sha256`` (`tune_lip.data.ImageData.fingerprint`). Checkpoints hold the
 loop's whole state plus the resolved config (``config.json``, readable without torch), so a
 restored trial continues exactly; ``reset_config`` rebuilds the loop so Tune reuses actors.
+
+An experiment written before the validation split searched a metric every report then carried
+(``certified_acc``, ``test_acc``: `tune_lip.studies.registry.Study.legacy_metrics`). It resumes
+with ``trainable_for(study, legacy=True)``: trials train without a split (``dataset.validation:
+0``, as they began) and report the test metrics at every report under their old names, so its
+pickled searcher and scheduler see what they were built for. New experiments never do.
 
 Example:
     >>> class MyTrainable(SlicedTrainable):                                  # doctest: +SKIP
@@ -54,8 +62,30 @@ def _device_name(device: Any) -> str:
     return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
+def _without_split(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``dataset.validation: 0`` unless it names a split (a pre-split trial's)."""
+    dataset = config.get("dataset")
+    dataset = {"name": dataset} if isinstance(dataset, str) else dict(dataset or {})
+    dataset.setdefault("validation", 0)
+    return {**config, "dataset": dataset}
+
+
+def _legacy_names(metrics: dict[str, Any], legacy: dict[str, str]) -> dict[str, Any]:
+    """Test metrics under the names a pre-split experiment reported them (``test_certified_acc@0.1``
+    -> ``certified_acc@0.1``); ``legacy``: old name -> today's."""
+    old = {new: name for name, new in legacy.items()}
+    out = {}
+    for key, value in metrics.items():
+        base, at, eps = key.partition("@")
+        out[old.get(base, base) + at + eps] = value
+    return out
+
+
 class SlicedTrainable(tune.Trainable):
     """Trains ``make_loop(config)`` in ``reports`` slices; see the module docstring."""
+
+    # Resuming an experiment written before the validation split: see the module docstring.
+    legacy_metrics: dict[str, str] | None = None
 
     def make_loop(self, config: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -65,7 +95,7 @@ class SlicedTrainable(tune.Trainable):
 
         if sys.unraisablehook is sys.__unraisablehook__:   # this process is a Ray worker
             sys.unraisablehook = _quiet_termination
-        self.loop = self.make_loop(config)
+        self.loop = self.make_loop(_without_split(config) if self.legacy_metrics else config)
         self.reports_done = 0
         if not hasattr(self, "accelerator"):  # once per actor: a reused actor stays on its node
             self.accelerator = node_accelerator()  # the type the scheduler placed this trial on
@@ -83,13 +113,18 @@ class SlicedTrainable(tune.Trainable):
         else:  # wall-clock budget: equal slices of wall time
             metrics = loop.train_for_seconds(loop.wall_budget * k / reports - loop.wall_seconds)
         metrics.update(loop.evaluate())
+        done = loop.finished or k >= reports
+        if self.legacy_metrics:    # a pre-split experiment: test metrics at every report, old names
+            metrics.update(_legacy_names(loop.evaluate_test(), self.legacy_metrics))
+        elif done and hasattr(loop, "evaluate_test"):
+            metrics.update(loop.evaluate_test())   # once: after every decision on this trial
         self.reports_done = k
         metrics["accelerator"] = self.accelerator
         metrics["hardware_dependent"] = self.hardware_dependent
         metrics["device"] = self.device
         if self.data_sha256 is not None:
             metrics["data_sha256"] = self.data_sha256
-        metrics["done"] = loop.finished or k >= reports
+        metrics["done"] = done
         if metrics["done"] and hasattr(loop, "final_metrics"):
             metrics.update(loop.final_metrics())   # what only the whole run tells, e.g. the sphere's regime
         return metrics
@@ -122,15 +157,26 @@ class StudyTrainable(SlicedTrainable):
         return get(self.study).loop(config)
 
 
-def trainable_for(study: str) -> type[SlicedTrainable]:
+def trainable_for(study: str, *, legacy: bool = False) -> type[SlicedTrainable]:
     """The Trainable of the registered study ``study``: the public one of `tune_lip.trainables`
     for a shipped study (its import path is what an experiment's ``tuner.pkl`` records), else a
     `StudyTrainable` made for it (Ray sends such a class to its workers by value, and a worker
-    finds the study in its own registry, through the same entry point)."""
-    import tune_lip.trainables as public
+    finds the study in its own registry, through the same entry point).
 
+    ``legacy``: for resuming an experiment written before the validation split (module
+    docstring): a subclass of the same name (Tune restores trials by name) that reports as then.
+    """
+    import tune_lip.trainables as public
+    from tune_lip.studies.registry import get
+
+    found: type[SlicedTrainable] | None = None
     for name in public.__all__:
         cls = getattr(public, name)
         if getattr(cls, "study", None) == study:
-            return cls
-    return type(f"{study.title().replace('_', '')}Trainable", (StudyTrainable,), {"study": study})
+            found = cls
+            break
+    if found is None:
+        found = type(f"{study.title().replace('_', '')}Trainable", (StudyTrainable,), {"study": study})
+    if legacy:
+        found = type(found.__name__, (found,), {"legacy_metrics": dict(get(study).legacy_metrics)})
+    return found

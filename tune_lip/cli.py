@@ -72,9 +72,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# Test metrics shown beside the trials chosen by a (validation) metric: each trial reports them
+# once, at its end, so a trial a scheduler stopped early has none.
+TEST_COLUMNS = ("test_certified_acc", "test_acc", "test_loss")
+
+
 def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = None) -> str:
-    """The experiment in a few lines: trials, reports, diverged, and the ``top`` trials with the
-    config keys that vary (list and dict values printed as JSON). ``df``: `load`'s frame, if read."""
+    """The experiment in a few lines: trials, reports, diverged, and the ``top`` trials by ``metric``
+    with their test metrics (when reported) and the config keys that vary (list and dict values
+    printed as JSON). ``df``: `load`'s frame, if read."""
     import pandas as pd
 
     from tune_lip.analysis.results import hashable_value, json_cells, last_reports, load
@@ -84,7 +90,9 @@ def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = N
     if df.empty:
         return f"{path}: no results yet"
     last = last_reports(df)
-    metric = metric or next((m for m in ("certified_acc", "test_acc") if m in last), None)
+    # Without a stored spec: the headline validation metric; an experiment from before the split had test ones.
+    metric = metric or next((m for m in ("val_certified_acc", "val_acc", "certified_acc", "test_acc") if m in last),
+                            None)
     lines = [f"{path}: {last['trial_id'].nunique()} trials, {len(df)} reports"]
     if "diverged" in last:
         diverged = pd.to_numeric(last["diverged"], errors="coerce").fillna(0).astype(bool)
@@ -93,9 +101,11 @@ def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = N
         config_cols = [c for c in last.columns if c.startswith("config/")
                        and last[c].map(hashable_value).nunique(dropna=False) > 1]
         best = json_cells(last.sort_values(metric, ascending=(mode == "min")).head(top))
+        tests = [c for c in TEST_COLUMNS if c in best and c != metric and best[c].notna().any()]
         with pd.option_context("display.width", 160, "display.max_columns", 20):
-            lines.append(f"best {top} by {metric} ({mode}):")
-            lines.append(best[["trial_id", metric, *config_cols]].to_string(index=False))
+            lines.append(f"best {top} by {metric} ({mode})" + (f", with their {', '.join(tests)} "
+                                                             "(once, at each trial's end):" if tests else ":"))
+            lines.append(best[["trial_id", metric, *tests, *config_cols]].to_string(index=False))
     return "\n".join(lines)
 
 

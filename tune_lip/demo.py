@@ -34,7 +34,9 @@ def run_demo(*, storage_path: str | Path = "tune_lip_results", quick: bool = Fal
     best = last.sort_values(metric, ascending=(spec.mode == "min")).groupby(b).head(1).sort_values(b)
     print(f"\nBest trial per batch size ({metric}, {spec.mode}; {len(last)} trials, "
           f"{int(last['diverged'].astype(bool).sum())} diverged):")
-    print(best[[b, lr, metric, "test_acc", "steps", "trial_id"]].to_string(index=False))
+    # Chosen on the validation split; the test metrics of the chosen trials (each trial's last report) beside them.
+    tests = [c for c in ("test_certified_acc", "test_acc") if c in best and c != metric]
+    print(best[[b, lr, metric, *tests, "steps", "trial_id"]].to_string(index=False))
     plots = experiment / "plots"
     print()
     # Three finished trials per batch size suffice for the demo's small search (ASHA stops

@@ -33,7 +33,7 @@ def frame(*, seeds: int = 3, drop_from: float | None = 512, noise: float = 0.005
             for k in range(1, reports + 1):
                 t = k / 10
                 row = {"trial_id": f"b{b}-s{s}", "training_iteration": k, key: b,
-                       "test_acc": top * (1 - np.exp(-t / 0.3)) + offset + rng.normal(0, noise)}
+                       "val_acc": top * (1 - np.exp(-t / 0.3)) + offset + rng.normal(0, noise)}
                 if sde_time:
                     row["sde_time"] = t
                 else:
@@ -105,7 +105,7 @@ def test_svag_l_breaks_going_down_from_the_largest():
     # SVAG: larger l is closer to the SDE; here l = 1 and 2 miss the SDE's 0.9, l >= 4 reach it.
     df = frame(sizes=(1, 2, 4, 8, 16), key="config/gradient/l", drop_from=None)
     low = df["config/gradient/l"] <= 2
-    df.loc[low, "test_acc"] -= 0.05 * (3 - df.loc[low, "config/gradient/l"])
+    df.loc[low, "val_acc"] -= 0.05 * (3 - df.loc[low, "config/gradient/l"])
     check = check_scaling_rule(df, batch_size="gradient.l", reference="largest")
     assert check.reference == 16 and check.breaks_at == 2
     assert check.per_batch["departs"].tolist() == [True, True, False, False, False]

@@ -25,6 +25,13 @@ Data sets (the `DATASETS` registry; options are keyword arguments of `load_datas
 The CIFAR reader lives in `tune_lip.data.cifar`, the npz conversion in `tune_lip.data.npz`;
 their names are re-exported here.
 
+Validation split: `split_validation` holds out ``validation`` training images (a count, or a
+fraction in (0, 1); `validation_count`) as the validation set, drawn by ``seed`` alone (the
+data-split seed, not the training seed, so replicates share one split). The training set keeps
+the rest (as an index into the loaded images: nothing is copied), and its channel mean is
+recomputed from them. `DEFAULT_VALIDATION` gives each data set's default: 5,000 images for
+CIFAR-10/100 and the generated data (as *Scaling Up Lipschitz Networks* does), 10% otherwise.
+
 Example:
     >>> data = load_dataset("digits")
     >>> data.train_images.shape, data.train_images.dtype, data.input_shape
@@ -77,8 +84,12 @@ from tune_lip.errors import UserError
 
 __all__ = [
     "DATASETS",
+    "DEFAULT_VALIDATION",
     "ImageData",
+    "default_validation",
     "load_dataset",
+    "split_validation",
+    "validation_count",
     "convert_npz",
     "convert_and_center",
 ]
@@ -91,6 +102,9 @@ class ImageData:
     train_images / test_images: uint8 (N, H, W, C), pixel values 0..255.
     train_labels / test_labels: int64 (N,), values in [0, num_classes).
     mean: per-channel mean of the training images in [0, 1] (length C), for `convert_and_center`.
+    After `split_validation`: val_images / val_labels hold the validation set, train_index
+    (int64 (N_train,), into train_images) the training images left, and source the data set
+    as loaded (its `fingerprint` is this one's). Read training batches with `train_batch`.
 
     Example:
         >>> d = load_dataset("synthetic", num_train=20, num_test=10)
@@ -106,6 +120,10 @@ class ImageData:
     name: str
     mean: tuple[float, ...]
     sha256: str | None = field(default=None, repr=False)   # `fingerprint`, once computed
+    val_images: torch.Tensor | None = None     # uint8 (V, H, W, C): held out of the training images
+    val_labels: torch.Tensor | None = None     # int64 (V,)
+    train_index: torch.Tensor | None = field(default=None, repr=False)  # int64 (N_train,); None = all
+    source: ImageData | None = field(default=None, repr=False)          # the data set as loaded
 
     def __post_init__(self) -> None:
         # Shape and dtype checks only: they read metadata, never data, so they cost no host sync.
@@ -127,13 +145,26 @@ class ImageData:
 
     def to(self, device: torch.device | str) -> ImageData:
         """The same data set with every tensor on ``device`` (images stay uint8)."""
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
         return replace(
             self,
             train_images=self.train_images.to(device),
             train_labels=self.train_labels.to(device),
             test_images=self.test_images.to(device),
             test_labels=self.test_labels.to(device),
+            val_images=move(self.val_images),
+            val_labels=move(self.val_labels),
+            train_index=move(self.train_index),
         )
+
+    def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training images (B, H, W, C) uint8 and labels (B,) at positions ``idx`` (B,) of the
+        training set (after a validation split: of the images left to train on). No host sync."""
+        if self.train_index is not None:
+            idx = self.train_index[idx]
+        return self.train_images[idx], self.train_labels[idx]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -143,7 +174,12 @@ class ImageData:
 
     @property
     def num_train(self) -> int:
-        return self.train_images.shape[0]
+        """Images to train on (after a validation split, those left)."""
+        return self.train_images.shape[0] if self.train_index is None else self.train_index.shape[0]
+
+    @property
+    def num_val(self) -> int:
+        return 0 if self.val_labels is None else self.val_labels.shape[0]
 
     @property
     def num_test(self) -> int:
@@ -153,7 +189,9 @@ class ImageData:
         """SHA-256 of the data set's content: the train and test images and labels as loaded
         (uint8 and int64 bytes, in that order), so the same data read from another file format
         hashes the same. Computed once (on a CPU copy) and kept across `to`. Recorded in every
-        experiment's provenance."""
+        experiment's provenance. A split data set's is its source's."""
+        if self.source is not None:
+            return self.source.fingerprint()
         if self.sha256 is None:
             digest = hashlib.sha256()
             for tensor in (self.train_images, self.train_labels, self.test_images, self.test_labels):
@@ -186,6 +224,81 @@ def convert_and_center(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor
     # Contiguous NCHW so that models may flatten or convolve without another copy.
     x = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
     return x.div_(255.0).sub_(mean.view(-1, 1, 1))  # (B, C, H, W)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation split
+
+# Held-out training images per data set, when a config names none (``dataset.validation``):
+# the Lipschitz paper holds out 5,000 CIFAR-10 images; the small sets give 10%.
+DEFAULT_VALIDATION: dict[str, int | float] = {"cifar10": 5000, "cifar100": 5000, "generated": 5000}
+FALLBACK_VALIDATION = 0.1
+
+
+def default_validation(name: str) -> int | float:
+    """The validation split data set ``name`` gets by default: a count or a fraction."""
+    return DEFAULT_VALIDATION.get(name, FALLBACK_VALIDATION)
+
+
+def check_validation(validation: Any) -> int | float:
+    """``validation`` if it is a valid split size (an int >= 0 or a float in (0, 1)), else ValueError."""
+    if isinstance(validation, bool) or not isinstance(validation, (int, float)):
+        raise ValueError(f"must be a count (int) or a fraction in (0, 1), got {validation!r}")
+    if isinstance(validation, float) and not 0 < validation < 1:
+        raise ValueError(f"a fraction must lie in (0, 1), got {validation!r} (a count is an int)")
+    if isinstance(validation, int) and validation < 0:
+        raise ValueError(f"must be >= 0 images, got {validation}")
+    return validation
+
+
+def validation_count(validation: int | float, num_train: int) -> int:
+    """Images a split of ``validation`` holds out of ``num_train``: the count itself, or the
+    fraction of them rounded (at least 1); ValueError unless at least one image is left to train on.
+
+    Example:
+        >>> validation_count(5000, 50000), validation_count(0.1, 1437), validation_count(0, 10)
+        (5000, 144, 0)
+    """
+    check_validation(validation)
+    count = validation if isinstance(validation, int) else max(1, round(validation * num_train))
+    if count >= num_train:
+        raise ValueError(f"holds out {count} of the {num_train} training images, leaving none to train on; "
+                         f"use fewer (e.g. a fraction such as 0.1)")
+    return count
+
+
+def split_validation(data: ImageData, validation: int | float, *, seed: int = 0) -> ImageData:
+    """Hold ``validation`` images (`validation_count`) out of ``data``'s training set.
+
+    The validation images are a uniformly random subset drawn by ``seed`` alone (on the CPU,
+    so the split is the same on every device); the training set keeps the rest, in their
+    order, as `ImageData.train_index` (nothing is copied, so a memory-mapped set stays on
+    disk), and ``mean`` becomes the channel mean of the images left to train on. ``validation``
+    0 returns ``data`` unchanged. ValueError for a bad size, or a data set already split.
+
+    Example:
+        >>> data = load_dataset("synthetic", num_train=100)
+        >>> split = split_validation(data, 0.1, seed=0)
+        >>> split.num_train, split.num_val, split.num_test
+        (90, 10, 128)
+    """
+    if data.train_index is not None or data.val_labels is not None:
+        raise ValueError(f"{data.name}: already split into training and validation images")
+    count = validation_count(validation, data.num_train)
+    if count == 0:
+        return data
+    n, device = data.num_train, data.train_images.device
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(n, generator=generator)                   # (N,) on the CPU: device-independent
+    val_index, train_index = order[:count].sort().values, order[count:].sort().values
+    val_images = data.train_images[val_index.to(device)]            # (V, H, W, C) uint8
+    # Exact channel sums of the held-out images; the rest's mean follows from the whole set's.
+    _, h, w, c = data.train_images.shape
+    val_sums = val_images.sum(dim=(0, 1, 2), dtype=torch.int64).tolist()   # host sync: once per split
+    pixels = h * w * 255.0
+    mean = tuple((m * n * pixels - s) / ((n - count) * pixels) for m, s in zip(data.mean, val_sums))
+    return replace(data, mean=mean, val_images=val_images, val_labels=data.train_labels[val_index.to(device)],
+                   train_index=train_index.to(device), source=data, sha256=None)
 
 
 # ---------------------------------------------------------------------------------------------

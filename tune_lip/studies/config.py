@@ -2,10 +2,12 @@
 
 A study's typed config (`tune_lip.studies.lipschitz.LipschitzConfig`, ``SphereConfig``,
 ``ScalingConfig``) is built from these sections: ``model`` (a registered name plus its
-constructor options) and ``dataset`` (a registered name, the batch size and loader options).
+constructor options) and ``dataset`` (a registered name, the batch size, the validation split
+and loader options).
 `_from_dict` and `_section` turn a trial's nested mapping into them and name the key at fault;
 `config_to_dict` writes a resolved config back (saved with every checkpoint). `_dataset`
-loads a data set once per process and device, so a reused Ray actor keeps it across trials.
+loads a data set once per process and device, so a reused Ray actor keeps it across trials;
+`training_data` then holds the trial's validation split out of it.
 
 Example:
     >>> cfg = _from_dict(DataConfig, {"name": "synthetic", "batch_size": 32, "num_train": 64},
@@ -22,11 +24,17 @@ from typing import Any
 
 import torch
 
-from tune_lip.data.datasets import ImageData, load_dataset
+from tune_lip.data.datasets import (
+    ImageData,
+    check_validation,
+    default_validation,
+    load_dataset,
+    split_validation,
+)
 from tune_lip.errors import ConfigError
 from tune_lip.nn.models import MODELS, model_options
 
-__all__ = ["ModelConfig", "DataConfig", "config_to_dict", "pick_device"]
+__all__ = ["ModelConfig", "DataConfig", "config_to_dict", "pick_device", "training_data"]
 
 
 def _from_dict(cls: Any, raw: Any, section: str, *, free: str | None = None) -> Any:
@@ -81,12 +89,24 @@ class DataConfig:
     batch_size: int = 256       # examples per optimizer step
     data_dir: str = "data"      # where CIFAR-10/100 and converted npz files live
     download: bool = False      # let torchvision download CIFAR (never in tests or the demo)
+    # Training images held out as the validation set (what searchers and schedulers see):
+    # a count (int) or a fraction in (0, 1); None = 5,000 for cifar10/cifar100/generated,
+    # 0.1 for the others (resolved on construction); 0 = no split, then no val_* metrics.
+    validation: int | float | None = None
+    split_seed: int = 0         # draws the validation split; not the training seed, so replicates share it
     options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. path for generated
 
     def __post_init__(self) -> None:
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
             raise ValueError(f"dataset.batch_size must be a positive integer, got {self.batch_size}")
         object.__setattr__(self, "batch_size", int(self.batch_size))
+        validation = default_validation(self.name) if self.validation is None else self.validation
+        try:
+            object.__setattr__(self, "validation", check_validation(validation))
+        except ValueError as exc:
+            raise ConfigError("dataset.validation", str(exc)) from None
+        if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int):
+            raise ConfigError("dataset.split_seed", f"must be an integer, got {self.split_seed!r}")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -120,3 +140,16 @@ def _dataset(cfg: DataConfig, device: torch.device) -> ImageData:
         _DATA_CACHE.clear()  # keep one data set on the device, not one per config ever seen
         _DATA_CACHE[key] = data.to(device)
     return _DATA_CACHE[key]
+
+
+def training_data(cfg: DataConfig, device: torch.device, data: ImageData | None = None) -> ImageData:
+    """A trial's data on ``device``: ``data`` (else `_dataset`'s load of ``cfg``) with ``cfg.validation``
+    training images held out by ``cfg.split_seed`` (`tune_lip.data.datasets.split_validation`);
+    ``data`` already split is used as given. A size that leaves nothing to train on is a
+    ConfigError naming ``dataset.validation``."""
+    data = data.to(device) if data is not None else _dataset(cfg, device)
+    if data.val_labels is not None or data.train_index is not None:
+        return data
+    assert cfg.validation is not None   # resolved by DataConfig
+    validation = cfg.validation
+    return _section("dataset.validation", lambda: split_validation(data, validation, seed=cfg.split_seed))

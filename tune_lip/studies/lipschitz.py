@@ -3,7 +3,8 @@
 One trial = one `LipschitzLoop`: it builds data (uint8, on the training device), the
 1-Lipschitz model, the optimizer and the LR schedule from a typed `LipschitzConfig`, then
 trains in slices: ``train_for(steps)`` returns the slice's training metrics,
-``evaluate()`` the test metrics (clean and certified accuracy), and
+``evaluate()`` the validation metrics (``val_loss``, ``val_acc``, ``val_certified_acc``),
+``evaluate_test()`` the same on the test set (``test_*``, once per trial), and
 ``state_dict()``/``load_state_dict()`` continue a run bit-identically. ``optimizer.sam_rho > 0``
 trains with SAM (`tune_lip.nn.sam`); ``sharpness: {every: k}`` adds ``sharpness`` (the top Hessian
 eigenvalue on a fixed batch) to every k-th evaluation. The Ray Trainable in
@@ -52,7 +53,6 @@ from tune_lip.studies.config import (  # noqa: F401 (_DATA_CACHE, load_dataset, 
     MODELS,
     DataConfig,
     ModelConfig,
-    _dataset,
     _from_dict,
     _model_config,
     _section,
@@ -60,6 +60,7 @@ from tune_lip.studies.config import (  # noqa: F401 (_DATA_CACHE, load_dataset, 
     load_dataset,
     model_options,
     pick_device,
+    training_data,
 )
 from tune_lip.studies.loop import DIVERGED_LOSS, LoopCheckpoint, ModelLoop, finite_or_worst  # noqa: F401 (LoopCheckpoint: re-exported)
 from tune_lip.studies.registry import Study, register
@@ -92,8 +93,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    eps: float = 36 / 255                 # headline l2 radius of certified_acc
-    extra_eps: tuple[float, ...] = ()     # more radii, reported as certified_acc@<eps>
+    eps: float = 36 / 255                 # headline l2 radius of val_/test_certified_acc
+    extra_eps: tuple[float, ...] = ()     # more radii, reported as val_certified_acc@<eps> (and test_)
     batch_size: int = 1024                # examples per evaluation forward pass
 
     def __post_init__(self) -> None:
@@ -168,7 +169,7 @@ class LipschitzLoop(ModelLoop):
     def __init__(self, cfg: LipschitzConfig, *, step_seconds: float | None = None,
                  data: ImageData | None = None) -> None:
         self.device = pick_device(cfg.device)
-        self.data = data.to(self.device) if data is not None else _dataset(cfg.dataset, self.device)
+        self.data = training_data(cfg.dataset, self.device, data)   # the validation split held out
         self.step_seconds = step_seconds
         if cfg.budget.kind == "reference_hours" and step_seconds is None:
             raise ValueError("a reference_hours budget needs step_seconds from the calibration table")
@@ -220,8 +221,7 @@ class LipschitzLoop(ModelLoop):
         ``lr_now`` (the scheduled LR of the last step taken)."""
         self._set_lr()
         idx = self.batch_indices(self.steps)
-        x = self.data.train_images[idx]                      # (B, H, W, C) uint8
-        y = self.data.train_labels[idx]                      # (B,)
+        x, y = self.data.train_batch(idx)                    # (B, H, W, C) uint8, (B,)
         if self.augment:
             x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
         inputs = convert_and_center(x, self.mean)
@@ -246,8 +246,8 @@ class LipschitzLoop(ModelLoop):
         drawn from ``seed`` afresh each call, so the value is a function of the weights alone.
         Units: loss per parameter²; ``sharpness.iters`` Hessian-vector products.
         """
-        x = convert_and_center(self.data.train_images[self.sharpness_indices], self.mean)
-        y = self.data.train_labels[self.sharpness_indices]
+        x, y = self.data.train_batch(self.sharpness_indices)
+        x = convert_and_center(x, self.mean)
         g = torch.Generator(device=self.device)
         g.manual_seed(self.cfg.seed + 3)
         self.model.train()
@@ -255,17 +255,17 @@ class LipschitzLoop(ModelLoop):
                                       iters=self.cfg.sharpness.iters, generator=g)
 
     @torch.no_grad()
-    def test_metrics(self) -> dict[str, float]:
-        """Test loss, clean accuracy and certified accuracy at ``eval.eps`` and extra radii, and
-        weight_norm. `ModelLoop.evaluate` adds ``sharpness`` every ``sharpness.every``-th time."""
+    def eval_metrics(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """loss, clean accuracy (acc) and certified accuracy at ``eval.eps`` and the extra radii
+        (certified_acc, certified_acc@<eps>) on one split; `ModelLoop` prefixes val_ or test_."""
         ev = self.cfg.eval
         self.model.eval()
-        n = len(self.data.test_labels)
+        n = len(labels)
         loss_sum = torch.zeros((), device=self.device)
         counts = torch.zeros(2 + len(ev.extra_eps), device=self.device, dtype=torch.long)
         for start in range(0, n, ev.batch_size):
-            x = convert_and_center(self.data.test_images[start:start + ev.batch_size], self.mean)
-            y = self.data.test_labels[start:start + ev.batch_size]
+            x = convert_and_center(images[start:start + ev.batch_size], self.mean)
+            y = labels[start:start + ev.batch_size]
             scores = self.model(x)
             loss_sum += self.loss_fn(scores, y) * len(y)
             counts[0] += correct(scores, y).sum()
@@ -274,17 +274,25 @@ class LipschitzLoop(ModelLoop):
                 counts[2 + i] += certified_correct(scores, y, e).sum()
         self.model.train()
         c = (counts.double() / n).tolist()                        # host sync
-        weight_norm = torch.sqrt(cast(torch.Tensor, sum(p.detach().double().pow(2).sum()
-                                                        for p in self.model.parameters())))
-        out = {"test_loss": finite_or_worst((loss_sum / n).item()), "test_acc": c[0], "certified_acc": c[1],
-               "weight_norm": float(weight_norm)}
+        out = {"loss": finite_or_worst((loss_sum / n).item()), "acc": c[0], "certified_acc": c[1]}
         out.update({f"certified_acc@{e:g}": c[2 + i] for i, e in enumerate(ev.extra_eps)})
         return out
 
-    def diverged_test_metrics(self) -> dict[str, float]:
-        out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0, "certified_acc": 0.0, "weight_norm": DIVERGED_LOSS}
+    def diverged_eval_metrics(self) -> dict[str, float]:
+        out = {"loss": DIVERGED_LOSS, "acc": 0.0, "certified_acc": 0.0}
         out.update({f"certified_acc@{e:g}": 0.0 for e in self.cfg.eval.extra_eps})
         return out
+
+    @torch.no_grad()
+    def weight_metrics(self) -> dict[str, float]:
+        """weight_norm: ‖w‖ of all parameters. `ModelLoop.evaluate` adds ``sharpness`` every
+        ``sharpness.every``-th time."""
+        weight_norm = torch.sqrt(cast(torch.Tensor, sum(p.detach().double().pow(2).sum()
+                                                        for p in self.model.parameters())))
+        return {"weight_norm": float(weight_norm)}
+
+    def diverged_weight_metrics(self) -> dict[str, float]:
+        return {"weight_norm": DIVERGED_LOSS}
 
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> dict[str, Any]:
@@ -310,5 +318,9 @@ def make_loop(config: dict[str, Any]) -> LipschitzLoop:
 
 STUDY = register(Study(
     name="lipschitz", config=LipschitzConfig, loop=make_loop, default_model="aol_mlp", step_key=model_key,
-    metrics=frozenset({"certified_acc", "test_acc", "test_loss", "train_acc", "train_loss", "weight_norm"}),
+    # What a search may optimise: validation metrics (test_* come once, at a trial's end).
+    metrics=frozenset({"val_certified_acc", "val_acc", "val_loss", "train_acc", "train_loss", "weight_norm"}),
+    # Before the validation split, every report carried these test-set metrics; an experiment that
+    # searched one still resumes (`tune_lip.trainables.base.LegacyReports`).
+    legacy_metrics={"certified_acc": "test_certified_acc", "test_acc": "test_acc", "test_loss": "test_loss"},
 ))

@@ -18,9 +18,12 @@ lives once, in this file:
   study's ``weights_finite()`` says so), and reports the DESIGN.md metrics in a fixed order:
   ``steps``, ``lr``, the other progress counters, ``lr_now``, ``diverged``, ``train_loss``,
   ``train_acc``, then the study's ``slice_metrics``. ``evaluate()`` counts evaluations,
-  reports the study's ``test_metrics`` (or its ``diverged_test_metrics``, finite worst values,
-  once diverged) and adds ``sharpness`` at every ``sharpness.every``-th call. A wall-clock
-  budget (``wall_budget`` seconds) is trained with ``train_for_seconds``.
+  reports the study's ``eval_metrics`` on the validation split, prefixed ``val_`` (or its
+  ``diverged_eval_metrics``, finite worst values, once diverged), its ``weight_metrics`` and
+  ``sharpness`` at every ``sharpness.every``-th call: what searchers and schedulers see.
+  ``evaluate_test()`` reports the same ``eval_metrics`` on the test set, prefixed ``test_``;
+  the Trainable calls it once, at a trial's last report, so no decision ever rests on it.
+  A wall-clock budget (``wall_budget`` seconds) is trained with ``train_for_seconds``.
 
 Divergence: a NaN or inf ends a trial cleanly, as ``diverged=True`` with the finite
 `DIVERGED_LOSS` (and zero accuracies) in place of every non-finite number, since Ray's ASHA
@@ -45,6 +48,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from tune_lip.data.datasets import ImageData
 
 __all__ = ["DIVERGED_LOSS", "BudgetedLoop", "ModelLoop", "finite_or_worst"]
 
@@ -122,11 +127,13 @@ class BudgetedLoop:
 class ModelLoop(BudgetedLoop):
     """A `BudgetedLoop` that trains ``model`` with ``optimizer`` step by step; see the module docstring.
 
-    A study sets ``model``, ``optimizer``, ``device``, ``lr`` (the trial's LR, reported as
-    ``lr``) and implements `train_step`, `test_metrics`, `diverged_test_metrics` and, when it
+    A study sets ``model``, ``optimizer``, ``device``, ``data`` (an `ImageData` with its
+    validation split, `tune_lip.studies.config.training_data`), ``lr`` (the trial's LR, reported
+    as ``lr``) and implements `train_step`, `eval_metrics`, `diverged_eval_metrics` and, when it
     measures sharpness, `measure_sharpness`; the other hooks default to nothing.
     """
 
+    data: ImageData
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     device: torch.device
@@ -162,12 +169,23 @@ class ModelLoop(BudgetedLoop):
         """The LR of the last step taken (before the first step, the first step's)."""
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def test_metrics(self) -> dict[str, float]:
+    def eval_metrics(self, images: Tensor, labels: Tensor) -> dict[str, float]:
+        """The study's metrics of the model on one labelled split, unprefixed (``loss``, ``acc``, ...):
+        uint8 images (N, H, W, C), int64 labels (N,). `evaluate` prefixes them ``val_``,
+        `evaluate_test` ``test_``."""
         raise NotImplementedError
 
-    def diverged_test_metrics(self) -> dict[str, float]:
-        """`test_metrics`' keys with finite worst values: what a diverged trial reports."""
+    def diverged_eval_metrics(self) -> dict[str, float]:
+        """`eval_metrics`' keys with finite worst values: what a diverged trial reports."""
         raise NotImplementedError
+
+    def weight_metrics(self) -> dict[str, float]:
+        """Metrics of the weights alone (e.g. ``weight_norm``), reported with every `evaluate`."""
+        return {}
+
+    def diverged_weight_metrics(self) -> dict[str, float]:
+        """`weight_metrics`' keys with finite worst values."""
+        return {}
 
     def measure_sharpness(self) -> float:
         raise NotImplementedError
@@ -223,14 +241,30 @@ class ModelLoop(BudgetedLoop):
         return out
 
     # ------------------------------------------------------------------ evaluation
+    def _split_metrics(self, split: str) -> dict[str, float]:
+        """The study's `eval_metrics` on split ``val`` or ``test``, prefixed with its name."""
+        if self.diverged:
+            out = self.diverged_eval_metrics()
+        else:
+            out = self.eval_metrics(getattr(self.data, f"{split}_images"), getattr(self.data, f"{split}_labels"))
+        return {f"{split}_{name}": value for name, value in out.items()}
+
     def evaluate(self) -> dict[str, float]:
-        """The study's test metrics; ``sharpness`` too at every ``sharpness.every``-th call."""
+        """The study's metrics on the validation split (``val_*``; none without a split), its
+        weight metrics, and ``sharpness`` at every ``sharpness.every``-th call."""
         self.evaluations += 1
         sharpness_due = self.cfg.sharpness.due(self.evaluations)
-        out = self.diverged_test_metrics() if self.diverged else self.test_metrics()
+        out = self._split_metrics("val") if self.data.val_labels is not None else {}
+        out.update(self.diverged_weight_metrics() if self.diverged else self.weight_metrics())
         if sharpness_due:
             out["sharpness"] = DIVERGED_LOSS if self.diverged else finite_or_worst(self.measure_sharpness())
         return out
+
+    def evaluate_test(self) -> dict[str, float]:
+        """The study's metrics on the test set (``test_*``). The Trainable calls it once, at a
+        trial's last report (its budget done, or diverged): searchers and schedulers decide on
+        validation metrics only."""
+        return self._split_metrics("test")
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 A study module ends with one `register(Study(...))`: its name (``study:`` in the YAML), its
 typed config class (``from_dict(raw)`` parses the trial config and raises `ConfigError`
 naming the key; ``to_dict()`` writes it back), its loop (trial config -> a Ray-free loop,
-`tune_lip.studies.loop`), the metric names it reports and its default model. Nothing else
-in tune-lip names a study: the spec checks ``metric`` against `metrics`, the launcher builds
-the Trainable from `loop`.
+`tune_lip.studies.loop`), the metric names a search may optimise (reported at every report:
+for an image study validation metrics, never test metrics) and its default model. Nothing
+else in tune-lip names a study: the spec checks ``metric`` against `metrics`, the launcher
+builds the Trainable from `loop`.
 
 The four shipped studies are imported on the first look-up. Another package adds a study
 through the ``tune_lip.studies`` entry-point group (``toy = my_package.toy_study`` in its
@@ -22,8 +23,8 @@ Example:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -41,11 +42,15 @@ class Study:
     name: str                             # the YAML's ``study:``
     config: Any                           # a class: from_dict(raw) -> config (ConfigError naming the key)
     loop: Callable[[dict[str, Any]], Any]  # a trial's config (nested dict) -> its Ray-free loop
-    metrics: frozenset[str]               # what the loop reports; the spec's ``metric`` is one of them
+    metrics: frozenset[str]               # what every report carries; the spec's ``metric`` is one of them
     default_model: str | None = None      # the model a config that names none trains
     # config -> what a calibrated step time depends on (model, options, input), for a
     # ``reference_hours`` budget (`tune_lip.cluster.calibrate`); None: the study has no such budget
     step_key: Callable[[Any], str] | None = None
+    # Metrics every report carried before the validation split (old name -> today's test_* name,
+    # reported once at the end): an experiment that searched one resumes as it began
+    # (`tune_lip.trainables.base`); a new search may not name them.
+    legacy_metrics: Mapping[str, str] = field(default_factory=dict)
 
 
 _STUDIES: dict[str, Study] = {}
@@ -91,6 +96,7 @@ def get(name: str) -> Study:
         raise KeyError(f"no study named {name!r}; known: {', '.join(sorted(_STUDIES))}") from None
 
 
-def study_metrics() -> dict[str, set[str] | None]:
-    """Study names and their metric names, as `tune_lip.tune.spec.load_spec` wants them."""
-    return {name: set(s.metrics) for name, s in studies().items()}
+def study_metrics(*, legacy: bool = False) -> dict[str, set[str] | None]:
+    """Study names and their metric names, as `tune_lip.tune.spec.load_spec` wants them;
+    ``legacy``: with the `Study.legacy_metrics` too (an experiment written before the split)."""
+    return {name: set(s.metrics) | (set(s.legacy_metrics) if legacy else set()) for name, s in studies().items()}

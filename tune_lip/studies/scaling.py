@@ -60,7 +60,7 @@ from tune_lip.nn.optim import build_optimizer
 from tune_lip.nn.sam import buffers_restored, sam_step, top_hessian_eigenvalue
 from tune_lip.nn.scaling_rules import gradient_noise, ngd_backward, ngd_weights, svag_objective
 from tune_lip.studies.budget import lr_at
-from tune_lip.studies.config import _dataset, pick_device
+from tune_lip.studies.config import pick_device, training_data
 from tune_lip.studies.loop import DIVERGED_LOSS, ModelLoop, finite_or_worst
 from tune_lip.studies.registry import Study, register
 
@@ -110,7 +110,7 @@ class ScalingLoop(ModelLoop):
     def __init__(self, cfg: ScalingConfig, *, data: ImageData | None = None) -> None:
         g, b = cfg.gradient, cfg.dataset.batch_size
         self.device = pick_device(cfg.device)
-        self.data = data.to(self.device) if data is not None else _dataset(cfg.dataset, self.device)
+        self.data = training_data(cfg.dataset, self.device, data)   # the validation split held out
         n = self.data.num_train
         if (g.subset or 0) > n:
             raise ConfigError("gradient.subset", f"{g.subset} examples asked for; the training set has {n}")
@@ -157,7 +157,7 @@ class ScalingLoop(ModelLoop):
         return self.pool[self.batch_order(step)]
 
     def _inputs(self, idx: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        x, y = self.data.train_images[idx], self.data.train_labels[idx]   # (n, H, W, C) uint8, (n,)
+        x, y = self.data.train_batch(idx)                                   # (n, H, W, C) uint8, (n,)
         if generator is not None and self.augment:
             x = augment_batch(x, self.cfg.augmentation, generator)
         return convert_and_center(x, self.mean), y                          # (n, C, H, W), (n,)
@@ -254,17 +254,23 @@ class ScalingLoop(ModelLoop):
                                       iters=self.cfg.sharpness.iters, generator=g)
 
     @torch.no_grad()
-    def test_metrics(self) -> dict[str, float]:
-        """Test loss and accuracy (eval mode) and weight_norm (‖w‖ of the trainable parameters)."""
-        loss, acc = cross_entropy_and_accuracy(self.model, self.data.test_images, self.data.test_labels, self.mean,
-                                       batch_size=EVAL_BATCH)
-        test_loss, test_acc = torch.stack([loss, acc]).tolist()                                  # host sync
-        weight_norm = float(torch.sqrt(cast(Tensor, sum(p.detach().double().pow(2).sum() for p in self.params))))
-        return {"test_loss": finite_or_worst(test_loss), "test_acc": finite_or_worst(test_acc),
-                "weight_norm": finite_or_worst(weight_norm)}
+    def eval_metrics(self, images: Tensor, labels: Tensor) -> dict[str, float]:
+        """loss and acc on one split (eval mode); `ModelLoop` prefixes val_ or test_."""
+        loss, acc = cross_entropy_and_accuracy(self.model, images, labels, self.mean, batch_size=EVAL_BATCH)
+        loss_value, acc_value = torch.stack([loss, acc]).tolist()                                # host sync
+        return {"loss": finite_or_worst(loss_value), "acc": finite_or_worst(acc_value)}
 
-    def diverged_test_metrics(self) -> dict[str, float]:
-        return {"test_loss": DIVERGED_LOSS, "test_acc": 0.0, "weight_norm": DIVERGED_LOSS}
+    def diverged_eval_metrics(self) -> dict[str, float]:
+        return {"loss": DIVERGED_LOSS, "acc": 0.0}
+
+    @torch.no_grad()
+    def weight_metrics(self) -> dict[str, float]:
+        """weight_norm: ‖w‖ of the trainable parameters."""
+        weight_norm = float(torch.sqrt(cast(Tensor, sum(p.detach().double().pow(2).sum() for p in self.params))))
+        return {"weight_norm": finite_or_worst(weight_norm)}
+
+    def diverged_weight_metrics(self) -> dict[str, float]:
+        return {"weight_norm": DIVERGED_LOSS}
 
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> dict[str, Any]:
@@ -280,6 +286,8 @@ class ScalingLoop(ModelLoop):
 STUDY = register(Study(
     name="scaling", config=ScalingConfig, loop=lambda config: ScalingLoop(ScalingConfig.from_dict(config)),
     default_model="preresnet32",
-    metrics=frozenset({"test_acc", "test_loss", "train_loss", "train_acc", "grad_norm_sq", "grad_noise",
-                       "noise_scale"}),
+    # What a search may optimise: validation metrics (test_* come once, at a trial's end).
+    metrics=frozenset({"val_acc", "val_loss", "train_loss", "train_acc", "grad_norm_sq", "grad_noise",
+                       "noise_scale", "weight_norm"}),
+    legacy_metrics={"test_acc": "test_acc", "test_loss": "test_loss"},   # every report's, before the split
 ))

@@ -15,7 +15,8 @@ SGD step of size lr moves the *direction* of w by ≈ lr/‖w‖² · ‖∇‖�
   drifts, and with it the ELR lr/‖w‖², which is reported.
 
 Non-SI trainable parameters (the Af variants' BN affine and head) use ``optimizer.lr_other``
-(0 freezes them). Reports, besides train/test loss and accuracy: ``weight_norm`` (‖w‖ of
+(0 freezes them). Reports, besides train and validation loss and accuracy (``val_loss``,
+``val_acc``; ``test_loss``, ``test_acc`` once, at a trial's end): ``weight_norm`` (‖w‖ of
 the SI weights), ``elr``, ``effective_grad_norm`` (‖∇_w L‖·‖w‖, the gradient on the unit
 sphere), ``angular_update`` (radians between w_t and w_{t+1}), optionally ``hessian_trace``;
 and `SphereLoop.regime` labels the whole train-loss trajectory (converged/chaotic/diverged).
@@ -62,7 +63,7 @@ from tune_lip.nn.sam import (
     sam_gradients,
     top_hessian_eigenvalue,
 )
-from tune_lip.studies.config import _dataset, pick_device
+from tune_lip.studies.config import pick_device, training_data
 from tune_lip.studies.loop import DIVERGED_LOSS, LoopCheckpoint, ModelLoop, finite_or_worst  # noqa: F401 (LoopCheckpoint: re-exported)
 from tune_lip.studies.registry import Study, register
 
@@ -106,7 +107,7 @@ class SphereLoop(ModelLoop):
     def __init__(self, cfg: SphereConfig, *, data: ImageData | None = None) -> None:
         o = cfg.optimizer
         self.device = pick_device(cfg.device)
-        self.data = data.to(self.device) if data is not None else _dataset(cfg.dataset, self.device)
+        self.data = training_data(cfg.dataset, self.device, data)   # the validation split held out
         steps = cfg.budget.total_steps(batch_size=cfg.dataset.batch_size, num_train=self.data.num_train)
         assert steps is not None   # steps, epochs and examples budgets are exact
         if steps < cfg.reports:
@@ -178,7 +179,7 @@ class SphereLoop(ModelLoop):
 
     # ------------------------------------------------------------------ training
     def _inputs(self, idx: Tensor, *, augment: bool) -> tuple[Tensor, Tensor]:
-        x, y = self.data.train_images[idx], self.data.train_labels[idx]   # (B, H, W, C) uint8, (B,)
+        x, y = self.data.train_batch(idx)                                  # (B, H, W, C) uint8, (B,)
         if augment:
             x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
         return convert_and_center(x, self.mean), y
@@ -289,21 +290,21 @@ class SphereLoop(ModelLoop):
         return top_hessian_eigenvalue(self.model, lambda: F.cross_entropy(self.model(x), y),
                                       iters=self.cfg.sharpness.iters, generator=g)
 
-    def test_metrics(self) -> dict[str, float]:
-        """Test loss and accuracy (eval-mode BN); ``hessian_trace`` too when configured."""
-        loss, acc = cross_entropy_and_accuracy(self.model, self.data.test_images, self.data.test_labels, self.mean,
-                                       batch_size=EVAL_BATCH)
-        test_loss, test_acc = torch.stack([loss, acc]).tolist()            # host sync
-        out = {"test_loss": finite_or_worst(test_loss), "test_acc": test_acc}
-        if self.cfg.hessian_trace:
-            out["hessian_trace"] = self.hessian_trace()[0]
-        return out
+    def eval_metrics(self, images: Tensor, labels: Tensor) -> dict[str, float]:
+        """loss and acc on one split (eval-mode BN); `ModelLoop` prefixes val_ or test_."""
+        loss, acc = cross_entropy_and_accuracy(self.model, images, labels, self.mean, batch_size=EVAL_BATCH)
+        loss_value, acc_value = torch.stack([loss, acc]).tolist()            # host sync
+        return {"loss": finite_or_worst(loss_value), "acc": acc_value}
 
-    def diverged_test_metrics(self) -> dict[str, float]:
-        out = {"test_loss": DIVERGED_LOSS, "test_acc": 0.0}
-        if self.cfg.hessian_trace:
-            out["hessian_trace"] = DIVERGED_LOSS
-        return out
+    def diverged_eval_metrics(self) -> dict[str, float]:
+        return {"loss": DIVERGED_LOSS, "acc": 0.0}
+
+    def weight_metrics(self) -> dict[str, float]:
+        """``hessian_trace`` of the SI weights, when configured (``weight_norm`` is a slice metric)."""
+        return {"hessian_trace": self.hessian_trace()[0]} if self.cfg.hessian_trace else {}
+
+    def diverged_weight_metrics(self) -> dict[str, float]:
+        return {"hessian_trace": DIVERGED_LOSS} if self.cfg.hessian_trace else {}
 
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> dict[str, Any]:
@@ -320,6 +321,8 @@ class SphereLoop(ModelLoop):
 STUDY = register(Study(
     name="sphere", config=SphereConfig, loop=lambda config: SphereLoop(SphereConfig.from_dict(config)),
     default_model="convnet_si",
-    metrics=frozenset({"train_loss", "train_acc", "test_loss", "test_acc", "weight_norm", "elr",
+    # What a search may optimise: validation metrics (test_* come once, at a trial's end).
+    metrics=frozenset({"train_loss", "train_acc", "val_loss", "val_acc", "weight_norm", "elr",
                        "effective_grad_norm", "angular_update"}),
+    legacy_metrics={"test_acc": "test_acc", "test_loss": "test_loss"},   # every report's, before the split
 ))

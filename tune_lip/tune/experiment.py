@@ -81,7 +81,10 @@ def stored_spec(experiment_dir: str) -> tuple[SearchSpec, dict[str, Any]]:
     if text is None:
         raise UserError(experiment_dir, None, f"no {SPEC_FILE} here: the search was started by an older "
                         "tune-lip or by hand", fix="name its space too: tune-lip search SPACE --name NAME --resume")
-    spec = parse_spec(yaml.safe_load(text), where=f"{experiment_dir}/{SPEC_FILE}", studies=study_metrics())
+    # An experiment written before the validation split may have searched a metric no longer
+    # reported (e.g. certified_acc); it resumes reporting it (`tune_lip.trainables.base`).
+    spec = parse_spec(yaml.safe_load(text), where=f"{experiment_dir}/{SPEC_FILE}",
+                      studies=study_metrics(legacy=True))
     launch = yaml.safe_load(_read_text(f"{experiment_dir}/{LAUNCH_FILE}") or "{}") or {}
     return spec, dict(launch.get("overrides") or {})
 

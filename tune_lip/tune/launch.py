@@ -148,13 +148,18 @@ def _logger_callbacks(wandb: bool, mlflow: bool, name: str) -> list[Any]:
 
 
 def _trainable(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
-    """The study's Trainable with per-trial resources (`tune_lip.cluster.placement`)."""
+    """The study's Trainable with per-trial resources (`tune_lip.cluster.placement`); for an
+    experiment that searched a metric from before the validation split (`Study.legacy_metrics`,
+    accepted only when resuming), the Trainable that reports it as then."""
     from ray import tune
 
     from tune_lip.cluster.placement import resource_function
+    from tune_lip.studies.registry import get
     from tune_lip.trainables.base import trainable_for
 
-    return tune.with_resources(trainable_for(spec.study),
+    study, base = get(spec.study), spec.metric.split("@")[0]
+    legacy = base in study.legacy_metrics and base not in study.metrics
+    return tune.with_resources(trainable_for(spec.study, legacy=legacy),
                                resource_function(spec.resources, present=present, where=spec.path,
                                                  estimate=_estimator(spec)))
 

@@ -19,12 +19,17 @@ def check_spec(spec: SearchSpec) -> dict[str, Any]:
 
     The study's config class builds the representative trial config (every domain at a
     valid value); its ConfigError becomes a UserError naming the YAML file and key.
+    A study with a data set must hold out a validation split when the search's metric is
+    measured on it (``val_*``): ``dataset.validation: 0`` then is a UserError.
     """
     config = {**spec.representative_config(), "budget": spec.budget.to_dict(), "reports": spec.reports}
     try:
-        get_study(spec.study).config.from_dict(config)
+        cfg = get_study(spec.study).config.from_dict(config)
     except ConfigError as exc:
         raise UserError(spec.path, exc.key, exc.problem) from None
+    if getattr(getattr(cfg, "dataset", None), "validation", None) == 0 and spec.metric.startswith("val_"):
+        raise UserError(spec.path, "dataset.validation", f"0 holds out no validation set, but metric "
+                        f"{spec.metric} is measured on it", fix="hold out a split, e.g. dataset.validation: 0.1")
     return config
 
 
@@ -38,9 +43,20 @@ def _read_data(data: Any, where: str) -> Any:
         raise UserError(where, "dataset", str(exc)) from None
 
 
+def _after_split(data: Any, num_train: int, where: str) -> int:
+    """Training examples left of ``num_train`` once ``data.validation`` (a ``DataConfig``'s) is held out."""
+    from tune_lip.data.datasets import validation_count
+
+    try:
+        return num_train - validation_count(data.validation, num_train)
+    except ValueError as exc:
+        raise UserError(where, "dataset.validation", str(exc)) from None
+
+
 def _num_train(data: Any, where: str) -> int:
-    """Training examples of the data set a study's ``DataConfig`` names (reads it)."""
-    return int(_read_data(data, where).num_train)
+    """Training examples of the data set a study's ``DataConfig`` names (reads it), once its
+    validation split is held out: what an epoch budget counts."""
+    return _after_split(data, int(_read_data(data, where).num_train), where)
 
 
 def _study_config(spec: SearchSpec, config: dict[str, Any]) -> Any:
@@ -73,7 +89,7 @@ def check_data(spec: SearchSpec) -> dict[str, dict[str, Any]]:
                 label = data.name + (json.dumps(data.options, sort_keys=True, default=str) if data.options else "")
                 read[label] = {"sha256": images.fingerprint(), "num_train": int(images.num_train),
                                "num_test": int(images.num_test), "data_dir": str(data.data_dir)}
-            num_train = sizes[key]
+            num_train = _after_split(data, sizes[key], spec.path)
         if spec.budget.kind not in ("epochs", "examples"):
             continue   # steps are checked by the spec; time budgets are decided while running
         steps = (cfg.total_steps(num_train) if callable(getattr(cfg, "total_steps", None))

@@ -3,7 +3,7 @@
 A search space is one YAML file (see ``search_spaces/*.yaml``)::
 
     study: lipschitz
-    metric: certified_acc
+    metric: val_certified_acc
     mode: max
     budget: {epochs: 30}
     scheduler: {name: asha, grace_fraction: 0.1, reduction_factor: 3}
@@ -34,7 +34,7 @@ strict YAML reader in `tune_lip.tune.spec_yaml`. Their names are re-exported her
 
 Example:
     >>> spec = parse_spec({
-    ...     "study": "lipschitz", "metric": "certified_acc", "mode": "max",
+    ...     "study": "lipschitz", "metric": "val_certified_acc", "mode": "max",
     ...     "budget": {"epochs": 2},
     ...     "searcher": {"name": "optuna", "per": "dataset.batch_size"},
     ...     "space": {"dataset": {"name": "digits", "batch_size": {"grid": [16, 64]}},
@@ -283,7 +283,7 @@ TOP_LEVEL_KEYS = (
 REQUIRED_KEYS = ("study", "metric", "mode", "budget", "space")
 _REQUIRED_EXAMPLES = {
     "study": "study: lipschitz",
-    "metric": "metric: certified_acc",
+    "metric": "metric: val_certified_acc",
     "mode": "mode: max",
     "budget": "budget: {epochs: 30}",
     "space": "space: {optimizer: {lr: {loguniform: [0.01, 1.0]}}}",
@@ -377,9 +377,14 @@ def _parse(
     if studies is not None and study not in studies:
         raise UserError(where, "study", f"unknown study {study!r}{_did_you_mean(study, studies)}",
                         fix=f"use one of: {', '.join(sorted(studies))}")
-    metric = _name(raw["metric"], where=where, key="metric", fix="use e.g. metric: certified_acc")
+    metric = _name(raw["metric"], where=where, key="metric", fix="use e.g. metric: val_certified_acc")
     allowed = studies.get(study) if studies is not None else None
-    # `certified_acc@0.0706` columns are allowed wherever their base metric is.
+    # `val_certified_acc@0.0706` columns are allowed wherever their base metric is.
+    validation_name = "val_" + metric.removeprefix("test_")   # certified_acc, test_acc -> val_*
+    if allowed is not None and metric.split("@")[0] not in allowed and validation_name.split("@")[0] in allowed:
+        raise UserError(where, "metric", f"{metric!r} is not a validation metric: searchers and schedulers see "
+                        "only validation metrics (test_* are computed once, at a trial's end)",
+                        fix=f"use metric: {validation_name}")
     if allowed is not None and metric.split("@")[0] not in allowed:
         raise UserError(where, "metric",
                         f"{metric!r} is not reported by study {study!r}"
