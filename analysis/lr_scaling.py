@@ -229,7 +229,8 @@ class LRScalingFit:
             note = ""
             if r.at_edge:
                 side = "smallest" if r.bound == "upper" else "largest"
-                note = (f"censored: best at the {side} lr tried, lr* is an {r.bound} bound "
+                article = "an" if r.bound == "upper" else "a"
+                note = (f"censored: best at the {side} lr tried, lr* is {article} {r.bound} bound "
                         f"(in the fit through its trials, never as an exact lr*)")
             lines.append(f"{r.batch_size:>8g}  {r.lr_star:>9.3g}  {interval:<22} "
                          f"{r.n_trials:>6} {r.n_lrs:>4} {r.n_diverged:>4}  {note}".rstrip())

@@ -209,7 +209,10 @@ def fit_law(tr: Trials, k: int, log_breaks: np.ndarray | None = None,
     table = np.empty((breaks.size, grid.size))
     for row, kappa in enumerate(breaks):
         shifts = grid[:, None] * np.minimum(tr.lb, kappa)[tr.batch][None, :]
-        sizes = _sizes(tr, shifts, k) if grid.size > 1 else np.array([k])
+        # Only the single law: a break already lines up every batch size above it, and shrinking
+        # the spline there would cut the slope's profile short.
+        single = log_breaks is None and grid.size > 1
+        sizes = _sizes(tr, shifts, k) if single else np.full(grid.size, k)
         for size in np.unique(sizes):
             rows = sizes == size
             X, _, _ = _design(tr, shifts[rows], int(size))

@@ -164,7 +164,7 @@ def test_optimum_at_edge_is_censored_a_bound_not_exact():
     assert f.censored == [2048.0]
     assert abs(f.alpha - 0.5) < 0.08
     text = f.summary()
-    assert "censored: best at the largest lr tried, lr* is an lower bound" in text
+    assert "censored: best at the largest lr tried, lr* is a lower bound" in text
     assert "censored batch sizes (lr* a bound only): 2048" in text
 
 
