@@ -14,7 +14,7 @@ widens the interval. Priors: flat in x0 over the searched range, flat in s over
 Calibration: see `tune_lip.analysis.regime_fit` and bench/regime_coverage.py. The prior on s
 is what makes the interval honest: flat in log s (as before) it put most of its mass on
 near-sharp boundaries, and a noisy boundary whose trials happened not to overlap got an
-interval that was too narrow (87-92% coverage at nominal 95%, against 93-96% now).
+interval that was too narrow (87-92% coverage at nominal 95%, against 93-98% now).
 Hand-written: no library has a threshold posterior that stays finite under separation.
 """
 
