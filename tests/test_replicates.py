@@ -40,7 +40,11 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_replicates_parse_and_name_the_seeds(tmp_path: Path):
     spec = load_spec(_write(tmp_path, SPACE))
     assert spec.replicates == 3 and spec.seeds() == [5, 6, 7]
-    assert load_spec(_write(tmp_path, SPACE.replace("replicates: 3\n", ""))).seeds() == [5]
+    assert load_spec(_write(tmp_path, SPACE.replace("replicates: 3\n", ""))).seeds() == []
+    # One replicate leaves the seed to the space, which may search it (a grid of seeds).
+    grid = SPACE.replace("replicates: 3\n", "").replace("  seed: 5", "  seed: {grid: [0, 1]}")
+    assert load_spec(_write(tmp_path, grid.replace("{name: optuna, per: dataset.batch_size,",
+                                                   "{name: optuna, per: [dataset.batch_size, seed],"))).seeds() == []
 
 
 @pytest.mark.parametrize("change, key", [

@@ -177,9 +177,11 @@ class SearchSpec:
     replicates: int = 1
 
     def seeds(self) -> list[int]:
-        """The seeds every sampled config runs with (``replicates`` of them, from ``space.seed``)."""
-        base = self.space.get("seed", 0)
-        return [int(base) + r for r in range(self.replicates)]
+        """The seeds every sampled config runs with (``replicates`` of them, from ``space.seed``);
+        [] with one replicate, where ``space.seed`` may itself be searched (e.g. a grid)."""
+        if self.replicates == 1:
+            return []
+        return [int(self.space.get("seed", 0)) + r for r in range(self.replicates)]
 
     def domains(self) -> dict[str, Domain]:
         """Dotted path (without ``space.``) -> domain, in file order.
