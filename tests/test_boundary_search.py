@@ -62,18 +62,22 @@ def test_new_elrs_go_between_the_regimes_and_tighten_the_thresholds():
         if i < 8:
             # right after the sweep, each boundary's gap gets its trial
             assert inside, (i, elr, brackets)
-        # later ones may check just outside a gap whether the boundary is noisy, never far off
+        # later ones may check just outside a gap whether the boundary is noisy, never further
+        # off than the widest boundary the posterior allows (0.3 decades)
         distance = min(abs(math.log10(elr / v)) for ab in brackets for v in ab)
-        assert inside or distance < 0.1, (i, elr, brackets)
+        assert inside or distance < 0.3, (i, elr, brackets)
         observed.append((elr, regime(elr)))
         s.on_trial_complete(f"t{i}", {"regime": regime(elr)})
     fit = s.boundaries()
     for (lower, upper), truth in zip((("converged", "chaotic"), ("chaotic", "diverged")),
                                      (T1, T2)):
         row = fit.boundary(lower, upper)
-        # 30 trials pin a sharp threshold to < 0.05 decades; a 30-point grid gets 0.17
+        # 30 trials pin the gap around a sharp threshold to < 0.05 decades (a 30-point grid gets
+        # 0.17); the headline (credible) interval also allows the boundary to be up to 0.3
+        # decades wide, as far as the trials cannot rule that out, and still holds the truth
         assert row["elr_lo"] <= truth <= row["elr_hi"]
-        assert row["width_decades"] < 0.05
+        assert row["fit_width_decades"] < 0.05
+        assert row["width_decades"] < 0.3
 
 
 def test_finished_after_max_trials():
