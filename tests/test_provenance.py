@@ -33,6 +33,7 @@ searcher: {name: grid}
 space:
   model: {name: aol_mlp, width: 16, depth: 2}
   dataset: {name: synthetic, batch_size: {grid: [16, 32]}, num_train: 64, num_test: 16}
+  optimizer: {lr: {grid: [0.05, 0.2]}}
 """
 
 
@@ -62,7 +63,13 @@ def test_a_real_experiment_records_its_provenance(tmp_path: Path):
                            timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert f"produced by tune-lip {metadata.version('tune-lip')}" in shown.stdout
-    assert f"sha256 {expected[:12]}" in shown.stdout and "device: cpu (2 trials)" in shown.stdout
+    assert f"sha256 {expected[:12]}" in shown.stdout and "device: cpu (4 trials)" in shown.stdout
+    # The analysis JSON carries it too.
+    analysed = subprocess.run([*TUNE_LIP, "analyze", "lr-scaling", str(tmp_path / "p"), "--json"], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert analysed.returncode == 0, analysed.stderr
+    report = json.loads(analysed.stdout[analysed.stdout.index("{"):])
+    assert report["provenance"] == provenance
 
 
 def test_an_experiment_without_provenance_says_so():

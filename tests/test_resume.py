@@ -49,10 +49,12 @@ def _expected(batch_size: int) -> dict:
 def _summary(text: str, experiment: Path, trial_ids) -> list[str]:
     """The summary tune-lip prints (from ``<experiment>: N trials`` on; Ray's progress output
     before it is not tune-lip's), with the experiment's path and its trial ids (random per
-    run) masked: what must match between two runs of one search."""
+    run) masked: what must match between two runs of one search. The provenance's "resumed"
+    line is left out: only the resumed experiment has a second run on record (with versions
+    that may differ, e.g. the checkout's uncommitted changes)."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"{experiment}: "))
-    text = "\n".join(line.rstrip() for line in lines[start:] if "(pid=" not in line)
+    text = "\n".join(line.rstrip() for line in lines[start:] if "(pid=" not in line and not line.startswith("resumed "))
     for trial_id in trial_ids:
         text = text.replace(trial_id, "<trial>")
     return text.replace(str(experiment), "<experiment>").splitlines()

@@ -285,6 +285,10 @@ def _analyze(args: argparse.Namespace, write: Any, **options: Any) -> tuple[dict
         report = write(df, out_dir=out, title=path.name, **options)
     except (ValueError, KeyError) as exc:
         raise UserError(str(path), None, str(exc).split("\n")[0]) from None
+    if isinstance(report, dict):   # what produced the experiment travels with its analysis
+        from tune_lip.analysis.provenance import read_provenance
+
+        report["provenance"] = read_provenance(path)
     if args.json:
         print(json.dumps(report, indent=2))
         return None, out
