@@ -8,8 +8,8 @@
 Example:
     >>> from tune_lip.analysis import fit_lr_scaling, load                 # doctest: +SKIP
     >>> df = load("tune_lip_results/demo")                                  # doctest: +SKIP
-    >>> fit = fit_lr_scaling(df, metric="certified_acc", mode="max")        # doctest: +SKIP
-    >>> plot_metric_vs_lr(df, metric="certified_acc", fit=fit,
+    >>> fit = fit_lr_scaling(df, metric="val_certified_acc", mode="max")        # doctest: +SKIP
+    >>> plot_metric_vs_lr(df, metric="val_certified_acc", fit=fit,
     ...                   out="plots/metric_vs_lr")                          # doctest: +SKIP
     >>> plot_lr_scaling(fit, title="demo", out="plots/lr_scaling")          # doctest: +SKIP
 """

@@ -5,7 +5,7 @@ figure at once.
 
 Example:
     >>> from tune_lip.analysis import load, write_lr_scaling_report        # doctest: +SKIP
-    >>> report = write_lr_scaling_report(load("tune_lip_results/demo"), metric="certified_acc",
+    >>> report = write_lr_scaling_report(load("tune_lip_results/demo"), metric="val_certified_acc",
     ...                                  mode="max", out_dir="plots",
     ...                                  title="demo")                      # doctest: +SKIP
     >>> report["plots"]                                                     # doctest: +SKIP
