@@ -73,8 +73,18 @@ _SHORT = {"sqrt": "supports √b scaling", "linear": "supports linear scaling",
           "no_single_law": "no single power law"}
 
 
-def verdict_of(lo: float, hi: float, *, fit_p: float, n_usable: int) -> tuple[str, str]:
-    """(code, reason) for an alpha interval, the goodness of fit and the usable batch sizes."""
+def verdict_of(lo: float, hi: float, *, fit_p: float, n_usable: int,
+               outside: Sequence[float] = ()) -> tuple[str, str]:
+    """(code, reason) for an alpha interval, the goodness of fit and the usable batch sizes.
+
+    outside: batch sizes (not censored) whose fitted lr* lies outside the lrs they tried or far
+    from their own best lr (`_near_best`): the shared shape puts their optimum where their own
+    trials do not, so the curves do not share one shape and no exponent can be read off them.
+    """
+    if outside:
+        return "undetermined", ("the batch sizes' curves do not share one shape: the fitted lr* of "
+                                + ", ".join(f"b = {b:g}" for b in outside)
+                                + " lies far from its own best lr")
     if n_usable < _MIN_USABLE:
         return "undetermined", (f"only {n_usable} batch sizes with lr* inside the lr range "
                                 f"(need {_MIN_USABLE})")
@@ -109,7 +119,8 @@ class LRScalingFit:
         side of a censored row), ``n_trials``, ``n_lrs`` (distinct lrs), ``n_diverged``
         (diverged or at the worst value: not on the curve), ``at_edge`` (censored: its best lr is
         the smallest or largest tried, so lr* is a bound only), ``bound`` ("upper", "lower" or
-        ""), ``metric_star`` (the fitted metric at lr*) and ``used`` (its trials are in the fit;
+        ""), ``outside`` (the fitted lr* lies outside the lrs tried or far from the batch size's
+        own best lr: the curves do not share one shape, and the verdict is "undetermined"), ``metric_star`` (the fitted metric at lr*) and ``used`` (its trials are in the fit;
         a censored batch size enters through its trials, as a bound, never as an exact lr*).
     skipped: batch sizes left out, with the reason ("3 finished trials, need 4").
     batch_break, batch_break_ci: the critical batch size and its 95% interval, reported when the
@@ -232,6 +243,8 @@ class LRScalingFit:
                 article = "an" if r.bound == "upper" else "a"
                 note = (f"censored: best at the {side} lr tried, lr* is {article} {r.bound} bound "
                         f"(in the fit through its trials, never as an exact lr*)")
+            elif getattr(r, "outside", False):
+                note = "fitted lr* far from this batch size's best lr: the shared shape does not fit it"
             lines.append(f"{r.batch_size:>8g}  {r.lr_star:>9.3g}  {interval:<22} "
                          f"{r.n_trials:>6} {r.n_lrs:>4} {r.n_diverged:>4}  {note}".rstrip())
         lo, hi = self.single_alpha_ci
@@ -317,6 +330,22 @@ def _peak(tr: Trials, law: LawFit) -> tuple[float, np.ndarray]:
     return u_star, smooth.levels + g_star
 
 
+def _near_best(rows: pd.DataFrame, score: np.ndarray, lr_star: float) -> bool:
+    """Whether ``lr_star`` lies where the batch size's own trials put its optimum: inside the lrs
+    it tried, and within max(two grid steps, a quarter of the tried range) in ln lr of its best
+    lr (the best mean score over its seeds). A shared shape that puts the optimum elsewhere does
+    not describe this batch size's curve."""
+    means = pd.Series(score, index=rows["lr"].to_numpy(float)).groupby(level=0).mean()
+    x = np.log(means.index.to_numpy(float))            # ascending
+    if not x[0] - 1e-9 <= math.log(lr_star) <= x[-1] + 1e-9:
+        return False
+    if x.size < 2:
+        return True
+    best = x[int(np.nanargmax(means.to_numpy(float)))]
+    reach = max(2 * float(np.median(np.diff(x))), 0.25 * float(x[-1] - x[0]))
+    return bool(abs(math.log(lr_star) - best) <= reach)
+
+
 def _goodness(tr: Trials, law: Any, misfit: Any, seeds: tuple[np.ndarray, np.ndarray] | None,
               log_break: float) -> tuple[float, float]:
     """(p-value, F) of the law's goodness of fit: against the seeds' scatter where replicates
@@ -397,9 +426,12 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
             "n_lrs": int(rows["lr"].nunique()), "n_diverged": int(off.sum()),
             "at_edge": bool(bound), "bound": bound,
             "metric_star": float(sign * top[j]), "used": True,
+            "outside": bool(not bound and not _near_best(rows, np.where(off, worst, score),
+                                                         math.exp(u_star + free.shift[j]))),
         })
     per_batch = pd.DataFrame(rows_out)
     n_usable = int((~per_batch["at_edge"]).sum())
+    outside = [float(b) for b in per_batch.loc[per_batch["outside"], "batch_size"]]
 
     alpha, alpha_ci, intercept = law.alpha, single_ci, u_star
     brk = brk_ci = above = None
@@ -417,7 +449,7 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
             brk_ci = (math.exp(max(klo, grid[0])), math.exp(min(khi, grid[-1])))
             alpha, alpha_ci = broken.alpha, broken.profile.interval(b_rise)
             intercept, above = _peak(tr, broken)[0], 0.0
-    verdict, reason = verdict_of(*single_ci, fit_p=fit_p, n_usable=n_usable)
+    verdict, reason = verdict_of(*single_ci, fit_p=fit_p, n_usable=n_usable, outside=outside)
     draws = _draws(alpha, alpha_ci, intercept, tr.lb, per_batch, brk, n_boot, seed)
     return LRScalingFit(
         metric=metric, mode=mode, alpha=float(alpha), alpha_ci=alpha_ci,
