@@ -116,7 +116,7 @@ def test_results_summary_and_export(ray_local, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_quick_end_to_end(ray_local, tmp_path, capsys):
-    assert main(["demo", "--quick", "--storage-path", str(tmp_path)]) == 0
+    assert main(["demo", "--quick", "--seed", "3", "--storage-path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Best trial per batch size" in out
     (experiment,) = [p for p in tmp_path.iterdir() if p.name.startswith("demo-")]
@@ -125,7 +125,8 @@ def test_demo_quick_end_to_end(ray_local, tmp_path, capsys):
     from tune_lip.analysis import load
 
     df = load(experiment)
-    assert set(df["config/dataset/batch_size"]) == {16, 64, 256}
+    assert set(df["config/dataset/batch_size"]) == {8, 16, 32, 64}
+    assert set(df["config/seed"]) == {3}                  # --seed; --quick runs one replicate
 
 
 def test_wandb_without_the_package_is_a_clear_error(tmp_path, capsys, monkeypatch):

@@ -216,7 +216,7 @@ def test_a_scaling_space_whose_asha_may_starve_the_fit_is_warned_about_before_la
     from tune_lip.tune.launch import load_space
     from tune_lip.tune.preflight import scheduler_warnings
 
-    text = (Path(search_spaces.path_of("demo")).read_text()
+    text = (Path(search_spaces.path_of("aol_lr_batch")).read_text()
             .replace("brackets: 1, protect: 4}", "brackets: 1}"))
     (tmp_path / "starved.yaml").write_text(text)
     (warning,) = scheduler_warnings(load_space(tmp_path / "starved.yaml"))

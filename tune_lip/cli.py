@@ -171,7 +171,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tune_lip.demo import run_demo
 
-    run_demo(storage_path=args.storage_path, quick=args.quick, num_cpus=args.num_cpus)
+    run_demo(storage_path=args.storage_path, quick=args.quick, num_cpus=args.num_cpus, seed=args.seed)
     return 0
 
 
@@ -415,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", default="tune_lip_results")
     p.add_argument("--quick", action="store_true", help="a smaller search (for tests)")
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    p.add_argument("--seed", type=int, help="the first seed (default 0; the second replicate takes the next)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("calibrate", help="time training steps per batch size on this accelerator")

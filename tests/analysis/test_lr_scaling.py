@@ -272,3 +272,18 @@ def test_curves_that_share_no_shape_give_no_exponent():
     assert fit.verdict == "undetermined" and "do not share one shape" in fit.verdict_reason
     assert fit.per_batch["outside"].any()
     assert "the shared shape does not fit" in fit.summary()
+
+
+def test_seeds_that_disagree_about_the_exponent_widen_its_interval():
+    """Each seed alone is a clean power law, but seed 0 says alpha = 0.3 and seed 1 says 0.8:
+    the interval must hold both, and no rule may be claimed."""
+    rows = [{"trial_id": f"{b}-{i}-{s}", "training_iteration": 1, "config/reports": 1, "config/seed": s,
+             "config/dataset/batch_size": b, "config/optimizer/lr": lr,
+             "acc": 0.9 - 0.02 * np.log(lr / (1e-3 * b ** a)) ** 2}
+            for s, a in ((0, 0.3), (1, 0.8)) for b in (32, 64, 128, 256, 512)
+            for i, lr in enumerate(np.geomspace(1e-3, 1.0, 10))]
+    fit = fit_lr_scaling(pd.DataFrame(rows), metric="acc", mode="max")
+    assert fit.seed_alphas == pytest.approx({0: 0.3, 1: 0.8}, abs=0.03)
+    lo, hi = fit.alpha_ci
+    assert lo < 0.3 and hi > 0.8 and fit.verdict == "undetermined"
+    assert "each seed alone" in fit.summary() and fit.to_dict()["seed_alphas"]["1"] == pytest.approx(0.8, abs=0.03)
