@@ -35,38 +35,15 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-from tune_lip.analysis import fit_regime_thresholds
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "analysis"))
+from regime_worlds import HI, LO, PAIRS, design, labels, world  # noqa: E402,F401
 
-LO, HI = -5.0, 0.0
-PAIRS = (("converged", "chaotic"), ("chaotic", "diverged"))
+from tune_lip.analysis import fit_regime_thresholds  # noqa: E402
+
 DESIGNS = ("uniform", "grid", "search", "replicates")
 NOISE = (0.0, 0.1, 0.2, 0.3)
 N_BOOT = 200
-
-
-def world(rng: np.random.Generator) -> tuple[float, float]:
-    t1 = rng.uniform(-4.0, -2.5)
-    return t1, t1 + rng.uniform(0.8, 2.0)
-
-
-def design(kind: str, n: int, truth: tuple[float, float], rng: np.random.Generator
-           ) -> np.ndarray:
-    if kind == "uniform":
-        return rng.uniform(LO, HI, n)
-    if kind == "grid":
-        return np.linspace(LO, HI, n)
-    if kind == "replicates":
-        return np.repeat(np.linspace(LO, HI, n // 4), 4)
-    near = [np.clip(t + rng.normal(0, 0.15) + rng.normal(0, 0.25, (n - 16) // 2), LO, HI)
-            for t in truth]
-    return np.concatenate([np.linspace(LO, HI, 16), *near])
-
-
-def labels(x: np.ndarray, truth: tuple[float, float], sd: float, rng: np.random.Generator
-           ) -> list[str]:
-    s1 = truth[0] + sd * rng.standard_normal(x.size)
-    s2 = truth[1] + sd * rng.standard_normal(x.size)
-    return list(np.where(x >= s2, "diverged", np.where(x >= s1, "chaotic", "converged")))
 
 
 def run_case(kind: str, sd: float, n: int, sets: int, seed: int) -> dict[str, Any]:
@@ -75,7 +52,7 @@ def run_case(kind: str, sd: float, n: int, sets: int, seed: int) -> dict[str, An
     absent = 0
     for i in range(sets):
         truth = world(rng)
-        x = design(kind, n, truth, rng)
+        x = design(kind, truth, rng, n)
         fit = fit_regime_thresholds(10 ** x, labels(x, truth, sd, rng), n_boot=N_BOOT, seed=i,
                                     elr_range=(10 ** LO, 10 ** HI))
         for pair, t in zip(PAIRS, truth):

@@ -26,6 +26,8 @@ runs the larger study (more data sets, a log-spaced grid, sharp and wider bounda
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,29 +35,8 @@ import pytest
 
 from tune_lip.analysis import fit_regime_thresholds, regime_boundaries
 
-LO, HI = -5.0, 0.0  # log10 ELR range searched
-PAIRS = (("converged", "chaotic"), ("chaotic", "diverged"))
-
-
-def world(rng: np.random.Generator) -> tuple[float, float]:
-    t1 = rng.uniform(-4.0, -2.5)
-    return t1, t1 + rng.uniform(0.8, 2.0)
-
-
-def design(kind: str, truth: tuple[float, float], rng: np.random.Generator, n: int = 160
-           ) -> np.ndarray:
-    if kind == "uniform":
-        return rng.uniform(LO, HI, n)
-    near = [np.clip(t + rng.normal(0, 0.15) + rng.normal(0, 0.25, (n - 16) // 2), LO, HI)
-            for t in truth]
-    return np.concatenate([np.linspace(LO, HI, 16), *near])
-
-
-def labels(x: np.ndarray, truth: tuple[float, float], sd: float, rng: np.random.Generator
-           ) -> list[str]:
-    s1 = truth[0] + sd * rng.standard_normal(x.size)
-    s2 = truth[1] + sd * rng.standard_normal(x.size)
-    return list(np.where(x >= s2, "diverged", np.where(x >= s1, "chaotic", "converged")))
+sys.path.insert(0, str(Path(__file__).parent))
+from regime_worlds import HI, LO, PAIRS, design, labels, world  # noqa: E402,F401
 
 
 @pytest.mark.parametrize(("kind", "sd"), [("uniform", 0.1), ("uniform", 0.2),
