@@ -123,6 +123,7 @@ def _peak(tr: Trials, law: LawFit) -> tuple[float, np.ndarray]:
     return u_star, smooth.levels + g_star
 
 
+MIN_TRIALS = 4   # finished trials a batch size needs by default (a scheduler must leave this many)
 RESOLUTION = 0.1   # lr* per batch size is known to no better than this fraction of the lr spacing
 
 
@@ -316,7 +317,7 @@ def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = ...,
 
 def fit_lr_scaling(df: pd.DataFrame, *, metric: str, mode: Mode, lr: str = "optimizer.lr",
                    batch_size: str = "dataset.batch_size", by: str | Sequence[str] | None = None,
-                   use: Use = "last", include_stopped: bool = False, min_trials: int = 4,
+                   use: Use = "last", include_stopped: bool = False, min_trials: int = MIN_TRIALS,
                    n_boot: int = 1000, seed: int | None = 0, detect_break: bool = True,
                    replicate: str = "seed") -> LRScalingFit | dict[Any, LRScalingFit]:
     """Fit lr*(b) = exp(c) · b**alpha to a search over learning rate and batch size.

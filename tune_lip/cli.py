@@ -300,7 +300,9 @@ def cmd_analyze_lr_scaling(args: argparse.Namespace) -> int:
 
     metric, mode = _experiment_metric(Path(args.experiment), args.metric, args.mode)
     by = args.by.split(",") if args.by else None
-    options: dict[str, Any] = {"use": args.use, "min_trials": args.min_trials}
+    options: dict[str, Any] = {"use": args.use}
+    if args.min_trials is not None:   # else fit_lr_scaling's default (MIN_TRIALS)
+        options["min_trials"] = args.min_trials
     if args.include_stopped:
         options["include_stopped"] = True
     report, out = _analyze(args, write_lr_scaling_report, metric=metric, mode=mode, by=by, **options)
@@ -459,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--mode", choices=("max", "min"), help="default: the search's mode")
     q.add_argument("--by", help="fit separately per value of these config keys, e.g. budget.steps")
     q.add_argument("--use", choices=("last", "best"), default="last", help="each trial's last or best report")
-    q.add_argument("--min-trials", type=int, default=4, help="finished trials needed per batch size (default 4)")
+    q.add_argument("--min-trials", type=int,
+                   help="finished trials needed per batch size (default: the fit's, 4)")
     q.add_argument("--include-stopped", action="store_true", help="also count trials ASHA stopped early")
     q.add_argument("--out", help="folder for the plots (default: EXPERIMENT/plots)")
     q.add_argument("--json", action="store_true", help="print the fits as JSON")

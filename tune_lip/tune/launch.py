@@ -185,7 +185,7 @@ def make_search_alg(spec: SearchSpec) -> Any:
     if spec.searcher.name == "optuna":
         return GroupedOptunaSearch(spec.space, per=spec.searcher.per, samples_per_group=spec.num_samples,
                                    seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials,
-                                   seeds=spec.seeds() if spec.replicates > 1 else None)
+                                   seeds=spec.seeds())   # [] with one replicate
     return random_search(spec.searcher.seed, max_concurrent=spec.max_concurrent_trials,
                          replicates=spec.replicates > 1)
 

@@ -211,11 +211,7 @@ def placement_table(spec: SearchSpec, present: tuple[str, ...] = ()) -> Any:
     return pd.DataFrame(rows)
 
 
-# What `tune-lip analyze lr-scaling` needs by default: finished (full-budget) trials per batch size.
-FIT_MIN_TRIALS = 4
-
-
-def scheduler_warnings(spec: SearchSpec, *, min_trials: int = FIT_MIN_TRIALS) -> list[str]:
+def scheduler_warnings(spec: SearchSpec, *, min_trials: int | None = None) -> list[str]:
     """Why the space's scheduler may not leave its analysis the data it needs (one line each).
 
     A search grouped by batch size (``searcher.per``) asks a scaling question whose fit needs
@@ -223,6 +219,10 @@ def scheduler_warnings(spec: SearchSpec, *, min_trials: int = FIT_MIN_TRIALS) ->
     group's trials at each cut (a rung before the end of the budget), and which ones is up to
     the order trials arrive in: without ``protect: min_trials`` it may leave fewer.
     """
+    if min_trials is None:   # what `tune-lip analyze lr-scaling` needs by default
+        from tune_lip.analysis.lr_scaling import MIN_TRIALS
+
+        min_trials = MIN_TRIALS
     s = spec.scheduler
     if s.name != "asha" or not spec.searcher.per or s.protect >= min_trials:
         return []
