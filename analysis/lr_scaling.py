@@ -47,9 +47,13 @@ from tune_lip.analysis.lr_fit import (  # noqa: F401  (re-exported: this module'
     verdict_of,
 )
 from tune_lip.analysis.lr_star import (
+    BrokenLine,
     LawFit,
+    Misfit,
     Trials,
+    broken_line,
     fit_law,
+    free_model,
     free_shifts,
     lack_of_fit,
     max_basis,
@@ -127,6 +131,13 @@ MIN_TRIALS = 4   # finished trials a batch size needs by default (a scheduler mu
 RESOLUTION = 0.1   # lr* per batch size is known to no better than this fraction of the lr spacing
 
 
+def _lr_spacing(tr: Trials) -> float:
+    """The median spacing (ln lr) of the lrs tried, the median over batch sizes; NaN if none."""
+    gaps = [np.diff(np.unique(tr.x[tr.batch == j])) for j in range(tr.lb.size)]
+    gaps = [g for g in gaps if g.size]
+    return float(np.median([np.median(g) for g in gaps])) if gaps else math.nan
+
+
 def _resolution_floor(tr: Trials, alpha: float, ci: tuple[float, float]) -> tuple[float, float]:
     """The alpha interval, at least as wide as the lrs tried can resolve, and holding alpha.
 
@@ -137,11 +148,9 @@ def _resolution_floor(tr: Trials, alpha: float, ci: tuple[float, float]) -> tupl
     0.982. The floor is that per-batch error carried to the slope: 1.96 * RESOLUTION * d /
     (sd(ln b) * sqrt(n_b)).
     """
-    gaps = [np.diff(np.unique(tr.x[tr.batch == j])) for j in range(tr.lb.size)]
-    gaps = [g for g in gaps if g.size]
-    if not gaps or tr.lb.size < 2 or not np.std(tr.lb) > 0:
+    d = _lr_spacing(tr)
+    if not math.isfinite(d) or tr.lb.size < 2 or not np.std(tr.lb) > 0:
         return ci
-    d = float(np.median([np.median(g) for g in gaps]))
     half = 1.959964 * RESOLUTION * d / (float(np.std(tr.lb)) * math.sqrt(tr.lb.size))
     return (min(ci[0], alpha - half), max(ci[1], alpha + half))
 
@@ -176,6 +185,32 @@ def _goodness(tr: Trials, law: Any, misfit: Any, seeds: tuple[np.ndarray, np.nda
     design = np.stack([np.ones_like(below), below], axis=1)
     m = seed_lack_of_fit(shifts, group_batch, design, extra=int(math.isfinite(log_break)))
     return m.p, m.f
+
+
+def _broken_line(tr: Trials, broken: LawFit, per_batch: pd.DataFrame) -> BrokenLine | None:
+    """The broken law's exponent and break with their intervals, from each batch size's own
+    shift (`broken_line`), the shape refitted with the shifts free (`free_model`, sized by AICc
+    at the broken law); None with fewer than 4 batch sizes whose lr* lies inside the lr range
+    (a censored one is a bound, not a point on the line) or no degrees of freedom left.
+
+    The joint fit's own profiles (RSS over alpha and b_c with the shape refitted at each) put
+    them where the spline's knots suit the trials: its RSS surface has several dips with a few
+    trials per batch size, and its 95% intervals held the truth in 50-78% of worlds with a
+    critical batch size (`tests/analysis/test_lr_coverage.py`)."""
+    k = n_basis(tr, broken.alpha)
+    placed, free = free_model(tr, broken.shifts(tr.lb), k)
+    if placed.dof <= 0 or placed.rss <= 0:
+        return None
+    noise = Misfit(1.0, math.nan, 1, placed.dof, placed.rss / placed.dof)
+    noise_rise, _ = threshold(noise, 0.95)
+    q = math.sqrt(noise_rise / noise.s2)
+    sd = np.array([(hi - lo) / (2 * q) for lo, hi in (p.interval(noise_rise) for p in free.profiles)])
+    # Each shift is known to no better than the lrs tried resolve (see `_resolution_floor`).
+    sd = np.maximum(sd, RESOLUTION * _lr_spacing(tr))
+    use = ~per_batch["at_edge"].to_numpy(bool) & np.isfinite(sd) & (sd > 0)
+    if use.sum() < 4:
+        return None
+    return broken_line(tr.lb[use], free.shift[use], sd[use], placed.dof)
 
 
 def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped: bool,
@@ -259,14 +294,12 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
         broken = fit_law(tr, k, grid)
         b_misfit = lack_of_fit(tr, broken, free_shifts(tr, broken), 3)
         break_p, _ = _goodness(tr, broken, b_misfit, seeds, broken.log_break)
-        if math.isfinite(break_p) and break_p >= FIT_LEVEL:
-            b_rise, _ = threshold(b_misfit, 0.95)
-            assert broken.break_profile is not None
-            klo, khi = broken.break_profile.interval(b_rise)
-            brk = math.exp(broken.log_break)
-            brk_ci = (math.exp(max(klo, grid[0])), math.exp(min(khi, grid[-1])))
-            alpha, alpha_ci = broken.alpha, broken.profile.interval(b_rise)
-            intercept, above = _peak(tr, broken)[0], 0.0
+        line = _broken_line(tr, broken, per_batch)
+        if math.isfinite(break_p) and break_p >= FIT_LEVEL and line is not None:
+            brk, (klo, khi) = math.exp(line.log_break), line.log_break_ci
+            brk_ci = (math.exp(max(klo, tr.lb[1])), math.exp(min(khi, tr.lb[-1])))
+            alpha, alpha_ci = line.alpha, line.alpha_ci
+            intercept, above = broken.peak()[0] + line.c, 0.0
     verdict, reason = verdict_of(*single_ci, fit_p=fit_p, n_usable=n_usable, outside=outside)
     draws = _draws(alpha, alpha_ci, intercept, tr.lb, per_batch, brk, n_boot, seed)
     return LRScalingFit(

@@ -58,19 +58,38 @@ def run(name: str, alpha: float, options: dict, reps: int, seed: int) -> dict:
             "seconds_per_fit": (time.perf_counter() - start) / reps}
 
 
-def run_break(reps: int) -> dict:
-    rng = np.random.default_rng(99)
+BREAK_WORLDS = [  # (name, alpha, b_c, world options)
+    ("asym a=1 noise=0.01 flat above b_c=256 (a batch size tried)", 1.0, 256.0,
+     {"shape": "asym", "noise": 0.01}),
+    ("asym a=1 noise=0.01 flat above b_c=300", 1.0, 300.0, {"shape": "asym", "noise": 0.01}),
+    ("asym a=1 noise=0.01 flat above b_c=90", 1.0, 90.0, {"shape": "asym", "noise": 0.01}),
+    ("sym a=0.5 noise=0.03 flat above b_c=600", 0.5, 600.0, {"shape": "sym", "noise": 0.03}),
+    ("asym a=1 noise=0.02 hetero, 2 seeds disagree (0.2 ln), b_c=256", 1.0, 256.0,
+     {"shape": "asym", "noise": 0.02, "hetero": True, "seeds": 2, "seed_sd": 0.2}),
+]
+
+
+def run_break(name: str, alpha: float, b_c: float, opts: dict, reps: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
     found = covered = cov_alpha = 0
+    widths, alpha_widths, est = [], [], []
     for _ in range(reps):
-        f = fit_lr_scaling(world(1.0, rng, shape="asym", noise=0.01, break_at=256), metric="acc",
-                           mode="max", n_boot=20)
+        f = fit_lr_scaling(world(alpha, rng, break_at=b_c, **opts), metric="acc", mode="max",
+                           n_boot=20)
         if f.batch_break_ci is not None:
             found += 1
-            covered += f.batch_break_ci[0] <= 256 <= f.batch_break_ci[1]
-            cov_alpha += f.alpha_ci[0] <= 1.0 <= f.alpha_ci[1]
-    return {"world": "asym a=1 noise=0.01 flat above b_c=256", "reps": reps,
-            "break_reported": found / reps, "break_ci_covers": covered / reps,
-            "alpha_below_covers": cov_alpha / reps}
+            lo, hi = f.batch_break_ci
+            covered += lo <= b_c <= hi
+            cov_alpha += f.alpha_ci[0] <= alpha <= f.alpha_ci[1]
+            widths.append(np.log(hi / lo))
+            alpha_widths.append(f.alpha_ci[1] - f.alpha_ci[0])
+            est.append(f.alpha)
+    return {"world": name, "reps": reps, "break_reported": found / reps,
+            "break_ci_covers": covered / max(found, 1),
+            "break_ln_width": float(np.median(widths)) if widths else None,
+            "alpha_below_covers": cov_alpha / max(found, 1),
+            "alpha_below_bias": float(np.mean(est) - alpha) if est else None,
+            "alpha_below_width": float(np.median(alpha_widths)) if alpha_widths else None}
 
 
 def main() -> None:
@@ -80,8 +99,10 @@ def main() -> None:
     for r in rows:
         print(f"{r['world']:<48} cov {r['coverage']:.3f}  bias {r['bias']:+.4f}  "
               f"width {r['median_width']:.3f}  GOF rej {r['gof_rejections']:.3f}  {r['verdicts']}")
-    brk = run_break(max(reps // 5, 10))
-    print(brk)
+    brk = [run_break(name, a, b_c, opts, max(reps // 5, 10), seed=99 + i)
+           for i, (name, a, b_c, opts) in enumerate(BREAK_WORLDS)]
+    for r in brk:
+        print(r)
     out = {"machine": f"{platform.machine()}, {platform.system()} {platform.release()}",
            "python": platform.python_version(), "numpy": np.__version__,
            "scipy": scipy.__version__, "seconds": time.perf_counter() - start,
