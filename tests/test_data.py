@@ -17,10 +17,12 @@ import torch
 from tune_lip.data.datasets import (
     DATASETS,
     ImageData,
+    channel_std,
     convert_and_center,
     convert_npz,
     default_validation,
     load_dataset,
+    normalize_data,
     split_validation,
     validation_count,
 )
@@ -416,6 +418,71 @@ def test_convert_and_center_values():
     assert images.dtype == torch.uint8  # the input is untouched
     with pytest.raises(ValueError, match="mean must have shape"):
         convert_and_center(images, torch.zeros(1))
+
+
+def test_convert_and_center_divides_by_std():
+    rng = np.random.default_rng(5)
+    images = torch.from_numpy(rng.integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8))
+    mean, std = torch.tensor([0.1, 0.5, 0.9]), torch.tensor([0.2, 0.25, 0.5])
+    expected = (images.permute(0, 3, 1, 2).double() / 255 - mean.double().view(3, 1, 1)) / std.double().view(3, 1, 1)
+    torch.testing.assert_close(convert_and_center(images, mean, std), expected.float())
+    # std None (the existing callers) is plain centring; all-ones std is the same.
+    torch.testing.assert_close(convert_and_center(images, mean), convert_and_center(images, mean, torch.ones(3)))
+    with pytest.raises(ValueError, match="std must have shape"):
+        convert_and_center(images, mean, torch.ones(2))
+
+
+def test_image_data_std_defaults_to_ones_and_std_tensor():
+    d = load_dataset("synthetic", num_train=20, num_test=4, channels=3)
+    assert d.std == (1.0, 1.0, 1.0)
+    torch.testing.assert_close(d.std_tensor(), torch.ones(3))
+    with pytest.raises(ValueError, match="std must be 3 positive"):
+        ImageData(d.train_images, d.train_labels, d.test_images, d.test_labels, 10, "x", d.mean, std=(1.0, 0.0, 1.0))
+
+
+def test_normalize_data_mean_and_mean_std():
+    d = split_validation(load_dataset("synthetic", num_train=60, num_test=4, channels=3, seed=2), 10, seed=0)
+    plain = normalize_data(d, "mean")
+    assert plain.mean == d.mean and plain.std == (1.0, 1.0, 1.0)
+    fixed = normalize_data(d, "mean", mean=(0.491, 0.482, 0.447))
+    assert fixed.mean == (0.491, 0.482, 0.447) and fixed.std == (1.0, 1.0, 1.0)
+    own = normalize_data(d, "mean_std")
+    # The std of the images left to train on (not the held-out ones), population form.
+    train = d.train_images[d.train_index].double() / 255                      # (50, H, W, C)
+    expected = train.reshape(-1, 3).std(dim=0, unbiased=False)
+    torch.testing.assert_close(torch.tensor(own.std, dtype=torch.float64), expected)
+    torch.testing.assert_close(torch.tensor(channel_std(d), dtype=torch.float64), expected)
+    assert own.mean == d.mean
+    given = normalize_data(d, "mean_std", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.5))
+    assert given.std == (0.25, 0.25, 0.5) and given.mean == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="unknown normalize"):
+        normalize_data(d, "zca")
+    with pytest.raises(ValueError, match="only used with normalize: mean_std"):
+        normalize_data(d, "mean", std=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="3 channels"):
+        normalize_data(d, "mean", mean=(0.5,))
+
+
+def test_data_config_normalisation_keys():
+    from tune_lip.studies.config import DataConfig, training_data
+
+    cfg = DataConfig(name="synthetic", normalize="mean_std", mean=[0.5], std=[0.25], options={"num_train": 40})
+    assert cfg.mean == (0.5,) and cfg.std == (0.25,)
+    data = training_data(cfg, torch.device("cpu"))
+    assert data.mean == (0.5,) and data.std == (0.25,)
+    assert training_data(DataConfig(name="synthetic", options={"num_train": 40}), torch.device("cpu")).std == (1.0,)
+    for kwargs, key in [({"normalize": "zca"}, "dataset.normalize"),
+                        ({"mean": [1.5]}, "dataset.mean"),
+                        ({"mean": "0.5"}, "dataset.mean"),
+                        ({"std": [0.2]}, "dataset.std"),                      # needs mean_std
+                        ({"normalize": "mean_std", "std": [0.0]}, "dataset.std")]:
+        with pytest.raises(ConfigError) as info:
+            DataConfig(name="synthetic", **kwargs)
+        assert info.value.key == key
+    with pytest.raises(ConfigError) as info:
+        training_data(DataConfig(name="synthetic", mean=[0.5, 0.5, 0.5], options={"num_train": 40}),
+                      torch.device("cpu"))
+    assert info.value.key == "dataset.mean" and "1 channels" in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,3 +84,18 @@ def test_cross_entropy_and_accuracy_matches_one_big_batch():
         scores = model(convert_and_center(images, mean))
     assert float(loss) == pytest.approx(float(torch.nn.functional.cross_entropy(scores, labels)), rel=1e-6)
     assert float(acc) == pytest.approx(float((scores.argmax(1) == labels).double().mean()))
+
+
+def test_cross_entropy_and_accuracy_divides_by_std():
+    from tune_lip.data.datasets import convert_and_center
+    from tune_lip.nn.losses import cross_entropy_and_accuracy
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    images = torch.randint(0, 256, (6, 2, 2, 3), dtype=torch.uint8)
+    labels = torch.randint(0, 3, (6,))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.3, 0.4])
+    loss, _ = cross_entropy_and_accuracy(model, images, labels, mean, batch_size=4, std=std)
+    with torch.no_grad():
+        scores = model(convert_and_center(images, mean, std))
+    assert float(loss) == pytest.approx(float(torch.nn.functional.cross_entropy(scores, labels)), rel=1e-6)

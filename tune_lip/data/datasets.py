@@ -1,8 +1,9 @@
 """Image data sets as uint8 tensors that live on the training device.
 
-Every data set loads into one `ImageData`: uint8 images (N, H, W, C), int64 labels (N,) and
-the per-channel mean of the training images. Training keeps the images as uint8 on the
-device; `convert_and_center` turns a batch into float32 (B, C, H, W) there, and
+Every data set loads into one `ImageData`: uint8 images (N, H, W, C), int64 labels (N,), the
+per-channel mean of the training images and a per-channel divisor ``std`` (all 1.0 unless a
+study normalises by the standard deviation: `normalize_data`). Training keeps the images as
+uint8 on the device; `convert_and_center` turns a batch into float32 (B, C, H, W) there, and
 `tune_lip.data.augment` augments it there, so the host never touches a pixel during training.
 
 Data sets (the `DATASETS` registry; options are keyword arguments of `load_dataset`):
@@ -92,6 +93,9 @@ __all__ = [
     "validation_count",
     "convert_npz",
     "convert_and_center",
+    "channel_std",
+    "normalize_data",
+    "NORMALIZATIONS",
 ]
 
 
@@ -102,6 +106,8 @@ class ImageData:
     train_images / test_images: uint8 (N, H, W, C), pixel values 0..255.
     train_labels / test_labels: int64 (N,), values in [0, num_classes).
     mean: per-channel mean of the training images in [0, 1] (length C), for `convert_and_center`.
+    std: per-channel divisor (length C) applied after centring; None on construction means all
+    1.0 (plain centring, the Lipschitz code's). `normalize_data` sets it.
     After `split_validation`: val_images / val_labels hold the validation set, train_index
     (int64 (N_train,), into train_images) the training images left, and source the data set
     as loaded (its `fingerprint` is this one's). Read training batches with `train_batch`.
@@ -120,6 +126,7 @@ class ImageData:
     name: str
     mean: tuple[float, ...]
     sha256: str | None = field(default=None, repr=False)   # `fingerprint`, once computed
+    std: tuple[float, ...] | None = None       # divisor per channel; None -> all 1.0
     val_images: torch.Tensor | None = None     # uint8 (V, H, W, C): held out of the training images
     val_labels: torch.Tensor | None = None     # int64 (V,)
     train_index: torch.Tensor | None = field(default=None, repr=False)  # int64 (N_train,); None = all
@@ -139,9 +146,14 @@ class ImageData:
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
             raise ValueError(f"{self.name}: train images {tuple(self.train_images.shape[1:])} and "
                              f"test images {tuple(self.test_images.shape[1:])} differ in shape")
-        if len(self.mean) != self.train_images.shape[3]:
+        channels = self.train_images.shape[3]
+        if len(self.mean) != channels:
             raise ValueError(f"{self.name}: mean has {len(self.mean)} entries for "
-                             f"{self.train_images.shape[3]} channels")
+                             f"{channels} channels")
+        if self.std is None:
+            self.std = (1.0,) * channels
+        if len(self.std) != channels or not all(s > 0 for s in self.std):
+            raise ValueError(f"{self.name}: std must be {channels} positive numbers, got {self.std}")
 
     def to(self, device: torch.device | str) -> ImageData:
         """The same data set with every tensor on ``device`` (images stay uint8)."""
@@ -203,27 +215,104 @@ class ImageData:
         """`mean` as float32 (C,) on the images' device; build it once, not per batch."""
         return torch.tensor(self.mean, dtype=torch.float32, device=self.train_images.device)
 
+    def std_tensor(self) -> torch.Tensor:
+        """`std` as float32 (C,) on the images' device; build it once, not per batch."""
+        assert self.std is not None   # set in __post_init__
+        return torch.tensor(self.std, dtype=torch.float32, device=self.train_images.device)
 
-def convert_and_center(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, C) -> float32 (B, C, H, W) with value x / 255 - mean[c].
 
-    Runs on the images' device with no host sync. ``mean`` is float (C,) in [0, 1]; pass it
-    already on the images' device (`ImageData.mean_tensor`), else it is copied there per call.
+def convert_and_center(images: torch.Tensor, mean: torch.Tensor,
+                       std: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (B, H, W, C) -> float32 (B, C, H, W) with value (x / 255 - mean[c]) / std[c].
+
+    Runs on the images' device with no host sync. ``mean`` is float (C,) in [0, 1], ``std``
+    float (C,) > 0 or None (no division: the Lipschitz code's plain centring); pass them
+    already on the images' device (`ImageData.mean_tensor`, `ImageData.std_tensor`), else they
+    are copied there per call.
 
     Example:
         >>> x = torch.full((2, 4, 4, 3), 255, dtype=torch.uint8)
         >>> convert_and_center(x, torch.tensor([0.5, 0.25, 0.0]))[0, :, 0, 0]
         tensor([0.5000, 0.7500, 1.0000])
+        >>> convert_and_center(x, torch.tensor([0.5, 0.25, 0.0]), torch.tensor([0.5, 0.25, 2.0]))[0, :, 0, 0]
+        tensor([1.0000, 3.0000, 0.5000])
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 (B, H, W, C), "
                          f"got {images.dtype} {tuple(images.shape)}")
     if mean.shape != (images.shape[3],):
         raise ValueError(f"mean must have shape ({images.shape[3]},), got {tuple(mean.shape)}")
+    if std is not None and std.shape != (images.shape[3],):
+        raise ValueError(f"std must have shape ({images.shape[3]},), got {tuple(std.shape)}")
     mean = mean.to(device=images.device, dtype=torch.float32)
     # Contiguous NCHW so that models may flatten or convolve without another copy.
     x = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
-    return x.div_(255.0).sub_(mean.view(-1, 1, 1))  # (B, C, H, W)
+    x = x.div_(255.0).sub_(mean.view(-1, 1, 1))  # (B, C, H, W)
+    if std is not None:
+        x = x.div_(std.to(device=images.device, dtype=torch.float32).view(-1, 1, 1))
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation
+
+# How a study's inputs are normalised (``dataset.normalize``): "mean" = x / 255 - mean (the
+# Lipschitz papers' centring: a 1-Lipschitz network's radius is then in pixel units / 255);
+# "mean_std" = (x / 255 - mean) / std (torchvision's Normalize, as the sphere/SVAG code uses).
+NORMALIZATIONS = ("mean", "mean_std")
+
+
+def channel_std(data: ImageData, chunk: int = 1 << 15) -> tuple[float, ...]:
+    """Per-channel standard deviation (population, in [0, 1] units) of the images ``data`` trains
+    on (after a validation split: those left), around their own mean; exact integer moments,
+    read in chunks of ``chunk`` images so that a memory-mapped set is not paged in at once."""
+    _, h, w, c = data.train_images.shape
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    n = data.num_train
+    for start in range(0, n, chunk):
+        idx = torch.arange(start, min(start + chunk, n), device=data.train_images.device)
+        x, _ = data.train_batch(idx)                             # (b, H, W, C) uint8
+        x64 = x.to(torch.int64)
+        total += x64.sum(dim=(0, 1, 2)).cpu().double()           # host sync: once per chunk
+        squares += (x64 * x64).sum(dim=(0, 1, 2)).cpu().double()
+    count = n * h * w
+    mean, mean_sq = total / count, squares / count
+    var = (mean_sq - mean * mean).clamp_min(0.0) / 255.0 ** 2
+    return tuple(float(v) ** 0.5 for v in var)
+
+
+def normalize_data(data: ImageData, normalize: str = "mean", *, mean: tuple[float, ...] | None = None,
+                   std: tuple[float, ...] | None = None) -> ImageData:
+    """``data`` with the channel ``mean`` and divisor ``std`` a study's `convert_and_center` uses.
+
+    normalize "mean": std all 1.0 (``std`` must be None); "mean_std": std = ``std`` if given,
+    else the training images' own (`channel_std`, after the validation split). ``mean`` given
+    replaces the training images' own mean (e.g. *Scaling Up Lipschitz Networks*' fixed
+    (0.491, 0.482, 0.447)). ValueError for an unknown ``normalize``, a wrong length or a
+    non-positive std.
+
+    Example:
+        >>> d = normalize_data(load_dataset("synthetic", channels=3), "mean", mean=(0.5, 0.5, 0.5))
+        >>> d.mean, d.std
+        ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0))
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize {normalize!r}; valid: {', '.join(NORMALIZATIONS)}")
+    channels = data.train_images.shape[3]
+    for key, value in (("mean", mean), ("std", std)):
+        if value is not None and len(value) != channels:
+            raise ValueError(f"{key} has {len(value)} entries, the images have {channels} channels")
+    if normalize == "mean" and std is not None:
+        raise ValueError("std is only used with normalize: mean_std")
+    new_mean = data.mean if mean is None else tuple(float(m) for m in mean)
+    if normalize == "mean":
+        new_std = (1.0,) * channels
+    else:
+        new_std = channel_std(data) if std is None else tuple(float(s) for s in std)
+    if not all(s > 0 for s in new_std):
+        raise ValueError(f"std must be positive in every channel, got {new_std}")
+    return replace(data, mean=new_mean, std=new_std)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,11 +70,11 @@ def correct(scores: Tensor, labels: Tensor) -> Tensor:
 
 @torch.no_grad()
 def cross_entropy_and_accuracy(model: nn.Module, images: Tensor, labels: Tensor, mean: Tensor, *,
-                       batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+                       batch_size: int = 1024, std: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Mean cross-entropy and accuracy of ``model`` on a uint8 test set, as float64 0-d tensors.
 
-    images: (N, H, W, C) uint8, centred with ``mean`` (`tune_lip.data.datasets.convert_and_center`) one
-    batch at a time. The pass runs in eval mode (BatchNorm uses its running statistics); the
+    images: (N, H, W, C) uint8, centred with ``mean`` and divided by ``std`` (None: not divided;
+    `tune_lip.data.datasets.convert_and_center`) one batch at a time. The pass runs in eval mode (BatchNorm uses its running statistics); the
     model is back in train mode after. No host sync: the caller reads both values at once.
     """
     from tune_lip.data.datasets import convert_and_center
@@ -84,7 +84,7 @@ def cross_entropy_and_accuracy(model: nn.Module, images: Tensor, labels: Tensor,
     loss_sum = torch.zeros((), device=labels.device, dtype=torch.float64)
     hits = torch.zeros((), device=labels.device, dtype=torch.long)
     for start in range(0, n, batch_size):
-        x = convert_and_center(images[start:start + batch_size], mean)   # (B, C, H, W)
+        x = convert_and_center(images[start:start + batch_size], mean, std)   # (B, C, H, W)
         y = labels[start:start + batch_size]
         scores = model(x)                                                # (B, num_classes)
         loss_sum += F.cross_entropy(scores, y, reduction="sum").double()

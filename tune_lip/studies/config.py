@@ -25,10 +25,12 @@ from typing import Any
 import torch
 
 from tune_lip.data.datasets import (
+    NORMALIZATIONS,
     ImageData,
     check_validation,
     default_validation,
     load_dataset,
+    normalize_data,
     split_validation,
 )
 from tune_lip.errors import ConfigError
@@ -94,6 +96,14 @@ class DataConfig:
     # 0.1 for the others (resolved on construction); 0 = no split, then no val_* metrics.
     validation: int | float | None = None
     split_seed: int = 0         # draws the validation split; not the training seed, so replicates share it
+    # Input normalisation on the device: "mean" = x/255 - mean (the Lipschitz code's centring),
+    # "mean_std" = (x/255 - mean) / std.
+    normalize: str = "mean"
+    # Fixed channel means in [0, 1] (e.g. (0.491, 0.482, 0.447), Scaling Up Lipschitz Networks);
+    # None = the training images' own (after the validation split).
+    mean: tuple[float, ...] | None = None
+    # Fixed channel stds in [0, 1] units, only with normalize: mean_std; None = the training images' own.
+    std: tuple[float, ...] | None = None
     options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. path for generated
 
     def __post_init__(self) -> None:
@@ -107,6 +117,25 @@ class DataConfig:
             raise ConfigError("dataset.validation", str(exc)) from None
         if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int):
             raise ConfigError("dataset.split_seed", f"must be an integer, got {self.split_seed!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError("dataset.normalize", f"unknown normalisation {self.normalize!r}; "
+                              f"valid: {', '.join(NORMALIZATIONS)}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if (isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) == 0
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                raise ConfigError(f"dataset.{key}", f"must be a list of numbers (one per channel), got {value!r}")
+            object.__setattr__(self, key, tuple(float(v) for v in value))
+        if self.mean is not None and not all(0.0 <= m <= 1.0 for m in self.mean):
+            raise ConfigError("dataset.mean", f"channel means are in [0, 1] (pixel / 255), got {list(self.mean)}")
+        if self.std is not None:
+            if self.normalize != "mean_std":
+                raise ConfigError("dataset.std", "a fixed std needs normalize: mean_std "
+                                  "(normalize: mean divides by nothing)")
+            if not all(s > 0 for s in self.std):
+                raise ConfigError("dataset.std", f"channel stds must be > 0, got {list(self.std)}")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -146,10 +175,18 @@ def training_data(cfg: DataConfig, device: torch.device, data: ImageData | None 
     """A trial's data on ``device``: ``data`` (else `_dataset`'s load of ``cfg``) with ``cfg.validation``
     training images held out by ``cfg.split_seed`` (`tune_lip.data.datasets.split_validation`);
     ``data`` already split is used as given. A size that leaves nothing to train on is a
-    ConfigError naming ``dataset.validation``."""
+    ConfigError naming ``dataset.validation``. Then its ``mean`` and ``std`` are set by
+    ``cfg.normalize`` (`tune_lip.data.datasets.normalize_data`): fixed ``cfg.mean``/``cfg.std`` or
+    the training images' own; a length that does not match the channels is a ConfigError."""
     data = data.to(device) if data is not None else _dataset(cfg, device)
-    if data.val_labels is not None or data.train_index is not None:
-        return data
-    assert cfg.validation is not None   # resolved by DataConfig
-    validation = cfg.validation
-    return _section("dataset.validation", lambda: split_validation(data, validation, seed=cfg.split_seed))
+    if data.val_labels is None and data.train_index is None:
+        assert cfg.validation is not None   # resolved by DataConfig
+        validation = cfg.validation
+        data = _section("dataset.validation", lambda: split_validation(data, validation, seed=cfg.split_seed))
+    channels = data.train_images.shape[3]
+    for key, value in (("mean", cfg.mean), ("std", cfg.std)):
+        if value is not None and len(value) != channels:
+            raise ConfigError(f"dataset.{key}", f"has {len(value)} entries, data set {cfg.name!r} "
+                              f"has {channels} channels; give one per channel")
+    split = data
+    return _section("dataset.normalize", lambda: normalize_data(split, cfg.normalize, mean=cfg.mean, std=cfg.std))

@@ -186,6 +186,7 @@ class LipschitzLoop(ModelLoop):
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
         self.loss_fn = OffsetCrossEntropy(eps=cfg.loss.eps, temperature=cfg.loss.temperature)
         self.mean = self.data.mean_tensor()                                                # (C,)
+        self.std = self.data.std_tensor()               # (C,): all 1.0 unless dataset.normalize: mean_std
         self.aug_generator = torch.Generator(device=self.device)
         self.aug_generator.manual_seed(cfg.seed + 1)
         self.augment = not cfg.augmentation.is_identity
@@ -224,7 +225,7 @@ class LipschitzLoop(ModelLoop):
         x, y = self.data.train_batch(idx)                    # (B, H, W, C) uint8, (B,)
         if self.augment:
             x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
-        inputs = convert_and_center(x, self.mean)
+        inputs = convert_and_center(x, self.mean, self.std)
         scores = self.model(inputs)                            # (B, num_classes)
         loss = self.loss_fn(scores, y)
         if self.cfg.optimizer.sam_rho > 0:   # the second pass sees the same augmented batch
@@ -247,7 +248,7 @@ class LipschitzLoop(ModelLoop):
         Units: loss per parameter²; ``sharpness.iters`` Hessian-vector products.
         """
         x, y = self.data.train_batch(self.sharpness_indices)
-        x = convert_and_center(x, self.mean)
+        x = convert_and_center(x, self.mean, self.std)
         g = torch.Generator(device=self.device)
         g.manual_seed(self.cfg.seed + 3)
         self.model.train()
@@ -264,7 +265,7 @@ class LipschitzLoop(ModelLoop):
         loss_sum = torch.zeros((), device=self.device)
         counts = torch.zeros(2 + len(ev.extra_eps), device=self.device, dtype=torch.long)
         for start in range(0, n, ev.batch_size):
-            x = convert_and_center(images[start:start + ev.batch_size], self.mean)
+            x = convert_and_center(images[start:start + ev.batch_size], self.mean, self.std)
             y = labels[start:start + ev.batch_size]
             scores = self.model(x)
             loss_sum += self.loss_fn(scores, y) * len(y)
