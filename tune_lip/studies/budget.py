@@ -35,6 +35,9 @@ __all__ = [
     "SCHEDULES",
     "parse_budget",
     "lr_at",
+    "momentum_at",
+    "schedule_clock",
+    "SCHEDULE_INTERVALS",
     "read_calibration",
     "lookup_step_seconds",
 ]
@@ -149,6 +152,10 @@ def parse_budget(raw: Any, *, where: str, key: str = "budget") -> Budget:
 # ---------------------------------------------------------------------------- schedules
 
 SCHEDULES = ("one_cycle", "constant", "cosine", "linear")
+# How often the schedule advances: every optimizer step (SU: torch's OneCycleLR stepped per batch,
+# lipschitz/training/trainer.py) or once per epoch (LLC: OneCycleLR(epochs=E, steps_per_epoch=1)
+# stepped after each epoch, trainer/lr_scheduler/__init__.py and trainer/train_module.py).
+SCHEDULE_INTERVALS = ("step", "epoch")
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,12 @@ class ScheduleConfig:
     code), constant, cosine (to 0) or linear (decay to 0).
     warmup: fraction of the budget with linear warm-up from 0 (cosine/linear/constant only).
     pct_start, div_factor, final_div_factor: OneCycleLR's knobs, same defaults as torch.
+    cycle_momentum, base_momentum, max_momentum: one_cycle also cycles the optimizer's momentum
+    (SGD ``momentum``, Adam ``betas[0]``) inversely to the LR, max -> base -> max, as torch's
+    OneCycleLR does by default (and so both Lipschitz papers' code: it overrides the optimizer's
+    configured momentum); `momentum_at`. Ignored by the other schedules.
+    interval: "step" (advance every optimizer step) or "epoch" (piecewise constant over each
+    epoch, as OneCycleLR(epochs=E, steps_per_epoch=1) stepped per epoch); `schedule_clock`.
     """
 
     name: str = "one_cycle"
@@ -166,6 +179,10 @@ class ScheduleConfig:
     pct_start: float = 0.3
     div_factor: float = 25.0
     final_div_factor: float = 1e4
+    cycle_momentum: bool = True
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+    interval: str = "step"
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
@@ -174,6 +191,14 @@ class ScheduleConfig:
             raise ValueError(f"schedule.warmup must be in [0, 1), got {self.warmup}")
         if not 0.0 < self.pct_start < 1.0:
             raise ValueError(f"schedule.pct_start must be in (0, 1), got {self.pct_start}")
+        if not isinstance(self.cycle_momentum, bool):
+            raise ValueError(f"schedule.cycle_momentum must be true or false, got {self.cycle_momentum!r}")
+        if not 0.0 <= self.base_momentum <= self.max_momentum < 1.0:
+            raise ValueError(f"schedule momenta need 0 <= base_momentum <= max_momentum < 1, "
+                             f"got {self.base_momentum}, {self.max_momentum}")
+        if self.interval not in SCHEDULE_INTERVALS:
+            raise ValueError(f"schedule.interval must be one of {', '.join(SCHEDULE_INTERVALS)}, "
+                             f"got {self.interval!r}")
 
     @classmethod
     def from_dict(cls, raw: Any) -> ScheduleConfig:
@@ -197,6 +222,22 @@ def _cos_anneal(start: float, end: float, pct: float) -> float:
     return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
 
 
+def _one_cycle_phase(fraction: float, schedule: ScheduleConfig, total_steps: int | None) -> tuple[bool, float]:
+    """(in the warm-up phase?, progress within that phase in [0, 1]) at budget ``fraction``,
+    with torch OneCycleLR's step mapping when ``total_steps`` is given (phase ends at
+    ``pct_start*total - 1`` and ``total - 1``)."""
+    f = min(max(fraction, 0.0), 1.0)
+    if total_steps is not None:
+        step = f * total_steps
+        end_up = float(schedule.pct_start * total_steps) - 1.0
+        end_down = float(total_steps) - 1.0
+    else:
+        step, end_up, end_down = f, schedule.pct_start, 1.0
+    if step <= end_up:
+        return True, step / end_up if end_up > 0 else 1.0
+    return False, min((step - end_up) / (end_down - end_up), 1.0)
+
+
 def lr_at(fraction: float, *, peak_lr: float, schedule: ScheduleConfig, total_steps: int | None = None) -> float:
     """Learning rate at budget fraction ``fraction`` (0 = first step, 1 = end of budget).
 
@@ -209,15 +250,8 @@ def lr_at(fraction: float, *, peak_lr: float, schedule: ScheduleConfig, total_st
     if s.name == "one_cycle":
         initial = peak_lr / s.div_factor
         final = initial / s.final_div_factor
-        if total_steps is not None:
-            step = f * total_steps
-            end_up = float(s.pct_start * total_steps) - 1.0
-            end_down = float(total_steps) - 1.0
-        else:
-            step, end_up, end_down = f, s.pct_start, 1.0
-        if step <= end_up:
-            return _cos_anneal(initial, peak_lr, step / end_up if end_up > 0 else 1.0)
-        return _cos_anneal(peak_lr, final, min((step - end_up) / (end_down - end_up), 1.0))
+        up, pct = _one_cycle_phase(f, s, total_steps)
+        return _cos_anneal(initial, peak_lr, pct) if up else _cos_anneal(peak_lr, final, pct)
     if s.warmup > 0 and f < s.warmup:
         return peak_lr * f / s.warmup
     rest = (f - s.warmup) / (1.0 - s.warmup)
@@ -226,6 +260,49 @@ def lr_at(fraction: float, *, peak_lr: float, schedule: ScheduleConfig, total_st
     if s.name == "cosine":
         return peak_lr * 0.5 * (1.0 + math.cos(math.pi * rest))
     return peak_lr * (1.0 - rest)  # linear
+
+
+def momentum_at(fraction: float, *, schedule: ScheduleConfig, total_steps: int | None = None) -> float | None:
+    """Momentum at budget ``fraction`` for a one_cycle schedule with ``cycle_momentum``: cosine
+    from ``max_momentum`` down to ``base_momentum`` while the LR rises, and back up while it
+    falls (torch's OneCycleLR, same step mapping as `lr_at`); None for every other schedule
+    (the optimizer keeps its configured momentum).
+
+    Example:
+        >>> s = ScheduleConfig("one_cycle")
+        >>> [round(momentum_at(f, schedule=s), 3) for f in (0.0, 0.3, 1.0)]
+        [0.95, 0.85, 0.95]
+    """
+    s = schedule
+    if s.name != "one_cycle" or not s.cycle_momentum:
+        return None
+    up, pct = _one_cycle_phase(fraction, s, total_steps)
+    if up:
+        return _cos_anneal(s.max_momentum, s.base_momentum, pct)
+    return _cos_anneal(s.base_momentum, s.max_momentum, pct)
+
+
+def schedule_clock(step: int, *, schedule: ScheduleConfig, total_steps: int | None,
+                   batch_size: int, num_train: int) -> tuple[float, int | None]:
+    """(fraction, ticks) to pass to `lr_at` / `momentum_at` for optimizer step ``step``.
+
+    interval "step": (step / total_steps, total_steps). interval "epoch": the schedule ticks once
+    per pass over the ``num_train`` training examples (epoch = step * batch_size // num_train,
+    so a batch that straddles the boundary counts to the epoch it starts in), over
+    ceil(total_steps * batch_size / num_train) epochs: (epoch / epochs, epochs). ValueError for
+    an epoch interval without a step count (a wall_hours budget).
+
+    Example:
+        >>> s = ScheduleConfig("one_cycle", interval="epoch")
+        >>> [schedule_clock(t, schedule=s, total_steps=10, batch_size=25, num_train=100) for t in (0, 3, 4, 9)]
+        [(0.0, 3), (0.0, 3), (0.3333333333333333, 3), (0.6666666666666666, 3)]
+    """
+    if schedule.interval == "step":
+        return (step / total_steps if total_steps else 0.0), total_steps
+    if total_steps is None:
+        raise ValueError("schedule.interval: epoch needs a budget in steps, epochs or examples")
+    epochs = max(1, -(-total_steps * batch_size // num_train))
+    return (step * batch_size // num_train) / epochs, epochs
 
 
 # ---------------------------------------------------------------------------- calibration table

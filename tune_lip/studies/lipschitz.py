@@ -43,8 +43,10 @@ from tune_lip.studies.budget import (
     ScheduleConfig,
     lookup_step_seconds,
     lr_at,
+    momentum_at,
     parse_budget,
     read_calibration,
+    schedule_clock,
 )
 
 # The shared config sections and helpers live in tune_lip.studies.config; callers still import them here.
@@ -178,6 +180,9 @@ class LipschitzLoop(ModelLoop):
                                                                  step_seconds=step_seconds),
                          examples_per_step=b,
                          wall_budget=cfg.budget.amount * 3600.0 if cfg.budget.kind == "wall_hours" else None)
+        if cfg.schedule.interval == "epoch" and self.total_steps is None:
+            raise ConfigError("schedule.interval", "epoch needs a budget in steps, epochs or examples, "
+                              "not wall_hours")
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model.name, input_shape=self.data.input_shape,
@@ -209,11 +214,26 @@ class LipschitzLoop(ModelLoop):
 
     # ------------------------------------------------------------------ training
     def _set_lr(self) -> float:
-        """Set the scheduled lr for the step about to be taken (at the current budget fraction)."""
-        lr = lr_at(self.fraction, peak_lr=self.cfg.optimizer.lr, schedule=self.cfg.schedule,
-                   total_steps=self.total_steps)
+        """Set the scheduled lr (and, for one_cycle, momentum: torch's OneCycleLR cycles it by
+        default, overriding the configured one, as both papers' code runs it) for the step about
+        to be taken: at the current budget fraction, or at the current epoch for a per-epoch schedule."""
+        schedule = self.cfg.schedule
+        if schedule.interval == "step":
+            fraction, ticks = self.fraction, self.total_steps
+        else:
+            fraction, ticks = schedule_clock(self.steps, schedule=schedule, total_steps=self.total_steps,
+                                             batch_size=self.cfg.dataset.batch_size,
+                                             num_train=self.data.num_train)
+        lr = lr_at(fraction, peak_lr=self.cfg.optimizer.lr, schedule=schedule, total_steps=ticks)
+        momentum = momentum_at(fraction, schedule=schedule, total_steps=ticks)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+            if momentum is None:
+                continue
+            if "momentum" in group:          # SGD, RMSprop
+                group["momentum"] = momentum
+            elif "betas" in group:           # Adam: beta1 plays momentum, as in torch's OneCycleLR
+                group["betas"] = (momentum, *group["betas"][1:])
         return lr
 
     def train_step(self, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
