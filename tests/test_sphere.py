@@ -92,7 +92,7 @@ def test_si_head_is_frozen_at_norm_10_and_af_head_trains():
     loop.train_for(10)
     assert torch.equal(head, before)  # SI mode: lr_other does not reach the frozen head (never written)
     af = SphereLoop(_cfg(model={"name": "convnet_si_af", "width": 4}, optimizer={"elr": 1e-2, "lr_other": 0.1}))
-    assert float(af.model.head.weight.detach().norm()) == pytest.approx(10.0, rel=1e-6)
+    assert af.model.head.weight.requires_grad   # Af: PyTorch's init (the original's init_scale -1), trained
     before = af.model.head.weight.detach().clone()
     af.train_for(10)
     assert not torch.equal(af.model.head.weight, before)  # Af: the head trains
@@ -110,22 +110,39 @@ def test_lr_other_zero_freezes_the_non_si_parameters():
 
 # ---------------------------------------------------------------------------- the sphere
 
-@pytest.mark.parametrize("per_filter", [False, True])
-def test_projection_keeps_the_norm_and_the_elr_fixed(per_filter):
-    loop = SphereLoop(_cfg(optimizer={"elr": 0.05, "per_filter": per_filter}))
+@pytest.mark.parametrize("fix_all_elr", [False, True])
+def test_projection_keeps_the_norm_and_the_elr_fixed(fix_all_elr):
+    loop = SphereLoop(_cfg(optimizer={"elr": 0.05, "fix_all_elr": fix_all_elr}))
     rho0 = _norm(loop.si)
-    filters0 = [p.detach().flatten(1).norm(dim=1) for p in loop.si]
     assert loop.rho0 == pytest.approx(rho0, rel=1e-12)
     for _ in range(12):
         m = loop.train_for(1)
         assert abs(_norm(loop.si) / rho0 - 1) < 1e-6          # on the sphere after every step
         assert abs(m["weight_norm"] / rho0 - 1) < 1e-6
         assert m["elr"] == pytest.approx(0.05, rel=1e-6)       # lr / ||w||^2 = configured ELR
-        assert m["lr"] == pytest.approx(0.05 if per_filter else 0.05 * rho0**2, rel=1e-9)
+        assert m["lr"] == pytest.approx(0.05 * rho0**2, rel=1e-9)
         assert m["lr_now"] == m["lr"]                             # no schedule: passed through
-    if per_filter:  # every filter stays on its own sphere
-        for p, n0 in zip(loop.si, filters0):
-            torch.testing.assert_close(p.detach().flatten(1).norm(dim=1), n0, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("name", ["convnet_si", "resnet18_si"])
+def test_fix_all_elr_puts_every_filter_at_one_common_norm(name):
+    # The original's --fix_all_elr (train.py, training_utils.fix_si_pnorms): r = sqrt(sum ||w||^2 / #filters)
+    # at init, every filter rescaled to r at init and after every step, lr = elr * sum ||w||^2.
+    cfg = _cfg(model={"name": name, "width": 2}, optimizer={"elr": 0.05, "fix_all_elr": True})
+    torch.manual_seed(cfg.seed)
+    fresh = build_model(name, input_shape=(1, 8, 8), num_classes=4, width=2).scale_invariant_parameters()
+    total_sq = _norm(fresh) ** 2
+    r = math.sqrt(total_sq / sum(p.shape[0] for p in fresh))
+    loop = SphereLoop(cfg)
+    assert loop.si_lr == pytest.approx(0.05 * total_sq, rel=1e-6)   # lr = elr * sum ||w||^2 (before the fix)
+    for step in range(3):
+        if step:
+            before = [p.detach().clone() for p in loop.si]
+            loop.train_for(1)
+            assert not all(torch.equal(a, b) for a, b in zip(before, loop.si))   # the step moved them
+        for p in loop.si:   # every filter, of every layer, at the common norm
+            norms = p.detach().flatten(1).norm(dim=1)
+            torch.testing.assert_close(norms, torch.full_like(norms, r), rtol=1e-5, atol=0)
 
 
 def test_angular_update_and_effective_grad_norm_are_what_they_say():
@@ -231,7 +248,9 @@ def test_hutchinson_is_exact_for_a_diagonal_hessian():
 @pytest.mark.parametrize("over, key", [
     ({"model": {"name": "aol_mlp"}}, "model"),
     ({"optimizer": {"mode": "sphere", "weight_decay": 1e-4}}, "optimizer"),
-    ({"optimizer": {"mode": "full", "per_filter": True}}, "optimizer"),
+    ({"optimizer": {"mode": "full", "fix_all_elr": True}}, "optimizer"),
+    ({"optimizer": {"per_filter": True}}, "optimizer.per_filter"),
+    ({"feature_rank_batch": -1}, "feature_rank_batch"),
     ({"optimizer": {"mode": "orbit"}}, "optimizer"),
     ({"optimizer": {"elr": 0}}, "optimizer"),
     ({"reports": 3}, "reports"),
@@ -245,10 +264,10 @@ def test_config_errors_name_the_key(over, key):
     assert info.value.key == key
 
 
-def test_per_filter_is_refused_for_resnet():
+def test_fix_all_elr_is_refused_where_the_original_refuses_it():
     with pytest.raises(ConfigError) as info:
-        SphereLoop(_cfg(model={"name": "resnet18_si", "width": 2}, optimizer={"elr": 1e-2, "per_filter": True}))
-    assert info.value.key == "optimizer.per_filter"
+        SphereLoop(_cfg(model={"name": "resnet18_si_af", "width": 2}, optimizer={"elr": 1e-2, "fix_all_elr": True}))
+    assert info.value.key == "optimizer.fix_all_elr"
 
 
 def test_config_round_trips_through_to_dict():
@@ -282,8 +301,9 @@ def test_trainable_reports_then_done_with_a_regime(tmp_path):
     assert [r["done"] for r in results] == [False, False, False, True]
     assert "regime" not in results[0] and results[-1]["regime"] in ("converged", "chaotic", "diverged")
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "weight_norm", "elr",
-                "effective_grad_norm", "angular_update"):
+                "effective_grad_norm", "angular_update", "feature_rank"):
         assert math.isfinite(results[-1][key])
+    assert all(1.0 <= r["feature_rank"] <= 32 for r in results)   # width-4 ConvNetSI: 32 features
     # Validation metrics at every report; test metrics once, with the last.
     assert all("val_acc" in r for r in results)
     assert [("test_acc" in r) for r in results] == [False, False, False, True]

@@ -6,11 +6,13 @@ any c > 0 without changing its function has gradients orthogonal to w and ∝ 1/
 SGD step of size lr moves the *direction* of w by ≈ lr/‖w‖² · ‖∇‖·‖w‖: what matters is the
 **effective learning rate** ELR = lr / ‖w‖² (per step, dimensionless). Two modes:
 
-- ``sphere``: fix the ELR. The SI weights (all of them as one vector) stay on the sphere of
-  their initial radius ρ₀ = ‖w₀‖: each step is SGD with lr = elr·ρ₀², then w is rescaled
-  back to ‖w‖ = ρ₀, so lr/‖w‖² = elr at every step. ``per_filter``: every conv filter on
-  its own sphere of radius ‖w₀ᵢ‖, each with lr_i = elr·‖w₀ᵢ‖² (ConvNetSI only: there each
-  filter is SI on its own). Hand-written here: no library has the projection.
+- ``sphere``: fix the ELR (the original's ``--fix_elr``). The SI weights (all of them as one
+  vector) stay on the sphere of their initial radius ρ₀ = ‖w₀‖: each step is SGD with
+  lr = elr·ρ₀², then w is rescaled back to ‖w‖ = ρ₀, so lr/‖w‖² = elr at every step.
+  ``fix_all_elr`` (the original's ``--fix_all_elr``, ``training_utils.fix_si_pnorms``): every
+  conv filter is rescaled to one common norm r = sqrt(Σ‖w‖² / #filters), at init and after
+  every step, with lr = elr·Σ‖w‖² (so ρ₀ is unchanged and every filter has the ELR
+  lr/r² = elr·#filters). Hand-written here: no library has the projection.
 - ``full``: plain SGD in the full parameter space (fixed lr, weight decay, momentum); ‖w‖
   drifts, and with it the ELR lr/‖w‖², which is reported.
 
@@ -18,7 +20,8 @@ Non-SI trainable parameters (the Af variants' BN affine and head) use ``optimize
 (0 freezes them). Reports, besides train and validation loss and accuracy (``val_loss``,
 ``val_acc``; ``test_loss``, ``test_acc`` once, at a trial's end): ``weight_norm`` (‖w‖ of
 the SI weights), ``elr``, ``effective_grad_norm`` (‖∇_w L‖·‖w‖, the gradient on the unit
-sphere), ``angular_update`` (radians between w_t and w_{t+1}), optionally ``hessian_trace``;
+sphere), ``angular_update`` (radians between w_t and w_{t+1}), ``feature_rank`` (the effective
+rank of the penultimate features on a fixed validation batch), optionally ``hessian_trace``;
 and `SphereLoop.regime` labels the whole train-loss trajectory (converged/chaotic/diverged).
 
 SAM (``optimizer.sam_rho > 0``, `tune_lip.nn.sam`) perturbs before the projection: gradients at w
@@ -54,6 +57,7 @@ from tune_lip.data.augment import augment_batch
 from tune_lip.data.datasets import ImageData, convert_and_center
 from tune_lip.data.sampling import BatchOrder
 from tune_lip.errors import ConfigError
+from tune_lip.nn.features import effective_rank
 from tune_lip.nn.losses import cross_entropy_and_accuracy
 from tune_lip.nn.models import build_model
 from tune_lip.nn.models.sphere_nets import ScaleInvariantNet
@@ -118,9 +122,9 @@ class SphereLoop(ModelLoop):
         self.model = cast(ScaleInvariantNet, build_model(
             cfg.model.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
             **cfg.model.options).to(self.device))
-        if o.per_filter and not self.model.filterwise_invariant:
-            raise ConfigError("optimizer.per_filter", f"{cfg.model.name} is scale-invariant only in all "
-                              "its conv weights jointly, not filter by filter; use per_filter: false")
+        if o.fix_all_elr and cfg.model.name == "resnet18_si_af":   # as the original's train.py
+            raise ConfigError("optimizer.fix_all_elr", "the paper's code fixes all filter norms only for "
+                              "convnet_si, convnet_si_af and resnet18_si; use fix_all_elr: false")
         self.si: list[Tensor] = [p for p in self.model.scale_invariant_parameters()]
         others = [p for p in self.model.other_parameters() if p.requires_grad]
         if o.lr_other == 0:
@@ -128,12 +132,14 @@ class SphereLoop(ModelLoop):
                 p.requires_grad_(False)   # frozen: no gradient computed, nothing to update
             others = []
         with torch.no_grad():
+            # fix_all_elr: the common filter norm keeps Σ‖w‖² (so ρ₀) as initialised.
+            filters = sum(p.shape[0] for p in self.si)
+            self.filter_norm0 = float(self._norm()) / math.sqrt(filters)
+            if o.mode == "sphere" and o.fix_all_elr:
+                self._project()
             self.rho0 = float(self._norm())
-            self.filter_sq0 = [_filter_sq(p) for p in self.si]
-        # Sphere: lr = elr·ρ₀² makes lr/‖w‖² = elr while ‖w‖ = ρ₀. Per filter, lr_i = elr·‖w₀ᵢ‖²:
-        # the group lr is elr and each gradient is multiplied by its filter's ‖w₀ᵢ‖² (momentum is
-        # linear in the gradient, so that is the same as a per-filter lr).
-        self.si_lr = o.lr if o.mode == "full" else (o.elr if o.per_filter else o.elr * self.rho0 ** 2)
+        # Sphere: lr = elr·ρ₀² makes lr/‖w‖² = elr while ‖w‖ = ρ₀ (with fix_all_elr too: ρ₀² = Σ‖w‖²).
+        self.si_lr = o.lr if o.mode == "full" else o.elr * self.rho0 ** 2
         self.lr = self.si_lr   # reported as lr and, no schedule here, as lr_now
         groups = [{"params": self.si, "lr": self.si_lr}]
         if others:
@@ -150,6 +156,11 @@ class SphereLoop(ModelLoop):
                                       seed=cfg.seed, device=self.device)
         # Sharpness's fixed batch: the data order's first examples (step 0's batch and on).
         self.sharpness_indices = self.batch_order.permutation(0)[:cfg.sharpness.batch_size]  # (B_s,)
+        # feature_rank's fixed batch: the first validation images (without a split, the data
+        # order's first training images), uint8 (B_r, H, W, C).
+        n = cfg.feature_rank_batch
+        self.rank_images = (self.data.val_images[:n] if self.data.val_images is not None
+                            else self.data.train_batch(self.batch_order.permutation(0)[:n])[0])
 
     def batch_indices(self, step: int) -> Tensor:
         """Indices of the examples in step ``step``'s batch: (B,), a pure function of (seed, step)."""
@@ -162,19 +173,17 @@ class SphereLoop(ModelLoop):
 
     @torch.no_grad()
     def _project(self) -> None:
-        """Rescale the SI weights back onto the sphere(s) of their initial radius."""
-        if self.cfg.optimizer.per_filter:
-            for p, sq0 in zip(self.si, self.filter_sq0):
-                p.mul_(torch.sqrt(sq0 / _filter_sq(p)))
+        """Rescale the SI weights back onto their sphere: jointly to ρ₀, or (fix_all_elr) every
+        filter to the common norm r = ρ₀/sqrt(#filters)."""
+        if self.cfg.optimizer.fix_all_elr:
+            for p in self.si:
+                p.mul_((self.filter_norm0 / _filter_sq(p).double().sqrt()).float())
         else:
             # The scale in float64 keeps ‖w‖ within ~1e-7 (relative) of ρ₀ step after step.
             torch._foreach_mul_(self.si, (self.rho0 / self._norm()).float())
 
     def elr(self) -> float:
-        """The current effective LR: lr/‖w‖² (per filter: its mean over filters). Host sync."""
-        if self.cfg.optimizer.per_filter:
-            ratios = [(sq0 / _filter_sq(p.detach())).flatten() for p, sq0 in zip(self.si, self.filter_sq0)]
-            return self.si_lr * float(torch.cat(ratios).double().mean())
+        """The current effective LR of the SI weights as one vector: lr/‖w‖². Host sync."""
         return self.si_lr / float(self._norm()) ** 2
 
     # ------------------------------------------------------------------ training
@@ -214,8 +223,6 @@ class SphereLoop(ModelLoop):
             before = [p.detach().clone() for p in self.si]
             norm = self._norm()
             self.grad_sum += torch.sqrt(cast(Tensor, sum(g.double().pow(2).sum() for g in grads))) * norm
-        if o.per_filter:
-            torch._foreach_mul_(grads, self.filter_sq0)
         self.optimizer.step()
         if o.mode == "sphere":
             self._project()
@@ -236,7 +243,7 @@ class SphereLoop(ModelLoop):
         """weight_norm and elr at the slice's end; effective_grad_norm (‖∇_w L‖·‖w‖, the gradient on
         the unit sphere) and angular_update (radians) averaged over the measured steps (NaN if no
         step ran). ``lr`` is the SI weights' SGD LR: ``optimizer.lr`` in full mode, elr·ρ₀² on the
-        sphere, elr per filter (each filter's gradient then scaled by its ‖w₀ᵢ‖²). Records the
+        sphere (with fix_all_elr too). Records the
         slice's mean train loss for `regime`."""
         if steps and not self.diverged:
             self.train_loss_history.append(mean_loss)
@@ -299,23 +306,42 @@ class SphereLoop(ModelLoop):
     def diverged_eval_metrics(self) -> dict[str, float]:
         return {"loss": DIVERGED_LOSS, "acc": 0.0}
 
+    @torch.no_grad()
+    def feature_rank(self) -> float:
+        """Effective rank (`tune_lip.nn.features.effective_rank`) of the penultimate features, the
+        head's input, on the fixed batch `rank_images`, in eval-mode BN: between 1 (collapsed)
+        and min(batch, feature width). One forward pass and one SVD; host sync."""
+        self.model.eval()
+        model = cast(ScaleInvariantNet, self.model)
+        features = model.embed(convert_and_center(self.rank_images, self.mean))   # (B_r, D)
+        self.model.train()
+        return effective_rank(features)
+
     def weight_metrics(self) -> dict[str, float]:
-        """``hessian_trace`` of the SI weights, when configured (``weight_norm`` is a slice metric)."""
-        return {"hessian_trace": self.hessian_trace()[0]} if self.cfg.hessian_trace else {}
+        """``feature_rank`` (unless ``feature_rank_batch`` is 0) and ``hessian_trace`` of the SI
+        weights, when configured (``weight_norm`` is a slice metric)."""
+        out = {"feature_rank": self.feature_rank()} if self.cfg.feature_rank_batch else {}
+        if self.cfg.hessian_trace:
+            out["hessian_trace"] = self.hessian_trace()[0]
+        return out
 
     def diverged_weight_metrics(self) -> dict[str, float]:
-        return {"hessian_trace": DIVERGED_LOSS} if self.cfg.hessian_trace else {}
+        out = {"feature_rank": 1.0} if self.cfg.feature_rank_batch else {}   # 1: fully collapsed
+        if self.cfg.hessian_trace:
+            out["hessian_trace"] = DIVERGED_LOSS
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> dict[str, Any]:
         return {"aug_generator": self.aug_generator.get_state(), "train_loss_history": list(self.train_loss_history),
-                "rho0": self.rho0, "filter_sq0": [t.clone() for t in self.filter_sq0]}
+                "rho0": self.rho0, "filter_norm0": self.filter_norm0}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.aug_generator.set_state(state["aug_generator"])
         self.train_loss_history = [float(v) for v in state["train_loss_history"]]
         self.rho0 = float(state["rho0"])
-        self.filter_sq0 = [t.to(self.device) for t in state["filter_sq0"]]
+        # A checkpoint from before fix_all_elr has no filter_norm0 (its runs never used one).
+        self.filter_norm0 = float(state.get("filter_norm0", self.filter_norm0))
 
 
 STUDY = register(Study(
@@ -323,6 +349,6 @@ STUDY = register(Study(
     default_model="convnet_si",
     # What a search may optimise: validation metrics (test_* come once, at a trial's end).
     metrics=frozenset({"train_loss", "train_acc", "val_loss", "val_acc", "weight_norm", "elr",
-                       "effective_grad_norm", "angular_update"}),
+                       "effective_grad_norm", "angular_update", "feature_rank"}),
     legacy_metrics={"test_acc": "test_acc", "test_loss": "test_loss"},   # every report's, before the split
 ))

@@ -42,7 +42,10 @@ class SphereOptimizerConfig:
     lr_other: float = 0.0       # LR of the non-SI trainable parameters, per step; 0 freezes them
     momentum: float = 0.0       # heavy-ball momentum of every group (the paper: 0)
     weight_decay: float = 0.0   # L2 coefficient, full mode only
-    per_filter: bool = False    # sphere mode: each conv filter on its own sphere, each at ELR elr
+    # Sphere mode, the original's --fix_all_elr: every conv filter rescaled to one common norm
+    # sqrt(Σ‖w‖² / #filters) at init and after every step, lr = elr·Σ‖w‖² (false: --fix_elr, the
+    # joint vector of all SI weights on its sphere).
+    fix_all_elr: bool = False
     sam_rho: float = 0.0        # SAM radius in weight space (tune_lip.nn.sam; angle atan(ρ/ρ₀)); 0 = off
     sam_adaptive: bool = False  # ASAM: perturb in |w|-rescaled coordinates
 
@@ -58,13 +61,14 @@ class SphereOptimizerConfig:
             raise ValueError(f"optimizer.elr and optimizer.lr must be > 0, got {self.elr}, {self.lr}")
         if self.lr_other < 0 or self.weight_decay < 0 or self.sam_rho < 0 or not 0 <= self.momentum < 1:
             raise ValueError("optimizer.lr_other, weight_decay and sam_rho must be >= 0, momentum in [0, 1)")
-        if not isinstance(self.sam_adaptive, bool):
-            raise TypeError(f"optimizer.sam_adaptive must be true or false, got {self.sam_adaptive!r}")
+        for key in ("sam_adaptive", "fix_all_elr"):
+            if not isinstance(getattr(self, key), bool):
+                raise TypeError(f"optimizer.{key} must be true or false, got {getattr(self, key)!r}")
         if self.mode == "sphere" and self.weight_decay:
             raise ValueError("optimizer.weight_decay is for mode full: on the sphere the norm is fixed, "
                              "so weight decay would only rescale the ELR")
-        if self.mode == "full" and self.per_filter:
-            raise ValueError("optimizer.per_filter is for mode sphere (full mode has no sphere)")
+        if self.mode == "full" and self.fix_all_elr:
+            raise ValueError("optimizer.fix_all_elr is for mode sphere (full mode has no sphere)")
 
 
 def _sphere_model(raw: Any) -> ModelConfig:
@@ -88,16 +92,16 @@ class SphereConfig:
     metrics_every: int = 0        # steps between gradient/angle measurements; 0 = last step of a slice
     hessian_trace: bool = False   # report the Hutchinson trace of the SI weights' Hessian
     hutchinson_samples: int = 10  # probe vectors per trace estimate (standard error ∝ 1/sqrt)
+    feature_rank_batch: int = 256  # examples of the fixed validation batch for feature_rank; 0 = off
     sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)  # top Hessian eigenvalue; off
     device: str = "auto"          # auto = cuda when visible, else cpu
 
     def __post_init__(self) -> None:
         if self.reports < 4:   # classify_regime needs >= 4 points of the per-report loss trajectory
             raise ConfigError("reports", f"the regime label needs at least 4 reports, got {self.reports}")
-        if self.metrics_every < 0 or self.hutchinson_samples < 1:
-            key = "metrics_every" if self.metrics_every < 0 else "hutchinson_samples"
-            raise ConfigError(key, f"out of range (metrics_every >= 0, hutchinson_samples >= 1), "
-                              f"got {getattr(self, key)}")
+        for key, low in (("metrics_every", 0), ("hutchinson_samples", 1), ("feature_rank_batch", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(key, f"must be >= {low}, got {getattr(self, key)}")
         if self.budget.kind not in ("steps", "epochs", "examples"):
             raise ConfigError("budget", f"a {self.budget.kind} budget is not supported here; "
                               "use {steps: N}, {epochs: E} or {examples: X}")
@@ -113,10 +117,15 @@ class SphereConfig:
             budget = parse_budget(raw.get("budget", {"steps": 1000}), where="config")
         except UserError as exc:
             raise ConfigError(exc.key or "budget", exc.problem) from None
-        for key in ("seed", "reports", "metrics_every", "hutchinson_samples"):
+        for key in ("seed", "reports", "metrics_every", "hutchinson_samples", "feature_rank_batch"):
             value = raw.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
                 raise ConfigError(key, f"must be an integer, got {value!r}")
+        optimizer = raw.get("optimizer")
+        if isinstance(optimizer, dict) and "per_filter" in optimizer:
+            raise ConfigError("optimizer.per_filter", "removed (it kept each filter at its own initial "
+                              "norm, which the paper's code never does); use fix_all_elr: true, every "
+                              "filter at one common norm as the original's --fix_all_elr")
         if not isinstance(raw.get("hessian_trace", False), bool):
             raise ConfigError("hessian_trace", f"must be true or false, got {raw['hessian_trace']!r}")
         return _section("config", lambda: cls(
@@ -132,6 +141,7 @@ class SphereConfig:
             metrics_every=int(raw.get("metrics_every", 0)),
             hessian_trace=bool(raw.get("hessian_trace", False)),
             hutchinson_samples=int(raw.get("hutchinson_samples", 10)),
+            feature_rank_batch=int(raw.get("feature_rank_batch", 256)),
             sharpness=_section("sharpness", lambda: SharpnessConfig.from_dict(raw.get("sharpness"))),
             device=str(raw.get("device", "auto")),
         ))
