@@ -240,7 +240,7 @@ def test_preresnet_is_affine_free_with_a_frozen_head_and_never_nan():
         net = build_model("preresnet32", input_shape=(1, 8, 8), num_classes=10, norm=norm, width=0.25)
         norms = [m for m in net.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))]
         assert norms and all(not m.affine and m.eps == SI_EPS for m in norms)
-        assert not net.head.weight.requires_grad and net.head.bias is None
+        assert not net.head.weight.requires_grad and not net.head.bias.requires_grad
         # A constant image makes constant channels: eps = 0 would give 0/0 = NaN here.
         assert torch.isfinite(net(torch.ones(2, 1, 8, 8))).all()
     # eps = 1e-20 is eps = 0 to float32 precision on ordinary inputs (torch's BatchNorm refuses eps = 0
