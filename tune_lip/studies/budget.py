@@ -151,7 +151,7 @@ def parse_budget(raw: Any, *, where: str, key: str = "budget") -> Budget:
 
 # ---------------------------------------------------------------------------- schedules
 
-SCHEDULES = ("one_cycle", "constant", "cosine", "linear")
+SCHEDULES = ("one_cycle", "constant", "cosine", "linear", "step")
 # How often the schedule advances: every optimizer step (SU: torch's OneCycleLR stepped per batch,
 # lipschitz/training/trainer.py) or once per epoch (LLC: OneCycleLR(epochs=E, steps_per_epoch=1)
 # stepped after each epoch, trainer/lr_scheduler/__init__.py and trainer/train_module.py).
@@ -163,7 +163,10 @@ class ScheduleConfig:
     """LR schedule over the budget fraction f in [0, 1].
 
     name: one_cycle (torch's OneCycleLR, cosine annealing, by step fraction, as the Lipschitz
-    code), constant, cosine (to 0) or linear (decay to 0).
+    code), constant, cosine (to 0), linear (decay to 0) or step (step decay: the LR is
+    multiplied by ``gamma`` at each of the ``milestones``, budget fractions in (0, 1); the SVAG
+    code's LR_WD_Scheduler, utils.py, with hparams/cifar10_hparams_dict.py's x0.1 at epochs 80
+    and 120 of 160 = milestones [0.5, 0.75], stepped per epoch with ``interval: epoch``).
     warmup: fraction of the budget with linear warm-up from 0 (cosine/linear/constant only).
     pct_start, div_factor, final_div_factor: OneCycleLR's knobs, same defaults as torch.
     cycle_momentum, base_momentum, max_momentum: one_cycle also cycles the optimizer's momentum
@@ -183,6 +186,8 @@ class ScheduleConfig:
     base_momentum: float = 0.85
     max_momentum: float = 0.95
     interval: str = "step"
+    milestones: tuple[float, ...] = ()   # step: budget fractions where the LR drops, increasing
+    gamma: float = 0.1                    # step: LR factor at each milestone
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
@@ -196,6 +201,15 @@ class ScheduleConfig:
         if not 0.0 <= self.base_momentum <= self.max_momentum < 1.0:
             raise ValueError(f"schedule momenta need 0 <= base_momentum <= max_momentum < 1, "
                              f"got {self.base_momentum}, {self.max_momentum}")
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+        if any(isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 < m < 1.0 for m in self.milestones) \
+                or list(self.milestones) != sorted(set(self.milestones)):
+            raise ValueError(f"schedule.milestones must be increasing budget fractions in (0, 1), "
+                             f"e.g. [0.5, 0.75]; got {list(self.milestones)}")
+        if self.name == "step" and not self.milestones:
+            raise ValueError("schedule step needs milestones: budget fractions, e.g. [0.5, 0.75]")
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not self.gamma > 0:
+            raise ValueError(f"schedule.gamma must be a positive number, got {self.gamma!r}")
         if self.interval not in SCHEDULE_INTERVALS:
             raise ValueError(f"schedule.interval must be one of {', '.join(SCHEDULE_INTERVALS)}, "
                              f"got {self.interval!r}")
@@ -259,6 +273,8 @@ def lr_at(fraction: float, *, peak_lr: float, schedule: ScheduleConfig, total_st
         return peak_lr
     if s.name == "cosine":
         return peak_lr * 0.5 * (1.0 + math.cos(math.pi * rest))
+    if s.name == "step":   # a milestone is passed at the first fraction that reaches it (to rounding)
+        return peak_lr * s.gamma ** sum(f >= m - 1e-9 for m in s.milestones)
     return peak_lr * (1.0 - rest)  # linear
 
 
