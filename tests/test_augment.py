@@ -1,4 +1,11 @@
-"""Per-sample on-device augmentation: reproducibility, crop/flip/erase geometry, jitter, config."""
+"""On-device augmentation: per-sample and per-batch (SU's) draws; reproducibility, crop/flip/erase
+geometry, reflect padding, erase size and value, jitter, config.
+
+SU = *Scaling Up Lipschitz Networks*, lipschitz/training/augmentation.py (augmentation94percent,
+color_crop_flip_erase), applied to the centred batch in lipschitz/training/trainer.py. Measured with
+torchvision 0.29.1 on a (4, 3, 32, 32) batch: RandomCrop(padding=4, reflect) gave every sample the
+same offset, RandomErasing(p=1, scale=1/16, ratio=1) the same 8x8 square; scale 0 erases nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tune_lip.data.augment import AUGMENTATIONS, AugmentConfig, augment_batch
+from tune_lip.data.augment import AUGMENTATIONS, AugmentConfig, augment_batch, augment_centred
 
 
 def gen(seed: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
@@ -45,13 +53,15 @@ def find_shift(out: torch.Tensor, img: torch.Tensor, pad: int) -> tuple[int, int
 @pytest.mark.parametrize("channels", [1, 3])
 def test_presets_keep_dtype_shape_and_are_reproducible(preset, channels):
     x = batch(c=channels)
-    cfg = AugmentConfig.from_dict(preset)
-    y1 = augment_batch(x, cfg, gen(7))
-    y2 = augment_batch(x, cfg, gen(7))
+    # The per-batch presets (SU's) run per sample too, with draws: per_sample.
+    cfg = dataclasses.replace(AugmentConfig.from_dict(preset), draws="per_sample")
+    mean = torch.full((channels,), 0.5)
+    y1 = augment_batch(x, cfg, gen(7), mean=mean)
+    y2 = augment_batch(x, cfg, gen(7), mean=mean)
     assert y1.dtype == torch.uint8 and y1.shape == x.shape and y1.device == x.device
     assert torch.equal(y1, y2)  # same generator state -> bit-identical output
     if preset != "none":
-        assert not torch.equal(augment_batch(x, cfg, gen(8)), y1)  # another seed, another batch
+        assert not torch.equal(augment_batch(x, cfg, gen(8), mean=mean), y1)  # another seed, another batch
 
 
 def test_none_is_identity_and_input_is_never_modified():
@@ -192,7 +202,15 @@ def test_presets():
     assert AUGMENTATIONS["crop_flip"] == AugmentConfig(crop=4, flip=True)
     assert AUGMENTATIONS["crop_flip_erase"] == AugmentConfig(crop=4, flip=True, erase=0.5)
     full = AUGMENTATIONS["crop_flip_jitter_erase"]
-    assert full.crop == 4 and full.flip and full.jitter > 0 and full.erase == 0.5
+    assert full.crop == 4 and full.flip and full.erase == 0.5
+    assert full.brightness == full.contrast == full.saturation == 0.2 and full.jitter == 0.0  # shorthand resolved
+    # SU (lipschitz/training/augmentation.py): augmentation94percent and color_crop_flip_erase.
+    su = AUGMENTATIONS["94percent"]
+    assert (su.crop, su.pad_mode, su.flip, su.erase, su.erase_scale, su.erase_ratio, su.erase_value, su.draws) == \
+        (4, "reflect", True, 1.0, (1 / 16, 1 / 16), (1.0, 1.0), "mean", "per_batch")
+    colour = AUGMENTATIONS["color_crop_flip_erase"]
+    assert (colour.brightness, colour.contrast, colour.saturation) == (0.2, 0.0, 0.1)
+    assert dataclasses.replace(colour, brightness=0.0, saturation=0.0) == su
 
 
 def test_from_dict():
@@ -228,3 +246,105 @@ def test_bad_input_rejected():
         augment_batch(batch().float(), AUGMENTATIONS["crop_flip"], gen())
     with pytest.raises(ValueError, match="uint8"):
         augment_batch(batch()[0], AUGMENTATIONS["crop_flip"], gen())
+
+
+# ---------------------------------------------------------------------------------------------
+# SU's augmentation: reflect padding, a fixed 8x8 erased square, draws shared by the batch
+
+
+def _centred(b: int = 6, c: int = 3, hw: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, c, hw, hw, generator=g) - 0.5 + 1e-3   # no exact zeros: 0 marks erasing
+
+
+def test_per_batch_erases_one_shared_8x8_square_to_the_mean_colour():
+    x = _centred()
+    cfg = dataclasses.replace(AUGMENTATIONS["94percent"], crop=0, flip=False)
+    for seed in range(5):
+        y = augment_centred(x, cfg, gen(seed), mean=torch.zeros(3))
+        erased = (y == 0).all(dim=1)                                     # (B, H, W)
+        assert torch.equal(erased, erased[:1].expand_as(erased))         # the same square in every sample
+        rows, cols = erased[0].nonzero(as_tuple=True)
+        assert len(rows) == 64 and rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
+        torch.testing.assert_close(y[~erased[:, None].expand_as(y)], x[~erased[:, None].expand_as(x)])
+
+
+def test_per_batch_crop_is_torch_reflect_padding_shared_by_the_batch():
+    x = _centred(hw=12)
+    cfg = AugmentConfig(crop=4, pad_mode="reflect", draws="per_batch")
+    padded = F.pad(x, (4, 4, 4, 4), mode="reflect")                     # torchvision's padding_mode="reflect"
+    offsets = set()
+    for seed in range(12):
+        y = augment_centred(x, cfg, gen(seed), mean=torch.zeros(3))
+        match = [(i, j) for i in range(9) for j in range(9) if torch.equal(y, padded[:, :, i:i + 12, j:j + 12])]
+        assert len(match) == 1                                           # one window for the whole batch
+        offsets.add(match[0])
+    assert len(offsets) > 4
+
+
+def test_per_batch_zero_padding_is_black_after_centring():
+    x = _centred(hw=8)
+    mean = torch.tensor([0.2, 0.4, 0.6])
+    cfg = AugmentConfig(crop=3, draws="per_batch")
+    ys = [augment_centred(x, cfg, gen(s), mean=mean) for s in range(8)]
+    black = -mean.view(1, 3, 1, 1)
+    assert any(torch.isclose(y, black.expand_as(y)).all(dim=1).any() for y in ys)
+
+
+def test_per_sample_reflect_crop_matches_torch_reflect_and_differs_per_sample():
+    x = batch(b=16, h=10, w=10)
+    cfg = AugmentConfig(crop=3, pad_mode="reflect")
+    y = augment_batch(x, cfg, gen(3))
+    padded = F.pad(x.permute(0, 3, 1, 2).float(), (3, 3, 3, 3), mode="reflect")   # (B, C, 16, 16)
+    found = []
+    for b in range(16):
+        hits = [(i, j) for i in range(7) for j in range(7)
+                if torch.equal(y[b].permute(2, 0, 1).float(), padded[b, :, i:i + 10, j:j + 10])]
+        assert hits, b
+        found.append(hits[0])
+    assert len(set(found)) > 1                                           # per-sample draws differ
+
+
+def test_per_sample_erase_fills_the_rounded_mean():
+    x = batch(b=8, h=16, w=16)
+    mean = torch.tensor([0.491, 0.482, 0.447])
+    cfg = AugmentConfig(erase=1.0, erase_scale=(1 / 16, 1 / 16), erase_ratio=(1.0, 1.0), erase_value="mean")
+    y = augment_batch(x, cfg, gen(0), mean=mean)
+    fill = torch.tensor([125, 123, 114], dtype=torch.uint8)              # round(255 * mean)
+    erased = (y == fill).all(dim=3) & ~(x == fill).all(dim=3)
+    assert all(int(erased[b].sum()) == 16 for b in range(8))             # a 4x4 square = 1/16 of 16x16
+    masks = {tuple(erased[b].flatten().nonzero().flatten().tolist()) for b in range(8)}
+    assert len(masks) > 1
+    with pytest.raises(ValueError, match="needs the channel mean"):
+        augment_batch(x, cfg, gen(0))
+
+
+def test_per_batch_colour_jitter_is_one_factor_for_the_batch_and_clamped():
+    x = _centred(b=4, hw=4)
+    mean = torch.tensor([0.5, 0.5, 0.5])
+    cfg = AugmentConfig(brightness=0.2, draws="per_batch")
+    y = augment_centred(x, cfg, gen(1), mean=mean)
+    ratio = (y + 0.5) / (x + 0.5)                                        # brightness scales the image
+    unclamped = (x + 0.5) * ratio.max() < 1.0
+    torch.testing.assert_close(ratio[unclamped], torch.full_like(ratio[unclamped], float(ratio[unclamped][0])))
+    assert 0.8 <= float(ratio[unclamped][0]) <= 1.2
+    assert float((y + 0.5).max()) <= 1.0 + 1e-6
+    # The colour step with factors 0 is the identity; saturation on a gray image changes nothing.
+    gray = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(2)).expand(2, 3, 4, 4) - 0.5
+    torch.testing.assert_close(augment_centred(gray, AugmentConfig(saturation=0.5, draws="per_batch"), gen(0),
+                                               mean=mean), gray)
+
+
+def test_draws_are_checked_by_the_function_that_applies_them():
+    with pytest.raises(ValueError, match="per_batch"):
+        augment_batch(batch(), AUGMENTATIONS["94percent"], gen())
+    with pytest.raises(ValueError, match="per_sample"):
+        augment_centred(_centred(), AUGMENTATIONS["crop_flip"], gen(), mean=torch.zeros(3))
+    for bad in ({"draws": "per_epoch"}, {"pad_mode": "wrap"}, {"erase_value": "noise"}, {"erase_ratio": (2.0, 1.0)},
+                {"brightness": -0.1}):
+        with pytest.raises(ValueError, match=f"augmentation.{next(iter(bad))}"):
+            AugmentConfig(**bad)
+    with pytest.raises(ValueError, match="either jitter"):
+        AugmentConfig(jitter=0.1, brightness=0.2)
+    # The shorthand overrides a preset's three factors.
+    assert AugmentConfig.from_dict({"name": "color_crop_flip_erase", "jitter": 0.3}).contrast == 0.3

@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import torch
 
-from tune_lip.data.augment import AugmentConfig, augment_batch
+from tune_lip.data.augment import AugmentConfig, augment_batch, augment_centred
 from tune_lip.data.datasets import ImageData, convert_and_center
 from tune_lip.data.sampling import BatchOrder
 from tune_lip.errors import ConfigError
@@ -243,9 +243,12 @@ class LipschitzLoop(ModelLoop):
         self._set_lr()
         idx = self.batch_indices(self.steps)
         x, y = self.data.train_batch(idx)                    # (B, H, W, C) uint8, (B,)
-        if self.augment:
-            x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
-        inputs = convert_and_center(x, self.mean, self.std)
+        aug = self.cfg.augmentation
+        if self.augment and aug.draws == "per_sample":   # own draws per image, on the uint8 batch
+            x = augment_batch(x, aug, self.aug_generator, mean=self.mean)
+        inputs = convert_and_center(x, self.mean, self.std)                   # (B, C, H, W) float
+        if self.augment and aug.draws == "per_batch":    # SU: one draw for the batch, on the centred batch
+            inputs = augment_centred(inputs, aug, self.aug_generator, mean=self.mean, std=self.std)
         scores = self.model(inputs)                            # (B, num_classes)
         loss = self.loss_fn(scores, y)
         if self.cfg.optimizer.sam_rho > 0:   # the second pass sees the same augmented batch
