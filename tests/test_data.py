@@ -559,3 +559,39 @@ def test_dataset_validation_config_names_the_key():
     with pytest.raises(ConfigError) as info:   # too large: found when the data set is read
         LipschitzLoop(cfg(validation=40))
     assert info.value.key == "dataset.validation" and "none to train on" in info.value.problem
+
+
+def test_numpy_split_is_scaling_up_lipschitz_networks_split():
+    """rng "numpy" holds out exactly SU's images: lipschitz/data/datasets/dataset.py
+    split_deterministically (np.random.seed(1111); np.random.shuffle(indices); sizes (train, val))."""
+    data = load_dataset("synthetic", num_train=200, num_test=4, seed=5)
+    split = split_validation(data, 50, seed=1111, rng="numpy")
+    indices = list(range(200))
+    np.random.seed(1111)
+    np.random.shuffle(indices)
+    su_val = sorted(indices[150:200])                 # SU: eval = the images after the first 150
+    expected = data.train_images[torch.tensor(su_val)]
+    assert torch.equal(split.val_images, expected)
+    assert sorted(split.train_index.tolist()) == sorted(indices[:150])
+    with pytest.raises(ValueError, match="unknown split rng"):
+        split_validation(data, 50, rng="jax")
+
+
+def test_generated_validates_on_a_cifar10_hold_out(tmp_path):
+    """validation_from: cifar10 holds the validation set out of the real CIFAR-10 training set, as SU
+    does for its generated-data runs (lipschitz/data/datasets/edm_cifar10.py); all generated images train."""
+    from tune_lip.studies.config import DataConfig, training_data
+
+    cifar = write_fake_cifar10(tmp_path)                       # 30 training images
+    images, _ = write_npz(tmp_path / "gen.npz", n=20)
+    cfg = DataConfig(name="generated", data_dir=str(tmp_path), validation=10, split_seed=1111, split_rng="numpy",
+                     mean=[0.491, 0.482, 0.447], options={"path": "gen.npz", "validation_from": "cifar10"})
+    with pytest.warns(UserWarning, match="md5 check failed"):
+        data = training_data(cfg, torch.device("cpu"))
+    assert data.num_train == 20 and data.num_val == 10 and data.val_pool_images is None
+    np.testing.assert_array_equal(data.train_batch(torch.arange(20))[0].numpy(), images)
+    order = np.random.RandomState(1111).permutation(30)
+    np.testing.assert_array_equal(data.val_images.numpy(), cifar["train_x"][np.sort(order[20:])])
+    assert data.mean == (0.491, 0.482, 0.447)
+    with pytest.raises(ValueError, match="validation_from"):
+        load_dataset("generated", data_dir=tmp_path, path="gen.npz", validation_from="test")

@@ -18,7 +18,9 @@ Data sets (the `DATASETS` registry; options are keyword arguments of `load_datas
 - ``"generated"``: DM-Improves-AT style npz files (``image`` N x 32 x 32 x 3 uint8,
   ``label`` N), options ``path`` (relative paths are taken relative to ``data_dir``),
   ``num_train`` (the first n images), ``test`` (only ``"cifar10"``: the CIFAR-10 test set from
-  ``data_dir``) and ``cache_dir`` (default ``<data_dir>/npy_cache``). The npz is converted once
+  ``data_dir``), ``validation_from`` (``"generated"``: the validation split is held out of the
+  generated images; ``"cifar10"``: of the real CIFAR-10 training set, as SU does, while all
+  generated images train) and ``cache_dir`` (default ``<data_dir>/npy_cache``). The npz is converted once
   by `convert_npz` to plain ``.npy`` files that are memory-mapped, so 20M images (61 GB) are
   paged in from disk on demand instead of sitting in RAM twice.
 - ``"synthetic"``: a deterministic, learnable toy set for tests (class mean images + noise).
@@ -90,6 +92,7 @@ __all__ = [
     "default_validation",
     "load_dataset",
     "split_validation",
+    "SPLIT_RNGS",
     "validation_count",
     "convert_npz",
     "convert_and_center",
@@ -131,6 +134,10 @@ class ImageData:
     val_labels: torch.Tensor | None = None     # int64 (V,)
     train_index: torch.Tensor | None = field(default=None, repr=False)  # int64 (N_train,); None = all
     source: ImageData | None = field(default=None, repr=False)          # the data set as loaded
+    # Where a validation split is drawn from when not from the training images: e.g. the CIFAR-10
+    # training set for the generated data, as SU holds out 5,000 real CIFAR-10 training images.
+    val_pool_images: torch.Tensor | None = field(default=None, repr=False)   # uint8 (P, H, W, C)
+    val_pool_labels: torch.Tensor | None = field(default=None, repr=False)   # int64 (P,)
 
     def __post_init__(self) -> None:
         # Shape and dtype checks only: they read metadata, never data, so they cost no host sync.
@@ -169,6 +176,8 @@ class ImageData:
             val_images=move(self.val_images),
             val_labels=move(self.val_labels),
             train_index=move(self.train_index),
+            val_pool_images=move(self.val_pool_images),
+            val_pool_labels=move(self.val_pool_labels),
         )
 
     def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,13 +209,17 @@ class ImageData:
     def fingerprint(self) -> str:
         """SHA-256 of the data set's content: the train and test images and labels as loaded
         (uint8 and int64 bytes, in that order), so the same data read from another file format
-        hashes the same. Computed once (on a CPU copy) and kept across `to`. Recorded in every
-        experiment's provenance. A split data set's is its source's."""
+        hashes the same; then the validation pool's, when there is one. Computed once (on a CPU
+        copy) and kept across `to`. Recorded in every experiment's provenance. A split data set's
+        is its source's."""
         if self.source is not None:
             return self.source.fingerprint()
         if self.sha256 is None:
             digest = hashlib.sha256()
-            for tensor in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+            tensors = [self.train_images, self.train_labels, self.test_images, self.test_labels]
+            if self.val_pool_images is not None and self.val_pool_labels is not None:
+                tensors += [self.val_pool_images, self.val_pool_labels]
+            for tensor in tensors:
                 digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
             self.sha256 = digest.hexdigest()
         return self.sha256
@@ -356,14 +369,25 @@ def validation_count(validation: int | float, num_train: int) -> int:
     return count
 
 
-def split_validation(data: ImageData, validation: int | float, *, seed: int = 0) -> ImageData:
+SPLIT_RNGS = ("torch", "numpy")
+
+
+def split_validation(data: ImageData, validation: int | float, *, seed: int = 0, rng: str = "torch") -> ImageData:
     """Hold ``validation`` images (`validation_count`) out of ``data``'s training set.
 
     The validation images are a uniformly random subset drawn by ``seed`` alone (on the CPU,
-    so the split is the same on every device); the training set keeps the rest, in their
-    order, as `ImageData.train_index` (nothing is copied, so a memory-mapped set stays on
-    disk), and ``mean`` becomes the channel mean of the images left to train on. ``validation``
-    0 returns ``data`` unchanged. ValueError for a bad size, or a data set already split.
+    so the split is the same on every device): ``rng`` "torch" takes the first ``count`` of
+    ``torch.randperm(n)``; "numpy" the LAST ``count`` of numpy's legacy
+    ``RandomState(seed).permutation(n)``, which is exactly *Scaling Up Lipschitz Networks*'
+    ``split_deterministically`` (``np.random.seed(1111); np.random.shuffle(indices)``, sizes
+    (45,000, 5,000), lipschitz/data/datasets/dataset.py and cifar10.py). The training set keeps
+    the rest, in their order, as `ImageData.train_index` (nothing is copied, so a memory-mapped
+    set stays on disk), and ``mean`` becomes the channel mean of the images left to train on.
+
+    A data set with a validation pool (``val_pool_images``, e.g. the generated data's CIFAR-10
+    training set) draws the validation set from the pool instead and trains on all its
+    training images (mean unchanged). ``validation`` 0 returns ``data`` unchanged. ValueError
+    for a bad size or ``rng``, or a data set already split.
 
     Example:
         >>> data = load_dataset("synthetic", num_train=100)
@@ -373,13 +397,26 @@ def split_validation(data: ImageData, validation: int | float, *, seed: int = 0)
     """
     if data.train_index is not None or data.val_labels is not None:
         raise ValueError(f"{data.name}: already split into training and validation images")
-    count = validation_count(validation, data.num_train)
+    if rng not in SPLIT_RNGS:
+        raise ValueError(f"unknown split rng {rng!r}; valid: {', '.join(SPLIT_RNGS)}")
+    pool = data.val_pool_labels is not None and data.val_pool_images is not None
+    n = int(data.val_pool_labels.shape[0]) if data.val_pool_labels is not None else data.num_train
+    count = validation_count(validation, n)
     if count == 0:
-        return data
-    n, device = data.num_train, data.train_images.device
-    generator = torch.Generator().manual_seed(int(seed))
-    order = torch.randperm(n, generator=generator)                   # (N,) on the CPU: device-independent
-    val_index, train_index = order[:count].sort().values, order[count:].sort().values
+        return replace(data, val_pool_images=None, val_pool_labels=None) if pool else data
+    device = data.train_images.device
+    if rng == "torch":
+        generator = torch.Generator().manual_seed(int(seed))
+        order = torch.randperm(n, generator=generator)               # (N,) on the CPU: device-independent
+        val_index, train_index = order[:count].sort().values, order[count:].sort().values
+    else:
+        order = torch.from_numpy(np.random.RandomState(int(seed)).permutation(n))   # (N,) int64
+        val_index, train_index = order[n - count:].sort().values, order[:n - count].sort().values
+    if pool:
+        assert data.val_pool_images is not None and data.val_pool_labels is not None
+        index = val_index.to(data.val_pool_images.device)
+        return replace(data, val_images=data.val_pool_images[index], val_labels=data.val_pool_labels[index],
+                       val_pool_images=None, val_pool_labels=None, source=data, sha256=None)
     val_images = data.train_images[val_index.to(device)]            # (V, H, W, C) uint8
     # Exact channel sums of the held-out images; the rest's mean follows from the whole set's.
     _, h, w, c = data.train_images.shape
@@ -539,11 +576,19 @@ def _cached_mean(out_dir: Path, images: np.ndarray) -> tuple[float, ...]:
 
 def _load_generated(*, data_dir: Path, download: bool, path: str | Path | None = None,
                     num_train: int | None = None, test: str = "cifar10",
-                    cache_dir: str | Path | None = None) -> ImageData:
+                    cache_dir: str | Path | None = None, validation_from: str = "generated") -> ImageData:
     if path is None:
         raise ValueError("dataset 'generated' needs option path (the npz file)")
     if test != "cifar10":
         raise ValueError(f"dataset 'generated': unknown test set {test!r}; valid: cifar10")
+    if validation_from not in ("generated", "cifar10"):
+        raise ValueError(f"dataset 'generated': option validation_from must be generated or cifar10, "
+                         f"got {validation_from!r}")
+    pool = None
+    if validation_from == "cifar10":
+        # SU validates its generated-data runs on a hold-out of the real CIFAR-10 training set
+        # (lipschitz/data/datasets/edm_cifar10.py: get_data -> cifar10.get_data(...).eval).
+        pool = _read_cifar("cifar10", data_dir, train=True, download=download)   # (50000, 32, 32, 3), (50000,)
     npz_path = Path(path) if Path(path).is_absolute() else data_dir / path
     out_dir = convert_npz(npz_path,
                           data_dir / "npy_cache" if cache_dir is None else Path(cache_dir))
@@ -564,8 +609,12 @@ def _load_generated(*, data_dir: Path, download: bool, path: str | Path | None =
     if images.shape[1:] != test_x.shape[1:]:
         raise UserError(str(npz_path), "image", f"images are {images.shape[1:]}, the CIFAR-10 test "
                         f"set's are {test_x.shape[1:]}", fix=_NPZ_FIX)
-    return _image_data("generated", images, labels, test_x, test_y, num_classes=10,
+    data = _image_data("generated", images, labels, test_x, test_y, num_classes=10,
                        mean=_cached_mean(out_dir, images))
+    if pool is not None:
+        data = replace(data, val_pool_images=torch.from_numpy(np.ascontiguousarray(pool[0])),
+                       val_pool_labels=torch.from_numpy(np.ascontiguousarray(pool[1], dtype=np.int64)))
+    return data
 
 
 DATASETS: dict[str, Loader] = {

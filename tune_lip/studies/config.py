@@ -26,6 +26,7 @@ import torch
 
 from tune_lip.data.datasets import (
     NORMALIZATIONS,
+    SPLIT_RNGS,
     ImageData,
     check_validation,
     default_validation,
@@ -96,6 +97,9 @@ class DataConfig:
     # 0.1 for the others (resolved on construction); 0 = no split, then no val_* metrics.
     validation: int | float | None = None
     split_seed: int = 0         # draws the validation split; not the training seed, so replicates share it
+    # How split_seed draws it: "torch" (randperm, the first images) or "numpy" (SU's exact split:
+    # np.random.seed(seed); shuffle; the last images; with split_seed 1111 SU's 5,000 images).
+    split_rng: str = "torch"
     # Input normalisation on the device: "mean" = x/255 - mean (the Lipschitz code's centring),
     # "mean_std" = (x/255 - mean) / std.
     normalize: str = "mean"
@@ -117,6 +121,8 @@ class DataConfig:
             raise ConfigError("dataset.validation", str(exc)) from None
         if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int):
             raise ConfigError("dataset.split_seed", f"must be an integer, got {self.split_seed!r}")
+        if self.split_rng not in SPLIT_RNGS:
+            raise ConfigError("dataset.split_rng", f"unknown {self.split_rng!r}; valid: {', '.join(SPLIT_RNGS)}")
         if self.normalize not in NORMALIZATIONS:
             raise ConfigError("dataset.normalize", f"unknown normalisation {self.normalize!r}; "
                               f"valid: {', '.join(NORMALIZATIONS)}")
@@ -182,7 +188,8 @@ def training_data(cfg: DataConfig, device: torch.device, data: ImageData | None 
     if data.val_labels is None and data.train_index is None:
         assert cfg.validation is not None   # resolved by DataConfig
         validation = cfg.validation
-        data = _section("dataset.validation", lambda: split_validation(data, validation, seed=cfg.split_seed))
+        data = _section("dataset.validation", lambda: split_validation(data, validation, seed=cfg.split_seed,
+                                                                        rng=cfg.split_rng))
     channels = data.train_images.shape[3]
     for key, value in (("mean", cfg.mean), ("std", cfg.std)):
         if value is not None and len(value) != channels:
