@@ -353,6 +353,42 @@ def test_shipped_spaces_validate_at_every_grid_point(name):
         ScalingConfig.from_dict(config)
 
 
+def test_drop_last_cuts_each_epoch_into_whole_batches():
+    # SVAG's My_BatchSampler (utils.py) with drop_last_batch=True: len // B disjoint batches per
+    # epoch from that epoch's permutation, the rest unused; an {epochs: E} budget is E such epochs.
+    loop = ScalingLoop(_cfg(drop_last=True, budget={"epochs": 3}))
+    n, b = len(loop.pool), 16
+    per_epoch = n // b
+    assert n % b and loop.total_steps == 3 * per_epoch
+    for epoch in range(2):
+        seen = torch.cat([loop.batch_indices(epoch * per_epoch + k) for k in range(per_epoch)])
+        assert len(seen) == len(set(seen.tolist())) == per_epoch * b
+        assert torch.equal(seen, loop.pool[loop.batch_order.permutation(epoch)[:per_epoch * b]])
+    # SVAG l = 4: 2lE epochs of 2B, as the SVAG code's sde1 (max_epochs·2·k epochs at batch 2B)
+    svag = ScalingLoop(_cfg(drop_last=True, budget={"epochs": 3}, gradient={"name": "svag", "l": 4}))
+    assert svag.total_steps == 2 * 4 * 3 * (n // (2 * b))
+
+
+def test_step_schedule_drops_at_epoch_starts_in_the_loop():
+    # preresnet32's x0.1 at epochs 80 and 120 of 160, scaled to 4 epochs: milestones [0.5, 0.75].
+    loop = ScalingLoop(_cfg(drop_last=True, budget={"epochs": 4},
+                            schedule={"name": "step", "milestones": [0.5, 0.75], "interval": "epoch"}))
+    per_epoch, peak = len(loop.pool) // 16, 0.8 * 16 / 128
+    expected = [peak] * 2 * per_epoch + [peak * 0.1] * per_epoch + [peak * 0.01] * per_epoch
+    assert [loop._lr(t) for t in range(loop.total_steps)] == pytest.approx(expected)
+
+
+def test_mean_std_normalisation_and_feature_rank():
+    loop = ScalingLoop(_cfg(dataset={"name": "digits", "batch_size": 16, "normalize": "mean_std"},
+                            model={"name": "preresnet32", "norm": "gn", "width": 0.125}, feature_rank_batch=64))
+    x, _ = loop._inputs(loop.pool, None)                               # the whole training split
+    torch.testing.assert_close(x.std(dim=(0, 2, 3)), torch.ones(1), rtol=1e-3, atol=1e-3)
+    m = loop.evaluate()
+    assert 1.0 <= m["feature_rank"] <= min(64, loop.model.head.in_features)
+    off = ScalingLoop(_cfg(feature_rank_batch=0))
+    assert "feature_rank" not in off.evaluate()
+
+
 # ---------------------------------------------------------------------------- the Trainable
 
 TRAINABLE_CONFIG = {"seed": 1, "dataset": {"name": "synthetic", "batch_size": 16, "num_train": 64, "num_test": 32},

@@ -26,6 +26,16 @@ noise estimates; hand-written, no library has them) is in `tune_lip.nn.scaling_r
   from them (`tune_lip.nn.scaling_rules.gradient_noise`) ``grad_norm_sq`` G, unbiased for ‖∇L‖²,
   ``grad_noise`` N, unbiased for tr Σ, and ``noise_scale`` = N/G (B_simple; ratio of the
   slice's mean G and N, NaN if G ≤ 0). Cost: k extra forward+backward passes of B every K steps.
+- ``schedule``: a function of the budget fraction (`tune_lip.studies.budget.lr_at`), stepped
+  every step or, with ``interval: epoch``, at each epoch's start (of the draw: 2B for SVAG);
+  ``step`` with ``milestones: [0.5, 0.75]`` is the SVAG code's x0.1 at epochs 80 and 120 of 160.
+- ``drop_last``: each epoch's permutation cut into whole batches, the rest dropped (the SVAG
+  code's ``drop_last_batch``); otherwise an endless stream in which a batch may straddle epochs.
+- ``dataset.normalize: mean_std``: inputs (x/255 − mean)/std (the SVAG code's Normalize, with
+  its CIFAR-10 mean and std set in ``dataset.mean``/``dataset.std``); default ``mean``: x/255 − mean.
+- ``feature_rank`` (every evaluation, unless ``feature_rank_batch`` is 0): the effective rank
+  (`tune_lip.nn.features.effective_rank`) of the penultimate features (``model.features``, the
+  frozen head's input) on a fixed batch of the first validation images, eval-mode norms.
 - ``optimizer.sam_rho`` > 0: SAM steps (`tune_lip.nn.sam`; minibatch and SVAG);
   ``sharpness: {every: k}``: the top Hessian eigenvalue at every k-th evaluation.
 
@@ -54,12 +64,13 @@ from tune_lip.data.augment import augment_batch
 from tune_lip.data.datasets import ImageData, convert_and_center
 from tune_lip.data.sampling import BatchOrder
 from tune_lip.errors import ConfigError
+from tune_lip.nn.features import effective_rank
 from tune_lip.nn.losses import cross_entropy_and_accuracy
 from tune_lip.nn.models import build_model
 from tune_lip.nn.optim import build_optimizer
 from tune_lip.nn.sam import buffers_restored, sam_step, top_hessian_eigenvalue
 from tune_lip.nn.scaling_rules import gradient_noise, ngd_backward, ngd_weights, svag_objective
-from tune_lip.studies.budget import lr_at
+from tune_lip.studies.budget import lr_at, schedule_clock
 from tune_lip.studies.config import pick_device, training_data
 from tune_lip.studies.loop import DIVERGED_LOSS, ModelLoop, finite_or_worst
 from tune_lip.studies.registry import Study, register
@@ -127,7 +138,8 @@ class ScalingLoop(ModelLoop):
         if total_steps < cfg.reports:
             raise ConfigError("budget", f"buys {total_steps} steps, fewer than the {cfg.reports} reports")
         self.l, self.svag = g.l, g.name == "svag" and g.l > 1
-        self.draw = len(self.pool) if g.name == "ngd" else 2 * b if self.svag else b
+        self.draw = len(self.pool) if g.name == "ngd" else cfg.draw
+        self.steps_per_epoch = cfg.steps_per_epoch(len(self.pool))   # of the draw; whole with drop_last
         super().__init__(cfg, total_steps=total_steps, examples_per_step=self.draw)
         self.total_steps: int = total_steps
 
@@ -135,17 +147,25 @@ class ScalingLoop(ModelLoop):
         self.model = build_model(cfg.model.name, input_shape=self.data.input_shape,
                                  num_classes=self.data.num_classes, **cfg.model.options).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]   # PreResNet's head is frozen
+        if cfg.feature_rank_batch and not callable(getattr(self.model, "features", None)):
+            raise ConfigError("feature_rank_batch", f"model {cfg.model.name!r} has no features(x); set it to 0")
         self.lr = cfg.optimizer.lr(b)
         self.peak_lr = self.lr / self.l
         self.optimizer = build_optimizer(cfg.optimizer.torch_config(self.peak_lr), self.params)
         for group in self.optimizer.param_groups:   # lr_now before any step: the first step's
             group["lr"] = self._lr(0)
         self.mean = self.data.mean_tensor()                                  # (C,)
+        self.std = self.data.std_tensor()              # (C,): all 1.0 unless dataset.normalize: mean_std
         self.augment = not cfg.augmentation.is_identity
         self.sde_time = 0.0         # Σ lr over the steps taken: the SDE's time
         self.measure_every = cfg.grad_stats_every   # gradient-noise statistics, off the clock
         self.batch_order = BatchOrder(num_examples=len(self.pool), batch_size=self.draw, seed=cfg.seed,
                                       device=self.device)
+        # feature_rank's fixed batch: the first validation images (without a split, the data
+        # order's first training images), uint8 (B_r, H, W, C).
+        n = cfg.feature_rank_batch
+        self.rank_images = (self.data.val_images[:n] if self.data.val_images is not None
+                            else self.data.train_batch(self.batch_indices(0)[:n])[0])
 
     def progress(self) -> dict[str, float]:
         """steps, examples (drawn by the gradient estimates), sde_time (Σ lr_now over the steps so far)."""
@@ -154,13 +174,16 @@ class ScalingLoop(ModelLoop):
 
     def batch_indices(self, step: int) -> Tensor:
         """Training-set indices of step ``step``: (draw,), a pure function of (seed, step)."""
-        return self.pool[self.batch_order(step)]
+        if not self.cfg.drop_last:
+            return self.pool[self.batch_order(step)]
+        epoch, k = divmod(step, int(self.steps_per_epoch))   # the epoch's k-th whole batch
+        return self.pool[self.batch_order.permutation(epoch)[k * self.draw:(k + 1) * self.draw]]
 
     def _inputs(self, idx: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         x, y = self.data.train_batch(idx)                                   # (n, H, W, C) uint8, (n,)
         if generator is not None and self.augment:
             x = augment_batch(x, self.cfg.augmentation, generator)
-        return convert_and_center(x, self.mean), y                          # (n, C, H, W), (n,)
+        return convert_and_center(x, self.mean, self.std), y                # (n, C, H, W), (n,)
 
     def _losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per-example cross-entropy (n,) and the number of correct predictions (0-d)."""
@@ -169,9 +192,18 @@ class ScalingLoop(ModelLoop):
 
     # ------------------------------------------------------------------ training
     def _lr(self, step: int) -> float:
-        """The step size of step ``step`` (0-based): the schedule at that point, peak ``peak_lr``."""
-        return lr_at(step / self.total_steps, peak_lr=self.peak_lr, schedule=self.cfg.schedule,
-                     total_steps=self.total_steps)
+        """The step size of step ``step`` (0-based): the schedule at that point, peak ``peak_lr``;
+        with ``interval: epoch`` the schedule's clock is the epoch (of the draw) the step is in."""
+        schedule = self.cfg.schedule
+        ticks: int | None
+        if schedule.interval == "epoch" and self.cfg.drop_last:
+            per_epoch = int(self.steps_per_epoch)
+            epochs = -(-self.total_steps // per_epoch)
+            fraction, ticks = (step // per_epoch) / epochs, epochs
+        else:
+            fraction, ticks = schedule_clock(step, schedule=schedule, total_steps=self.total_steps,
+                                             batch_size=self.draw, num_train=len(self.pool))
+        return lr_at(fraction, peak_lr=self.peak_lr, schedule=schedule, total_steps=ticks)
 
     def train_step(self, last: bool) -> tuple[Tensor, Tensor]:
         """One optimizer step at the scheduled lr; (mean plain loss, correct count) over the examples
@@ -256,7 +288,8 @@ class ScalingLoop(ModelLoop):
     @torch.no_grad()
     def eval_metrics(self, images: Tensor, labels: Tensor) -> dict[str, float]:
         """loss and acc on one split (eval mode); `ModelLoop` prefixes val_ or test_."""
-        loss, acc = cross_entropy_and_accuracy(self.model, images, labels, self.mean, batch_size=EVAL_BATCH)
+        loss, acc = cross_entropy_and_accuracy(self.model, images, labels, self.mean, batch_size=EVAL_BATCH,
+                                               std=self.std)
         loss_value, acc_value = torch.stack([loss, acc]).tolist()                                # host sync
         return {"loss": finite_or_worst(loss_value), "acc": finite_or_worst(acc_value)}
 
@@ -264,13 +297,28 @@ class ScalingLoop(ModelLoop):
         return {"loss": DIVERGED_LOSS, "acc": 0.0}
 
     @torch.no_grad()
+    def feature_rank(self) -> float:
+        """Effective rank of the penultimate features on the fixed batch `rank_images`, eval-mode
+        norms: between 1 (collapsed) and min(batch, feature width). One forward pass, one SVD."""
+        self.model.eval()
+        features = cast(Any, self.model).features(convert_and_center(self.rank_images, self.mean, self.std))  # (B_r, D)
+        self.model.train()
+        return effective_rank(features)
+
+    @torch.no_grad()
     def weight_metrics(self) -> dict[str, float]:
-        """weight_norm: ‖w‖ of the trainable parameters."""
+        """weight_norm: ‖w‖ of the trainable parameters; feature_rank (unless feature_rank_batch is 0)."""
         weight_norm = float(torch.sqrt(cast(Tensor, sum(p.detach().double().pow(2).sum() for p in self.params))))
-        return {"weight_norm": finite_or_worst(weight_norm)}
+        out = {"weight_norm": finite_or_worst(weight_norm)}
+        if self.cfg.feature_rank_batch:
+            out["feature_rank"] = self.feature_rank()
+        return out
 
     def diverged_weight_metrics(self) -> dict[str, float]:
-        return {"weight_norm": DIVERGED_LOSS}
+        out = {"weight_norm": DIVERGED_LOSS}
+        if self.cfg.feature_rank_batch:
+            out["feature_rank"] = 1.0   # fully collapsed
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> dict[str, Any]:
@@ -288,6 +336,6 @@ STUDY = register(Study(
     default_model="preresnet32",
     # What a search may optimise: validation metrics (test_* come once, at a trial's end).
     metrics=frozenset({"val_acc", "val_loss", "train_loss", "train_acc", "grad_norm_sq", "grad_noise",
-                       "noise_scale", "weight_norm"}),
+                       "noise_scale", "weight_norm", "feature_rank"}),
     legacy_metrics={"test_acc": "test_acc", "test_loss": "test_loss"},   # every report's, before the split
 ))

@@ -130,6 +130,11 @@ class ScalingConfig:
     grad_stats_every: int = 0       # steps between gradient-noise measurements; 0 = off
     grad_stats_batches: int = 16    # k >= 2 minibatch gradients per measurement (rel. s.e. <~ sqrt(2/(k-1)))
     sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)   # top Hessian eigenvalue; off
+    # Batches per epoch: False = an endless stream of per-epoch permutations (a batch may straddle
+    # two epochs); True = each epoch's permutation cut into len // draw whole batches, the rest
+    # dropped (the SVAG code's drop_last_batch=True), and an {epochs: E} budget is E such epochs.
+    drop_last: bool = False
+    feature_rank_batch: int = 256   # examples of the fixed validation batch for feature_rank; 0 = off
     device: str = "auto"            # auto = cuda when visible, else cpu
 
     def __post_init__(self) -> None:
@@ -140,6 +145,8 @@ class ScalingConfig:
                               "use {steps: N}, {epochs: E} or {examples: X}")
         if self.gradient.name == "ngd" and not self.augmentation.is_identity:
             raise ConfigError("augmentation", "ngd's full gradient is of the fixed subset; use augmentation: none")
+        if not isinstance(self.drop_last, bool):
+            raise ConfigError("drop_last", f"must be true or false, got {self.drop_last!r}")
         if self.gradient.name == "ngd" and self.optimizer.sam_rho > 0:
             raise ConfigError("optimizer.sam_rho", "SAM is for minibatch and svag gradients, not ngd")
 
@@ -153,7 +160,8 @@ class ScalingConfig:
             budget = parse_budget(raw.get("budget", {"epochs": 1}), where="config")
         except UserError as exc:
             raise ConfigError(exc.key or "budget", exc.problem) from None
-        ints = {"seed": 0, "reports": 1, "grad_stats_every": 0, "grad_stats_batches": 2}   # key: lowest value
+        ints = {"seed": 0, "reports": 1, "grad_stats_every": 0, "grad_stats_batches": 2,   # key: lowest value
+                "feature_rank_batch": 0}
         for key, low in ints.items():
             if key in raw:
                 _section(key, lambda: _check_int(key, raw[key], low))  # noqa: B023 (called at once)
@@ -175,15 +183,35 @@ class ScalingConfig:
             grad_stats_every=int(raw.get("grad_stats_every", 0)),
             grad_stats_batches=int(raw.get("grad_stats_batches", 16)),
             sharpness=_section("sharpness", lambda: SharpnessConfig.from_dict(raw.get("sharpness"))),
+            drop_last=raw.get("drop_last", False),
+            feature_rank_batch=int(raw.get("feature_rank_batch", 256)),
             device=str(raw.get("device", "auto")),
         ))
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
 
+    @property
+    def draw(self) -> int:
+        """Examples a minibatch or SVAG step draws: B, or 2B for SVAG with l > 1 (NGD: its subset)."""
+        b = self.dataset.batch_size
+        return 2 * b if self.gradient.name == "svag" and self.gradient.l > 1 else b
+
+    def steps_per_epoch(self, num_train: int) -> float:
+        """Steps per pass over ``num_train`` examples at the draw: num_train // draw with
+        ``drop_last`` (at least 1), else num_train / draw."""
+        draw = num_train if self.gradient.name == "ngd" else self.draw
+        return float(max(1, num_train // draw)) if self.drop_last else num_train / draw
+
     def total_steps(self, num_train: int) -> int:
-        """Optimizer steps of the trial: the budget at B (sde_time: at B₀, ×B₀/B), ×l."""
+        """Optimizer steps of the trial: the budget at B (sde_time: at B₀, ×B₀/B), ×l. With
+        ``drop_last`` an {epochs: E} budget is E·l·draw/B whole-batch epochs of the draw (SVAG:
+        2lE epochs of 2B, as the SVAG code's sde1 runs max_epochs·2·k epochs at batch 2B)."""
         b, b0 = self.dataset.batch_size, self.optimizer.base_batch
+        if self.drop_last and self.budget.kind == "epochs":
+            draw = num_train if self.gradient.name == "ngd" else self.draw
+            passes = float(self.budget.amount) * self.gradient.l * draw / b
+            return max(1, round(passes * self.steps_per_epoch(num_train)))
         at = b0 if self.budget_rule == "sde_time" else b
         steps = self.budget.total_steps(batch_size=at, num_train=num_train)
         assert steps is not None   # steps, epochs and examples budgets are exact
