@@ -108,6 +108,17 @@ def test_lr_other_zero_freezes_the_non_si_parameters():
     assert not any(torch.equal(a, b) for a, b in zip(si, loop.model.scale_invariant_parameters()))
 
 
+def test_inputs_are_normalised_by_mean_and_std():
+    # The paper's transforms.Normalize(mean, std) (SPH nets/convnet_si.py): dataset.normalize: mean_std.
+    data = {"name": "synthetic", "batch_size": 32, "num_train": 256, "num_test": 64,
+            "normalize": "mean_std", "mean": [0.5], "std": [0.25]}
+    loop = SphereLoop(_cfg(dataset=data))
+    idx = loop.batch_indices(0)
+    x, _ = loop._inputs(idx, augment=False)
+    raw, _ = loop.data.train_batch(idx)                                   # (B, H, W, C) uint8
+    torch.testing.assert_close(x, (raw.permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25)
+
+
 # ---------------------------------------------------------------------------- the sphere
 
 @pytest.mark.parametrize("fix_all_elr", [False, True])

@@ -147,7 +147,8 @@ class SphereLoop(ModelLoop):
         self.optimizer = torch.optim.SGD(groups, lr=self.si_lr, momentum=o.momentum,
                                          weight_decay=o.weight_decay)
 
-        self.mean = self.data.mean_tensor()                     # (C,)
+        # dataset.normalize: mean_std (the paper's Normalize(mean, std)) divides by std; mean: std = 1.
+        self.mean, self.std = self.data.mean_tensor(), self.data.std_tensor()   # (C,), (C,)
         self.aug_generator = torch.Generator(device=self.device)
         self.aug_generator.manual_seed(cfg.seed + 1)
         self.augment = not cfg.augmentation.is_identity
@@ -191,7 +192,7 @@ class SphereLoop(ModelLoop):
         x, y = self.data.train_batch(idx)                                  # (B, H, W, C) uint8, (B,)
         if augment:
             x = augment_batch(x, self.cfg.augmentation, self.aug_generator)
-        return convert_and_center(x, self.mean), y
+        return convert_and_center(x, self.mean, self.std), y
 
     def _loss(self, idx: Tensor, *, augment: bool) -> tuple[Tensor, Tensor, Tensor]:
         x, y = self._inputs(idx, augment=augment)
@@ -299,7 +300,8 @@ class SphereLoop(ModelLoop):
 
     def eval_metrics(self, images: Tensor, labels: Tensor) -> dict[str, float]:
         """loss and acc on one split (eval-mode BN); `ModelLoop` prefixes val_ or test_."""
-        loss, acc = cross_entropy_and_accuracy(self.model, images, labels, self.mean, batch_size=EVAL_BATCH)
+        loss, acc = cross_entropy_and_accuracy(self.model, images, labels, self.mean, batch_size=EVAL_BATCH,
+                                               std=self.std)
         loss_value, acc_value = torch.stack([loss, acc]).tolist()            # host sync
         return {"loss": finite_or_worst(loss_value), "acc": acc_value}
 
@@ -313,7 +315,7 @@ class SphereLoop(ModelLoop):
         and min(batch, feature width). One forward pass and one SVD; host sync."""
         self.model.eval()
         model = cast(ScaleInvariantNet, self.model)
-        features = model.embed(convert_and_center(self.rank_images, self.mean))   # (B_r, D)
+        features = model.embed(convert_and_center(self.rank_images, self.mean, self.std))   # (B_r, D)
         self.model.train()
         return effective_rank(features)
 
