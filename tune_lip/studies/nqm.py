@@ -1,16 +1,27 @@
 """The noisy quadratic model (NQM) study: a ground truth whose expected loss is exact.
 
-Zhang et al. (2019), *Which algorithmic choices matter at which batch sizes?*: minimise
-L(θ) = ½ Σ_i h_i θ_i² over θ ∈ R^dim with a diagonal curvature spectrum h_i = i^(-power),
-i = 1..dim (so max h = h_1 = 1, and plain SGD is stable for lr < 2). A stochastic gradient
-at batch size B is g = Hθ + ξ with ξ ~ N(0, noise·H/B): the per-example gradient covariance
-is ``noise``·H (the gradient covariance ≈ Fisher ≈ Hessian assumption of the paper), and a
-batch of B examples divides it by B. As in the paper, θ₀ ~ N(0, I); the expected loss depends
-only on E θ₀² = 1, so the exact numbers below hold for θ₀ = 1 as well.
+Zhang et al. (2019), *Which algorithmic choices matter at which batch sizes?* (arXiv 1907.04164),
+§3.1: minimise L(θ) = ½ Σ_i h_i θ_i² over θ ∈ R^dim with a diagonal curvature spectrum
+h_i = i^(-power), i = 1..dim (so max h = h_1 = 1, and plain SGD is stable for lr < 2). A
+stochastic gradient at batch size B is g = Hθ + ξ with ξ ~ N(0, noise·H/B): the per-example
+gradient covariance C is ``noise``·H (the paper's C = H: gradient covariance ≈ Fisher ≈ Hessian),
+and a batch of B examples divides it by B. The defaults are the paper's NQM: dim = 10⁴, h_i = 1/i
+(power 1), C = H (noise 1). θ₀ ~ N(0, I); the expected loss depends only on E θ₀² = 1, so the
+exact numbers below hold for θ₀ = 1 as well. docs/recipes/nqm.md says what is the paper's and
+what is ours.
 
-**Exact SGD** (momentum μ ≥ 0, torch's convention v ← μv + g, θ ← θ − lr·v, or Nesterov
-θ ← θ − lr·(g + μv)). Dimensions evolve independently, and one step is linear in x = (θ, v):
-x' = A x + b ξ with, per dimension (η = lr, h = h_i),
+Three optimizers (``optimizer.name``):
+
+- ``sgd`` (exact; momentum μ ≥ 0, torch's convention v ← μv + g, θ ← θ − lr·v, or Nesterov
+  θ ← θ − lr·(g + μv)).
+- ``precond_sgd`` (exact; the paper's preconditioned SGD, §3.3): θ ← θ − lr·P⁻¹g with P = H^p,
+  p = ``precond_power`` in [0, 1] (p = 0 is ``sgd``, p = 1 whitens the curvature). The paper models
+  Adam and K-FAC this way. With a diagonal H it is SGD with the per-dimension lr·h_i^(-p), so
+  the same exact moments apply (momentum and Nesterov included: the buffer holds P⁻¹g).
+- ``adam`` (simulated): real torch-style Adam on the NQM, not the paper's model of it; see below.
+
+**Exact moments.** Dimensions evolve independently, and one step is linear in x = (θ, v):
+x' = A x + b ξ with, per dimension (η = lr·h_i^(-p), h = h_i),
 
     heavy ball: A = [[1 − ηh, −ημ], [h, μ]],              b = (−η, 1)
     Nesterov:   A = [[1 − η(1+μ)h, −ημ²], [h, μ]],         b = (−η(1+μ), 1)
@@ -19,13 +30,17 @@ x' = A x + b ξ with, per dimension (η = lr, h = h_i),
 (no means needed): E[x'x'ᵀ] = A E[xxᵀ] Aᵀ + b bᵀ s² with s² = noise·h/B — a 3-term linear
 recursion on (E θ², E θv, E v²), vectorised over dimensions (and over lr arrays) in float64.
 Without momentum it is r = (1 − ηh)², E θ_t² = r^t E θ₀² + (1 − r^t)/(1 − r)·η² s², a closed
-form in t. E L(θ_t) = ½ Σ h_i E θ_i² is then exact: no sampling noise at all.
+form in t; in the paper's terms (§3.3) the risk ½h_i E θ_i² of dimension i is
+(1 − lr·h_i^(1−p))^(2t)·½h_i + (1 − (1 − lr·h_i^(1−p))^(2t))·lr·c_i·h_i^(−p) / (2B(2 − lr·h_i^(1−p))),
+c_i = noise·h_i (the paper states the bound without the second factor (1 − ...)). E L(θ_t) =
+½ Σ h_i E θ_i² is then exact: no sampling noise at all. Stable iff lr·h_1^(1−p) < 2.
 
 **Adam** is not linear, so it is simulated: ``chains`` independent runs, vectorised (numpy,
 float64, seeded), and the reported loss is the mean over chains — an unbiased estimate of the
 expected loss, *not* the exact value (`monte_carlo_loss` gives its standard error). Trials
 with the same seed and dimensions draw the same θ₀ and the same standard-normal noise, so
-trials at different learning rates are compared with common random numbers.
+trials at different learning rates are compared with common random numbers. Its cost grows
+with chains·dim per step: the shipped Adam space sets dim 100.
 
 The NQM has no data set: ``test_loss`` is the same expected loss as ``train_loss`` (reported
 under both names so every study speaks the DESIGN.md vocabulary), and ``train_loss`` is the
@@ -33,7 +48,8 @@ loss *at the current iterate*, not an average over the slice. Budgets are ``{ste
 ``{examples: X}`` (steps = X // B). With an examples budget and small batches, SGD is in the
 SDE regime where the loss depends on (lr, B) only through lr/B (the trajectory's time
 lr·X/B and its noise temperature lr/B both do), so lr* ∝ B exactly (α = 1)
-until lr* reaches the curvature limit (the critical batch size) and saturates. With a fixed
+until lr* reaches the curvature limit (the critical batch size) and saturates; preconditioning
+moves that limit to larger batches (the paper's finding, `critical_batch_size`). With a fixed
 *steps* budget the optimum grows more slowly than B (α < 1), since a larger lr also buys a
 longer trajectory.
 
@@ -61,20 +77,25 @@ from tune_lip.studies.loop import DIVERGED_LOSS, BudgetedLoop
 
 # The exact maths and the simulated chains (moved there unchanged); re-exported here.
 from tune_lip.studies.nqm_exact import (
+    EXACT_OPTIMIZERS,
     _Chains,
     _closed_form,
     _moment_step,
     _sgd_power,
+    critical_batch_size,
     curvatures,
     exact_lr_scaling,
     exact_optimal_lr,
     expected_loss_sgd,
     monte_carlo_loss,
+    preconditioner,
+    steps_to_target,
 )
 from tune_lip.studies.registry import Study, register
 
 __all__ = [
     "NQM_OPTIMIZERS",
+    "EXACT_OPTIMIZERS",
     "DIVERGE_FACTOR",
     "CHECK_EVERY",
     "NQMOptimizerConfig",
@@ -82,13 +103,16 @@ __all__ = [
     "NQMConfig",
     "NQMLoop",
     "curvatures",
+    "preconditioner",
     "expected_loss_sgd",
     "monte_carlo_loss",
     "exact_optimal_lr",
     "exact_lr_scaling",
+    "steps_to_target",
+    "critical_batch_size",
 ]
 
-NQM_OPTIMIZERS = ("sgd", "adam")
+NQM_OPTIMIZERS = ("sgd", "precond_sgd", "adam")
 DIVERGE_FACTOR = 1e6     # a loss above this many times the initial loss counts as diverged
 CHECK_EVERY = 64         # steps between divergence checks (at absolute step multiples)
 
@@ -97,10 +121,11 @@ CHECK_EVERY = 64         # steps between divergence checks (at absolute step mul
 
 @dataclass(frozen=True)
 class NQMOptimizerConfig:
-    name: str = "sgd"                           # sgd (exact) or adam (simulated chains)
-    lr: float = 0.1                             # peak learning rate, per step
-    momentum: float = 0.0                       # SGD heavy-ball momentum μ in [0, 1)
-    nesterov: bool = False                      # SGD only; ignored without momentum
+    name: str = "sgd"                           # sgd, precond_sgd (exact) or adam (simulated chains)
+    lr: float = 0.1                             # peak learning rate, per step (before P⁻¹)
+    momentum: float = 0.0                       # (precond_)sgd heavy-ball momentum μ in [0, 1)
+    nesterov: bool = False                      # (precond_)sgd only; ignored without momentum
+    precond_power: float = 0.0                  # precond_sgd: p in [0, 1], P = H^p (Zhang et al. §3.3)
     betas: tuple[float, float] = (0.9, 0.999)   # Adam
     eps: float = 1e-8                           # Adam denominator epsilon
 
@@ -114,12 +139,19 @@ class NQMOptimizerConfig:
             raise ValueError(f"optimizer.momentum must be in [0, 1), got {self.momentum}")
         if self.name == "adam" and self.momentum != 0:
             raise ValueError("optimizer.momentum is for sgd; adam's momentum is betas[0]")
+        if isinstance(self.precond_power, bool) or not isinstance(self.precond_power, (int, float)) \
+                or not 0 <= self.precond_power <= 1:
+            raise ValueError(f"optimizer.precond_power must be a number in [0, 1], got {self.precond_power!r}")
+        if self.name != "precond_sgd" and self.precond_power != 0:
+            raise ValueError(f"optimizer.precond_power is for precond_sgd; use name: precond_sgd "
+                             f"(got name: {self.name})")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas) or self.eps < 0:
             raise ValueError("optimizer.betas must be two numbers in [0, 1) and eps >= 0, "
                              f"got {self.betas}, {self.eps}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "momentum", float(self.momentum))
+        object.__setattr__(self, "precond_power", float(self.precond_power))
 
 
 @dataclass(frozen=True)
@@ -153,9 +185,9 @@ class NQMConfig:
     """One NQM trial; `from_dict` takes a trial's (Ray) config and names the key at fault."""
 
     seed: int = 0            # seeds θ₀ and the gradient noise of the simulated chains (Adam)
-    dim: int = 100           # number of dimensions (curvature eigenvalues)
-    power: float = 1.0       # h_i = i^(-power), i = 1..dim; max h = 1
-    noise: float = 1.0       # per-example gradient noise covariance, in units of H
+    dim: int = 10_000        # number of dimensions (curvature eigenvalues); the paper's d = 10⁴
+    power: float = 1.0       # h_i = i^(-power), i = 1..dim; max h = 1; the paper's h_i = 1/i
+    noise: float = 1.0       # per-example gradient noise covariance, in units of H; the paper's C = H
     optimizer: NQMOptimizerConfig = field(default_factory=NQMOptimizerConfig)
     dataset: NQMDataConfig = field(default_factory=NQMDataConfig)
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig("constant"))
@@ -219,7 +251,7 @@ class NQMConfig:
 # ---------------------------------------------------------------------------- the loop
 
 class NQMLoop(BudgetedLoop):
-    """One NQM trial trained in slices; exact expected loss for SGD, chain mean for Adam.
+    """One NQM trial trained in slices; exact expected loss for (precond_)sgd, chain mean for Adam.
 
     Only the budget, the progress counters and the checkpoint come from `BudgetedLoop`: the
     NQM has no torch model, and its exact moments advance many steps at once (closed form), so
@@ -236,7 +268,8 @@ class NQMLoop(BudgetedLoop):
         self.h = curvatures(cfg)                                    # (dim,)
         self.s2 = cfg.noise * self.h / cfg.dataset.batch_size        # (dim,) gradient noise variances
         self.initial_loss = 0.5 * float(self.h.sum())               # E θ₀² = 1
-        self.exact = cfg.optimizer.name == "sgd"
+        self.exact = cfg.optimizer.name in EXACT_OPTIMIZERS
+        self.precond = preconditioner(cfg)                          # (dim,) h^(-p); ones for sgd
         self.moments = np.zeros((3, cfg.dim))                       # (E θ², E θv, E v²) per dimension
         self.moments[0] = 1.0
         self.chains = None if self.exact else _Chains(cfg, self.h, self.s2, cfg.chains)
@@ -246,7 +279,7 @@ class NQMLoop(BudgetedLoop):
                      total_steps=self.total_steps)
 
     def loss(self) -> float:
-        """Expected loss now: exact (SGD) or the mean over chains (Adam); may be inf or NaN."""
+        """Expected loss now: exact ((precond_)sgd) or the mean over chains (Adam); may be inf or NaN."""
         with np.errstate(over="ignore", invalid="ignore"):
             if self.chains is not None:
                 return float(self.chains.losses().mean())
@@ -259,10 +292,11 @@ class NQMLoop(BudgetedLoop):
                 self.chains.step(self.lr(t))
         elif _closed_form(self.cfg):
             # A pure function of the step count: slicing cannot change the numbers.
-            self.moments[0] = _sgd_power(o.lr, self.h, self.s2, self.steps + steps)
+            self.moments[0] = _sgd_power(o.lr * self.precond, self.h, self.s2, self.steps + steps)
         else:
             for t in range(self.steps, self.steps + steps):
-                self.moments = _moment_step(self.moments, self.lr(t), self.h, self.s2, o.momentum, o.nesterov)
+                self.moments = _moment_step(self.moments, self.lr(t) * self.precond, self.h, self.s2,
+                                            o.momentum, o.nesterov)
         self.steps += steps
 
     def _check(self) -> None:
