@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from tune_lip.nn.models.cpl_nets import CPLLCN, CPLConvNetS
 from tune_lip.nn.models.networks import AOLMLP, CPLConvNet
 from tune_lip.nn.models.scaling_nets import VGG16, VGG19, PreResNet32, ResNet32
 from tune_lip.nn.models.sphere_nets import ConvNetSI, ConvNetSIAf, ResNet18SI, ResNet18SIAf
@@ -26,7 +27,9 @@ from tune_lip.nn.models.sphere_nets import ConvNetSI, ConvNetSIAf, ResNet18SI, R
 __all__ = ["MODELS", "build_model", "model_options"]
 
 MODELS: dict[str, type[nn.Module]] = {
-    "aol_mlp": AOLMLP, "cpl_convnet": CPLConvNet,
+    "aol_mlp": AOLMLP,
+    # CPL ConvNets: SU's CPL-LCN, LLC's ConvNetS, and tune-lip's earlier small AOL+CPL net
+    "cpl_convnet": CPLLCN, "cpl_convnet_s": CPLConvNetS, "cpl_convnet_small": CPLConvNet,
     # the sphere study's scale-invariant networks
     "convnet_si": ConvNetSI, "convnet_si_af": ConvNetSIAf,
     "resnet18_si": ResNet18SI, "resnet18_si_af": ResNet18SIAf,
