@@ -25,6 +25,9 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
+import math
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
@@ -34,7 +37,7 @@ from tune_lip.data.augment import AugmentConfig, augment_batch, augment_centred
 from tune_lip.data.datasets import ImageData, convert_and_center
 from tune_lip.data.sampling import BatchOrder
 from tune_lip.errors import ConfigError
-from tune_lip.nn.losses import OffsetCrossEntropy, certified_correct, correct
+from tune_lip.nn.losses import OffsetCrossEntropy, certified_correct, correct, pgd_l2_robust
 from tune_lip.nn.models import build_model
 from tune_lip.nn.optim import OptimizerConfig, build_optimizer
 from tune_lip.nn.sam import SharpnessConfig, sam_step, top_hessian_eigenvalue
@@ -69,6 +72,8 @@ from tune_lip.studies.registry import Study, register
 
 __all__ = [
     "DIVERGED_LOSS",
+    "CertificateWarning",
+    "check_certificate",
     "ModelConfig",
     "DataConfig",
     "LossConfig",
@@ -80,15 +85,30 @@ __all__ = [
     "pick_device",
 ]
 
+_log = logging.getLogger(__name__)
+
+
+class CertificateWarning(RuntimeWarning):
+    """certified acc <= empirical robust acc <= clean acc failed on a split: the certificate (or
+    the model's Lipschitz bound) is wrong. Tests turn it into an error."""
+
+
 @dataclass(frozen=True)
 class LossConfig:
     name: str = "offset_ce"
     eps: float = 36 / 255       # l2 training radius; logit offset = sqrt(2) * eps
     temperature: float = 0.25   # T in T * CE((s - offset * onehot) / T)
+    # The logit offset itself, instead of eps (eps = offset / sqrt(2)): LLC's LipCrossEntropyLoss
+    # margin (0.3993 = sqrt(2) * 72/255 to 4 digits) is such an offset.
+    offset: float | None = None
 
     def __post_init__(self) -> None:
         if self.name != "offset_ce":
             raise ValueError(f"unknown loss {self.name!r}; valid losses: offset_ce")
+        if self.offset is not None:
+            if not self.offset >= 0:
+                raise ValueError(f"loss.offset must be >= 0, got {self.offset}")
+            object.__setattr__(self, "eps", float(self.offset) / math.sqrt(2))
         if self.eps < 0 or not self.temperature > 0:
             raise ValueError("loss.eps must be >= 0 and loss.temperature > 0")
 
@@ -98,9 +118,14 @@ class EvalConfig:
     eps: float = 36 / 255                 # headline l2 radius of val_/test_certified_acc
     extra_eps: tuple[float, ...] = ()     # more radii, reported as val_certified_acc@<eps> (and test_)
     batch_size: int = 1024                # examples per evaluation forward pass
+    # PGD-L2 steps of the attack at radius eps on the test set at a trial's end (test_robust_acc);
+    # 0 = off. Each step is one forward + backward pass over the test set.
+    robust_steps: int = 10
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_eps", tuple(float(e) for e in self.extra_eps))
+        if isinstance(self.robust_steps, bool) or not isinstance(self.robust_steps, int) or self.robust_steps < 0:
+            raise ValueError(f"eval.robust_steps must be an integer >= 0, got {self.robust_steps!r}")
 
 
 @dataclass(frozen=True)
@@ -302,6 +327,33 @@ class LipschitzLoop(ModelLoop):
         out.update({f"certified_acc@{e:g}": c[2 + i] for i, e in enumerate(ev.extra_eps)})
         return out
 
+    def evaluate_test(self) -> dict[str, float]:
+        """`ModelLoop.evaluate_test` plus ``test_robust_acc``: accuracy under a PGD-L2 attack at
+        radius ``eval.eps`` (``eval.robust_steps`` steps; `tune_lip.nn.losses.pgd_l2_robust`),
+        and the check certified <= robust <= clean accuracy (`check_certificate`)."""
+        out = super().evaluate_test()
+        if self.cfg.eval.robust_steps > 0:
+            out["test_robust_acc"] = 0.0 if self.diverged else self.robust_accuracy(
+                self.data.test_images, self.data.test_labels)
+            if not self.diverged:
+                check_certificate(out, "test")
+        return out
+
+    def robust_accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """Fraction of ``images`` (uint8 (N, H, W, C)) still correct under PGD-L2 at ``eval.eps``,
+        in eval mode, projected to the valid pixel box; one host sync at the end."""
+        ev = self.cfg.eval
+        lower, upper = -self.mean / self.std, (1.0 - self.mean) / self.std     # (C,): pixels 0 and 255
+        self.model.eval()
+        hits = torch.zeros((), device=self.device, dtype=torch.long)
+        for start in range(0, len(labels), ev.batch_size):
+            x = convert_and_center(images[start:start + ev.batch_size], self.mean, self.std)
+            y = labels[start:start + ev.batch_size]
+            hits += pgd_l2_robust(self.model, x, y, eps=ev.eps, steps=ev.robust_steps,
+                                  lower=lower, upper=upper).sum()
+        self.model.train()
+        return float(hits.double() / len(labels))                          # host sync
+
     def diverged_eval_metrics(self) -> dict[str, float]:
         out = {"loss": DIVERGED_LOSS, "acc": 0.0, "certified_acc": 0.0}
         out.update({f"certified_acc@{e:g}": 0.0 for e in self.cfg.eval.extra_eps})
@@ -324,6 +376,20 @@ class LipschitzLoop(ModelLoop):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.aug_generator.set_state(state["aug_generator"])
+
+
+def check_certificate(metrics: dict[str, float], split: str = "test", *, tolerance: float = 0.0) -> bool:
+    """True when ``<split>_certified_acc <= <split>_robust_acc <= <split>_acc`` (within
+    ``tolerance``) in ``metrics``; otherwise log an error and warn with `CertificateWarning`: an
+    attack broke a certified sample, so the certificate is wrong (a bug, never noise)."""
+    certified, robust, clean = (metrics[f"{split}_{k}"] for k in ("certified_acc", "robust_acc", "acc"))
+    if certified <= robust + tolerance and robust <= clean + tolerance:
+        return True
+    message = (f"certificate violated on {split}: certified {certified:.4f}, empirical robust {robust:.4f}, "
+               f"clean {clean:.4f} (need certified <= robust <= clean): a bug in the certificate or the model")
+    _log.error(message)
+    warnings.warn(message, CertificateWarning, stacklevel=2)
+    return False
 
 
 def make_loop(config: dict[str, Any]) -> LipschitzLoop:
