@@ -3,8 +3,8 @@
 Each ``step()`` trains one of ``config["reports"]`` equal slices of the trial's step budget and
 returns the DESIGN.md metrics (``steps``, ``examples``, ``lr`` (the configured peak), ``lr_now``
 (the scheduled LR of the last step), ``train_loss``, ``test_loss``, ``diverged``); the last slice
-(or a divergence) returns ``done=True``. Checkpoints hold the loop's full state (moments, or
-chains and their RNG), so a restored trial continues exactly.
+(or a divergence) returns ``done=True``. Checkpoints hold the loop's full state (exact moments for
+``sgd`` and ``precond_sgd``, or Adam's chains and their RNG), so a restored trial continues exactly.
 ``reset_config`` rebuilds the loop in place, so Tune can reuse the actor.
 
 Example (on a running Ray):
