@@ -286,7 +286,8 @@ def test_config_round_trips_through_to_dict():
     assert SphereConfig.from_dict({k: v for k, v in cfg.to_dict().items()}) == cfg
 
 
-@pytest.mark.parametrize("name", ["sphere_elr", "sphere_elr_grid", "sphere_resnet18_elr", "full_space_lr_wd"])
+@pytest.mark.parametrize("name", ["sphere_elr", "sphere_elr_grid", "sphere_elr_boundary", "sphere_cifar10_elr",
+                                  "sphere_resnet18_elr", "full_space_lr_wd"])
 def test_shipped_spaces_validate(name):
     from tune_lip.tune.launch import check_spec, study_metrics
     from tune_lip.tune.spec import load_spec
@@ -294,6 +295,22 @@ def test_shipped_spaces_validate(name):
     spec = load_spec(name, studies=study_metrics())
     assert spec.study == "sphere" and spec.scheduler.name == "none"
     check_spec(spec)
+
+
+@pytest.mark.parametrize("name", ["sphere_cifar10_elr", "sphere_resnet18_elr"])
+def test_cifar_spaces_follow_the_papers_recipe(name):
+    # SPH run_train_and_test.py: --no_aug --no_schedule, momentum 0, wd 0, noninvlr 0, init_scale 10,
+    # --same_last_layer (seed 228); parser_train.py: batch 128; nets/convnet_si.py, nets/resnet_si.py:
+    # Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)).
+    from tune_lip.tune.spec import load_spec
+
+    cfg = SphereConfig.from_dict(load_spec(name).representative_config())
+    assert cfg.augmentation.is_identity
+    assert (cfg.dataset.name, cfg.dataset.batch_size, cfg.dataset.normalize) == ("cifar10", 128, "mean_std")
+    assert cfg.dataset.mean == (0.4914, 0.4822, 0.4465) and cfg.dataset.std == (0.2023, 0.1994, 0.2010)
+    o = cfg.optimizer
+    assert (o.mode, o.momentum, o.weight_decay, o.lr_other, o.fix_all_elr) == ("sphere", 0.0, 0.0, 0.0, False)
+    assert cfg.model.options.get("head_seed") == 228 and cfg.model.options.get("last_layer_norm", 10.0) == 10.0
 
 
 # ---------------------------------------------------------------------------- the Trainable
