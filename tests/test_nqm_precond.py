@@ -42,7 +42,7 @@ def _close(actual, expected, rtol: float) -> None:
 # ---------------------------------------------------------------------------- the paper's defaults
 
 def test_defaults_are_the_papers_nqm():
-    # §3.1 and the NQM simulations of Zhang et al.: d = 10^4, h_i = 1/i, C = H (the study's
+    # §3 and the NQM simulations of Zhang et al.: d = 10^4, h_i = 1/i, C = H (the study's
     # `noise` is C in units of H). §3.3: P = H^p with 0 <= p <= 1 (p = 0 is plain SGD).
     cfg = NQMConfig.from_dict({"optimizer": {"name": "precond_sgd"}})
     assert (cfg.dim, cfg.power, cfg.noise) == (10_000, 1.0, 1.0)
@@ -119,7 +119,7 @@ def test_power_zero_is_sgd(optimizer, schedule):
 # ---------------------------------------------------------------------------- the paper's finding
 
 def test_preconditioning_extends_perfect_scaling_to_larger_batches():
-    # Zhang et al.'s headline (abstract, §3.3, §4): with the lr tuned per batch size, the steps to a
+    # Zhang et al.'s headline (abstract; §3.3): with the lr tuned per batch size, the steps to a
     # target loss halve with every doubling of b (perfect scaling) up to a critical batch size,
     # and preconditioning (larger p) moves that critical batch size up. A small NQM (d = 1000,
     # h_i = 1/i, C = H) and a target 1/10 of the initial loss keep this fast.

@@ -1,7 +1,7 @@
 """The noisy quadratic model (NQM) study: a ground truth whose expected loss is exact.
 
 Zhang et al. (2019), *Which algorithmic choices matter at which batch sizes?* (arXiv 1907.04164),
-§3.1: minimise L(θ) = ½ Σ_i h_i θ_i² over θ ∈ R^dim with a diagonal curvature spectrum
+§3: minimise L(θ) = ½ Σ_i h_i θ_i² over θ ∈ R^dim with a diagonal curvature spectrum
 h_i = i^(-power), i = 1..dim (so max h = h_1 = 1, and plain SGD is stable for lr < 2). A
 stochastic gradient at batch size B is g = Hθ + ξ with ξ ~ N(0, noise·H/B): the per-example
 gradient covariance C is ``noise``·H (the paper's C = H: gradient covariance ≈ Fisher ≈ Hessian),

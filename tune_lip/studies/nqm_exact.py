@@ -9,7 +9,7 @@ as the study's recipe: config, loop, what it reports. Hand-written: no library h
 - `expected_loss_sgd`: exact E L(θ_T) of SGD or preconditioned SGD (closed form for constant-lr
   runs without momentum, else the 3-term raw-moment recursion), vectorised over lr arrays, float64.
 - `exact_optimal_lr`, `exact_lr_scaling`: lr* per batch size from the exact loss, and α.
-- `steps_to_target`, `critical_batch_size`: the paper's measure (§4: steps to reach a target loss,
+- `steps_to_target`, `critical_batch_size`: the paper's measure (steps to reach a target loss,
   lr tuned per batch size) from the exact loss, and where perfect scaling ends.
 - `monte_carlo_loss` and `_Chains`: seeded simulated runs (the check of the exact moments, and
   the only estimate for Adam, which is a simulation of ours, not the paper's model).
@@ -208,7 +208,7 @@ def _closed_form_loss(eta: np.ndarray, h: np.ndarray, s2: np.ndarray, t: np.ndar
 
 def steps_to_target(cfg: NQMConfig, target: float, lr: Any = None, batch_size: int | None = None, *,
                     max_steps: int = 10**8) -> Any:
-    """Fewest steps after which the exact expected loss is ≤ ``target``: Zhang et al.'s measure (§4).
+    """Fewest steps after which the exact expected loss is ≤ ``target``: Zhang et al.'s measure.
 
     For cfg's (preconditioned) SGD at a constant lr without momentum, where the loss is a closed
     form in t. ``lr``: a float or an array (default cfg.optimizer.lr); returns a float (an array
@@ -234,7 +234,7 @@ def steps_to_target(cfg: NQMConfig, target: float, lr: Any = None, batch_size: i
     eta = flat[:, None] * preconditioner(cfg)             # (n, dim)
     n = flat.size
     lo, hi = np.zeros(n), np.ones(n)                      # loss(lo) > target >= loss(hi), once found
-    start = _closed_form_loss(eta, h, s2, lo)
+    start = 0.5 * float(h.sum())                          # E θ₀² = 1
     for _ in range(int(math.log2(max_steps)) + 2):
         above = (_closed_form_loss(eta, h, s2, hi) > target) & (hi <= max_steps)
         if not above.any():
@@ -257,8 +257,7 @@ def critical_batch_size(cfg: NQMConfig, batch_sizes: Any, target: float, *,
     """Steps to ``target`` per batch size (lr tuned on a grid) and the critical batch size.
 
     steps[k] = min over ``lrs`` (default: 80 log-spaced values in [1e-5, 2]) of
-    `steps_to_target` at batch_sizes[k], the paper's lr-tuned steps-to-target curve (§4, Fig. 5
-    for the NQM). The critical batch size is McCandlish et al.'s (2018) B_crit = E_min / S_min:
+    `steps_to_target` at batch_sizes[k], the paper's lr-tuned steps-to-target curve. The critical batch size is McCandlish et al.'s (2018) B_crit = E_min / S_min:
     the fewest examples (b·steps, at the small batches, where scaling is perfect) over the fewest
     steps (at the large batches, where it has saturated), the knee of the curve. It is only
     meaningful when ``batch_sizes`` reach both regimes; inf steps (target not reached) are skipped.
