@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["PARQUET_DIR", "flatten_result", "jsonable", "load", "read_ray_results", "storage_location", "last_reports", "best_reports", "config_column",
+__all__ = ["PARQUET_DIR", "compact", "flatten_result", "jsonable", "load", "read_ray_results", "storage_location", "last_reports", "best_reports", "config_column",
            "ran_full_budget", "write_results", "hashable_value", "json_cells"]
 
 PARQUET_DIR = "tune_lip_results"
@@ -239,10 +240,48 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[columns].infer_objects()
 
 
+def _parts(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
+    """The Parquet parts in write order (their names start with the write time in ns)."""
+    return [i for i in _children(fs, folder)
+            if i.base_name.startswith("part-") and i.base_name.endswith(".parquet")]
+
+
 def _from_parquet(fs: pafs.FileSystem, folder: str) -> pd.DataFrame:
-    parts = [i.path for i in _children(fs, folder) if i.base_name.startswith("part-")
-             and i.base_name.endswith(".parquet")]
-    return _concat([_read_parquet(fs, p) for p in parts])
+    return _concat([_read_parquet(fs, i.path) for i in _parts(fs, folder)])
+
+
+def compact(path: str | Path) -> int:
+    """Merge an experiment's Parquet parts into one file; returns how many parts it replaced.
+
+    A search writes one part per flush (hundreds over a long search): reading them is most of
+    `load`'s time, and one file reads in a fraction of it. The merged file keeps what `load`
+    would return (the latest report of each trial and iteration) and is named after the newest
+    part it holds, so parts written later still sort, and win, after it. It is written under a
+    temporary name and renamed before any part is deleted: a compaction killed at any point
+    loses nothing (before the rename the parts are whole; after it, a part not yet deleted
+    only repeats rows of the merged file, which `load` drops), and the next one finishes it.
+    The Parquet callback compacts when a search ends and after a resume.
+    """
+    fs, exp = _experiment(path)
+    folder = f"{exp}/{PARQUET_DIR}"
+    for stale in _children(fs, folder):  # temporaries of a writer that was killed
+        if stale.base_name.startswith(".") and stale.base_name.endswith(".tmp"):
+            fs.delete_file(stale.path)
+    parts = _parts(fs, folder)
+    if len(parts) < 2:
+        return 0
+    df = _concat([_read_parquet(fs, i.path) for i in parts])
+    if {"trial_id", "training_iteration"} <= set(df.columns):
+        df = df.drop_duplicates(subset=["trial_id", "training_iteration"], keep="last")
+        df = df.sort_values(["trial_id", "training_iteration"], kind="stable")
+    newest = parts[-1].base_name.split("-")[1]
+    name = f"part-{newest}-~compact-{uuid.uuid4().hex[:8]}.parquet"  # "~" sorts after the hex ids
+    tmp = f"{folder}/.{name}.tmp"
+    write_results(df.reset_index(drop=True), tmp, filesystem=fs)
+    fs.move(tmp, f"{folder}/{name}")
+    for part in parts:
+        fs.delete_file(part.path)
+    return len(parts)
 
 
 def read_ray_results(location: str | Path) -> pd.DataFrame:

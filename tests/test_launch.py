@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from tune_lip.analysis import load, ran_full_budget
+from tune_lip.analysis import PARQUET_DIR, load, ran_full_budget
 from tune_lip.errors import UserError
 from tune_lip.tune.launch import build_tuner, make_search_alg, run_search
 from tune_lip.tune.spec import load_spec
@@ -66,6 +67,9 @@ def test_parquet_results_equal_rays_own_view(search):
     pd.testing.assert_frame_equal(ours, rays, check_dtype=False)
     # and Ray's own reading of its files agrees with the callback's
     pd.testing.assert_frame_equal(ours, load(grid.experiment_path, source="ray")[ours.columns], check_dtype=False)
+    # the callback merged its parts into one file when the search ended
+    parts = list((Path(grid.experiment_path) / PARQUET_DIR).glob("part-*.parquet"))
+    assert len(parts) == 1 and "~compact" in parts[0].name
 
 
 def test_existing_name_is_not_overwritten(search):

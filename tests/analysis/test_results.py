@@ -15,6 +15,7 @@ from fake_results import assert_same_values, expected_rows, report, reports, wri
 from tune_lip.analysis import check_scaling_rule, fit_lr_scaling, split_groups
 from tune_lip.analysis.results import (
     PARQUET_DIR,
+    compact,
     flatten_result,
     hashable_value,
     load,
@@ -58,7 +59,8 @@ def test_parts_with_different_columns(tmp_path):
     second["config"]["tags"] = ["x", "y"]
     second["wall_seconds"] = 2  # an int column of one part only
     _callback_writes(tmp_path, [first, second], flush_every=1)
-    assert len(list((tmp_path / PARQUET_DIR).glob("part-*.parquet"))) == 2
+    # two flushed parts, merged into one when the experiment ended
+    assert [p.name.split("-")[2] for p in (tmp_path / PARQUET_DIR).glob("part-*.parquet")] == ["~compact"]
     a, b = load(tmp_path).to_dict("records")
     assert_same_values([a], [flatten_result(first)])
     assert_same_values([b], [{k: v for k, v in flatten_result(second).items() if k != "wall_seconds"}])
@@ -149,3 +151,73 @@ def test_scaling_rule_by_a_list_valued_key():
 def test_hashable_value_is_equal_for_equal_values(a, b):
     assert hashable_value(a) == hashable_value(b)
     assert hash(hashable_value(a)) == hash(hashable_value(b))
+
+
+def _parts(experiment) -> list:
+    return sorted((experiment / PARQUET_DIR).glob("part-*.parquet"))
+
+
+def _searched(experiment, n_trials: int = 6, n_reports: int = 5):
+    """Parts as a search writes them: flushed every few reports, a list-valued config, a metric
+    only some reports have, and one trial resumed (iterations 3-4 reported again, new values)."""
+    results = []
+    for t in range(n_trials):
+        for i in range(1, n_reports + 1):
+            r = report(f"t{t}", i)
+            if i % 2:
+                r["val_certified_acc@0.14"] = 0.1 * i
+            results.append(r)
+    again = [report("t0", i) | {"val_loss": 99.0 + i} for i in (3, 4)]
+    callback = ParquetResultsCallback(experiment, flush_seconds=1e9)
+    for i, result in enumerate(results + again, start=1):
+        callback.on_trial_result(iteration=i, trials=[], trial=None, result=result)
+        if i % 4 == 0:
+            callback.flush()
+    callback.flush()   # no on_experiment_end: the parts stay parts
+
+
+def test_compaction_keeps_what_load_returns(tmp_path):
+    _searched(tmp_path)
+    before = load(tmp_path)
+    assert len(_parts(tmp_path)) > 5
+    n_parts = len(_parts(tmp_path))
+    assert compact(tmp_path) == n_parts
+    assert len(_parts(tmp_path)) == 1
+    after = load(tmp_path)
+    pd.testing.assert_frame_equal(after, before)
+    # the resumed trial's second reports won, as before
+    t0 = after[after["trial_id"] == "t0"].set_index("training_iteration")
+    assert t0.loc[3, "val_loss"] == 102.0 and t0.loc[4, "val_loss"] == 103.0
+    # a later part (a resumed search reporting again) still wins over the merged file
+    _callback_writes(tmp_path, [report("t1", 2) | {"val_loss": -1.0}], flush_every=1)
+    later = load(tmp_path)
+    assert later.loc[(later["trial_id"] == "t1") & (later["training_iteration"] == 2), "val_loss"].item() == -1.0
+
+
+def test_compaction_killed_at_any_point_loses_and_repeats_nothing(tmp_path):
+    _searched(tmp_path)
+    before = load(tmp_path)
+    saved = {p.name: p.read_bytes() for p in _parts(tmp_path)}
+    # killed while writing the merged file: a temporary is left, the parts are whole
+    (tmp_path / PARQUET_DIR / ".part-1-~compact-dead.parquet.tmp").write_bytes(b"half a file")
+    pd.testing.assert_frame_equal(load(tmp_path), before)
+    # killed after the rename, before (all) the parts were deleted: they repeat its rows
+    compact(tmp_path)
+    assert not list((tmp_path / PARQUET_DIR).glob(".*.tmp"))  # the dead temporary is gone
+    for name in list(saved)[:3]:
+        (tmp_path / PARQUET_DIR / name).write_bytes(saved[name])
+    assert len(_parts(tmp_path)) == 4
+    pd.testing.assert_frame_equal(load(tmp_path), before)
+    # the next compaction finishes the job
+    compact(tmp_path)
+    assert len(_parts(tmp_path)) == 1
+    pd.testing.assert_frame_equal(load(tmp_path), before)
+
+
+def test_loading_results_imports_no_fit_no_plot_no_torch_no_ray():
+    import subprocess
+    import sys
+    code = ("import sys, pandas; from tune_lip.analysis import load, last_reports; "
+            "print(sorted(m for m in ('scipy', 'matplotlib', 'torch', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
