@@ -315,7 +315,7 @@ def test_per_sample_erase_fills_the_rounded_mean():
     assert all(int(erased[b].sum()) == 16 for b in range(8))             # a 4x4 square = 1/16 of 16x16
     masks = {tuple(erased[b].flatten().nonzero().flatten().tolist()) for b in range(8)}
     assert len(masks) > 1
-    with pytest.raises(ValueError, match="needs the channel mean"):
+    with pytest.raises(ValueError, match="the channel mean"):
         augment_batch(x, cfg, gen(0))
 
 
@@ -348,3 +348,17 @@ def test_draws_are_checked_by_the_function_that_applies_them():
         AugmentConfig(jitter=0.1, brightness=0.2)
     # The shorthand overrides a preset's three factors.
     assert AugmentConfig.from_dict({"name": "color_crop_flip_erase", "jitter": 0.3}).contrast == 0.3
+
+
+def test_mean_padding_fills_the_mean_colour_per_sample_and_per_batch():
+    """LLC pads after centring (ToTensor, Normalize(mean, 1), RandomCrop(32, 4): datasets/datasets_.py),
+    so its padding is the mean colour: pad_mode mean."""
+    x = batch(b=16, h=6, w=6)
+    mean = torch.tensor([0.2, 0.4, 0.6])
+    fill = torch.tensor([51, 102, 153], dtype=torch.uint8)
+    y = augment_batch(x, AugmentConfig(crop=3, pad_mode="mean"), gen(0), mean=mean)
+    padded = (y == fill).all(dim=3)
+    assert padded.any() and len({int(padded[b].sum()) for b in range(16)}) > 1   # per-sample offsets
+    xc = _centred(b=4, hw=6)
+    yc = augment_centred(xc, AugmentConfig(crop=3, pad_mode="mean", draws="per_batch"), gen(1), mean=mean)
+    assert ((yc == 0).all(dim=1).any(dim=(1, 2)) | torch.equal(yc, xc)).all()

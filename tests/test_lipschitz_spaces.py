@@ -121,3 +121,46 @@ def test_final_runs_places_and_reports_the_test_set(tmp_path):
     last = load(tmp_path / "res" / "f").sort_values("steps").tail(1).iloc[0]
     assert last["steps"] == 4
     assert 0.0 <= last["test_certified_acc"] <= last["test_robust_acc"] <= last["test_acc"] <= 1.0
+
+
+def test_llc_convnet_s_is_llcs_recipe_and_trains_with_a_per_epoch_schedule(tmp_path):
+    """llc_convnet_s against LLC (settings/defaults_CIFAR10.yml, make_tree.py, datasets/): then a
+    few epochs on a fake CIFAR-10 with a shrunk ConvNetS, the LR constant within each epoch."""
+    import torch
+
+    from tune_lip.studies.lipschitz import LipschitzLoop
+
+    spec = load_spec("llc_convnet_s")
+    raw = spec.representative_config()
+    cfg = LipschitzConfig.from_dict(raw)
+    assert spec.searcher.name == "random" and spec.scheduler.name == "none"
+    assert cfg.model.name == "cpl_convnet_s" and cfg.dataset.batch_size == 256 and cfg.dataset.validation == 0.1
+    assert (cfg.optimizer.name, cfg.optimizer.momentum, cfg.optimizer.nesterov) == ("sgd", 0.9, False)
+    assert cfg.schedule.name == "one_cycle" and cfg.schedule.interval == "epoch"
+    assert cfg.loss.offset == 0.3993 and cfg.loss.eps == pytest.approx(72 / 255, abs=1e-4) and cfg.loss.temperature == 0.25
+    assert (cfg.augmentation.crop, cfg.augmentation.pad_mode, cfg.augmentation.flip) == (4, "mean", True)
+    space = _space("llc_convnet_s")["space"]["optimizer"]
+    assert space["lr"] == {"loguniform": [1e-4, 0.1]}
+    assert space["weight_decay"]["loguniform"] == pytest.approx([10 ** -5.5, 10 ** -3.5], rel=1e-4)
+
+    write_fake_cifar10(tmp_path)                        # 30 training images: 27 train, 3 validation
+    raw = {**raw, "model": {"name": "cpl_convnet_s", "width": 8, "depth": 1},
+           "dataset": {**raw["dataset"], "data_dir": str(tmp_path), "batch_size": 9},
+           "optimizer": {**raw["optimizer"], "lr": 0.01, "weight_decay": 1e-4},
+           "budget": {"epochs": 3}, "reports": 1, "device": "cpu"}
+    with pytest.warns(UserWarning, match="md5 check failed"):
+        loop = LipschitzLoop(LipschitzConfig.from_dict(raw))
+    assert loop.total_steps == 9                        # 3 epochs of 27 images at batch 9
+    lrs = []
+    step = loop.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        lrs.append(loop.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    loop.optimizer.step = recording_step  # type: ignore[method-assign]
+    loop.train_for(9)
+    assert lrs[0] == lrs[1] == lrs[2] != lrs[3] and lrs[3] == lrs[5] and len(set(lrs)) == 3
+    out = loop.evaluate_test()
+    assert 0.0 <= out["test_certified_acc"] <= out["test_robust_acc"] <= out["test_acc"] <= 1.0
+    assert torch.isfinite(torch.tensor(out["test_loss"]))

@@ -56,7 +56,7 @@ __all__ = ["AugmentConfig", "AUGMENTATIONS", "DRAWS", "augment_batch", "augment_
 _ERASE_RATIO = (0.3, 3.3)  # erasing rectangle's height/width range, torchvision's default
 _GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
 DRAWS = ("per_sample", "per_batch")
-PAD_MODES = ("zero", "reflect")
+PAD_MODES = ("zero", "reflect", "mean")
 ERASE_VALUES = ("zero", "mean")
 
 
@@ -82,7 +82,8 @@ class AugmentConfig:
     erase_scale: tuple[float, float] = (0.02, 0.33)  # erased area / (H*W): (min, max)
     erase_ratio: tuple[float, float] = _ERASE_RATIO  # rectangle height / width: (min, max), log-uniform
     erase_value: str = "zero"       # "zero": pixel value 0 (black); "mean": the mean colour (0 after centring)
-    pad_mode: str = "zero"          # crop padding: "zero" (constant 0) or "reflect"
+    pad_mode: str = "zero"          # crop padding: "zero" (black), "reflect", or "mean" (the mean colour:
+    #                                 LLC pads with 0 after centring, datasets/datasets_.py)
     brightness: float = 0.0         # factors ~ U[max(0, 1 - s), 1 + s]; 0 = off
     contrast: float = 0.0
     saturation: float = 0.0
@@ -214,19 +215,22 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
     if cfg.is_identity:
         return images
     out = images
+    fill: torch.Tensor | None = None
+    if cfg.erase_value == "mean" or cfg.pad_mode == "mean":
+        if mean is None:
+            raise ValueError("erase_value: mean and pad_mode: mean need the channel mean (mean=...)")
+        fill = (mean.to(images.device, torch.float32) * 255.0).round().to(torch.uint8)   # (C,)
     if cfg.crop or cfg.flip:
-        out = _crop_flip(out, cfg.crop, cfg.flip, generator, reflect=cfg.pad_mode == "reflect")
+        out = _crop_flip(out, cfg.crop, cfg.flip, generator, reflect=cfg.pad_mode == "reflect",
+                         fill=fill if cfg.pad_mode == "mean" else None)
     if cfg.brightness or cfg.contrast or cfg.saturation:
         out = _jitter(out, (cfg.brightness, cfg.contrast, cfg.saturation), generator)
     if cfg.erase:
-        fill = 0
         if cfg.erase_value == "mean":
-            if mean is None:
-                raise ValueError("erase_value: mean needs the channel mean (mean=...)")
-            fill_t = (mean.to(images.device, torch.float32) * 255.0).round().to(torch.uint8)  # (C,)
-            out = _erase(out, cfg.erase, cfg.erase_scale, cfg.erase_ratio, generator, fill=fill_t)
-        else:
+            assert fill is not None
             out = _erase(out, cfg.erase, cfg.erase_scale, cfg.erase_ratio, generator, fill=fill)
+        else:
+            out = _erase(out, cfg.erase, cfg.erase_scale, cfg.erase_ratio, generator, fill=0)
     return out
 
 
@@ -283,7 +287,7 @@ def augment_centred(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Genera
         cols = _source_index(torch.arange(W, device=dev) + offsets[1] - p, W, reflect=cfg.pad_mode == "reflect")
         inside = ((rows >= 0)[:, None] & (cols >= 0)[None, :]).to(x.dtype)   # (H, W): 0 in zero padding
         x = x[:, :, rows.clamp(min=0)][:, :, :, cols.clamp(min=0)] * inside
-        if cfg.pad_mode == "zero":
+        if cfg.pad_mode == "zero":   # (pad_mode "mean" keeps the 0 of the centred batch: the mean colour)
             # Zero padding of the uint8 image is black, i.e. -mean/std after centring.
             m = mean.to(dev, x.dtype).view(1, C, 1, 1)
             sd = torch.ones_like(m) if std is None else std.to(dev, x.dtype).view(1, C, 1, 1)
@@ -335,7 +339,8 @@ def _source_index(pos: torch.Tensor, size: int, *, reflect: bool) -> torch.Tenso
 
 
 def _crop_flip(images: torch.Tensor, pad: int, flip: bool, g: torch.Generator, *,
-               reflect: bool = False) -> torch.Tensor:
+               reflect: bool = False, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample crop (padding: zeros; ``reflect``; or ``fill``, uint8 (C,)) and flip, one gather."""
     B, H, W, _ = images.shape
     dev = images.device
     rows = torch.arange(H, device=dev)  # (H,)
@@ -347,7 +352,7 @@ def _crop_flip(images: torch.Tensor, pad: int, flip: bool, g: torch.Generator, *
         dy = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=dev)  # (B, 1) crop offsets
         dx = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=dev)
     elif pad:
-        source = images       # reflect: the crop window's indices are mirrored back into the image
+        source = images       # reflect / fill: the crop window's indices are mapped back into the image
         dy = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=dev)
         dx = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=dev)
     else:
@@ -364,6 +369,12 @@ def _crop_flip(images: torch.Tensor, pad: int, flip: bool, g: torch.Generator, *
     if pad and reflect:
         row_idx = _source_index(row_idx - pad, H, reflect=True)
         col_idx = _source_index(col_idx - pad, W, reflect=True)
+    elif pad and fill is not None:
+        row_idx = _source_index(row_idx - pad, H, reflect=False)      # -1 outside the image
+        col_idx = _source_index(col_idx - pad, W, reflect=False)
+        outside = (row_idx < 0)[:, :, None] | (col_idx < 0)[:, None, :]   # (B, H, W)
+        out = source[batch_idx, row_idx.clamp(min=0)[:, :, None], col_idx.clamp(min=0)[:, None, :]]
+        return torch.where(outside[..., None], fill.view(1, 1, 1, -1), out)   # (B, H, W, C)
     # One gather: out[b, i, j] = source[b, i + dy_b, (j or W-1-j) + dx_b]
     return source[batch_idx, row_idx[:, :, None], col_idx[:, None, :]]  # (B, H, W, C)
 
