@@ -1,0 +1,246 @@
+"""tune-lip's performance benchmarks, one command: each a ratio against a baseline run side by side.
+
+    .venv/bin/python bench/perf.py              # every benchmark, >= 5 timed runs after a warm-up
+    .venv/bin/python bench/perf.py --quick      # a sub-minute smoke version (CI runs it; never its timings)
+    .venv/bin/python bench/perf.py --only P4    # some of them
+
+Prints a table (median and min-max of each ratio over the runs, its goal, the machine, the
+versions) and writes bench/results/perf.json (bench/results/perf_quick.json with --quick).
+A ratio is always taken in one process run, baseline and candidate alternating, so the machine's
+load hits both alike. Goals are issue 15's.
+
+- P2: an AOL-MLP training step against a plain MLP of the same shape (Linear + MaxMin), as a
+  ratio to the analytic bound 1 + w/b (the Gram W^T W costs a w x w x w product per layer on top
+  of the b x w x w ones). Goal <= 1.15: a regression benchmark.
+- P4: `tune_lip.analysis.load` against Ray's `ExperimentAnalysis` on the same experiment (a real
+  Tune run of a function trainable through the Parquet callback: 300 trials x 100 reports, quick
+  10 x 10). Each side runs in a fresh process with pandas already imported, as in a notebook,
+  and its clock covers its own imports and the load; the contents are checked equal. Goal >= 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class Outcome:
+    """One benchmark's ratios over its runs (higher or lower is better as ``goal`` says)."""
+
+    name: str
+    what: str
+    goal: str  # e.g. ">= 10" or "<= 1.15"
+    ratios: list[float]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def met(self) -> bool:
+        op, bound = self.goal.split()
+        return self.median >= float(bound) if op == ">=" else self.median <= float(bound)
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------- P2
+def _square_input(width: int) -> tuple[int, int, int]:
+    """An image shape of ``width`` values: (3, 32, 32) for 3072, (1, s, s) for a square width."""
+    if width == 3072:
+        return (3, 32, 32)
+    side = int(round(width ** 0.5))
+    if side * side != width:
+        raise ValueError(f"P2: width {width} is not 3072 or a square")
+    return (1, side, side)
+
+
+def bench_aol_step(quick: bool, runs: int) -> Outcome:
+    import torch
+    from torch import nn
+
+    from tune_lip.nn.models.activations import MaxMin
+    from tune_lip.nn.models.registry import build_model
+
+    torch.manual_seed(0)
+    widths, batches, depth, steps = ((256,), (64, 512), 4, 3) if quick else ((1024, 3072), (256, 2048), 8, 3)
+    rows: list[dict[str, Any]] = []
+    ratios: list[list[float]] = []
+    for w in widths:
+        for b in batches:
+            shape = _square_input(w)  # input size = width, as the paper's 3072 = 3 x 32 x 32
+            aol = build_model("aol_mlp", input_shape=shape, num_classes=10, width=w, depth=depth)
+            layers: list[nn.Module] = [nn.Flatten()]
+            for _ in range(depth - 1):
+                layers += [nn.Linear(w, w, bias=False), MaxMin()]
+            plain = nn.Sequential(*layers, nn.Linear(w, w, bias=False))
+            x, y = torch.randn(b, *shape), torch.randint(0, 10, (b,))
+
+            def step(model: nn.Module) -> Callable[[], None]:
+                opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+                def run() -> None:
+                    for _ in range(steps):
+                        opt.zero_grad(set_to_none=True)
+                        nn.functional.cross_entropy(model(x), y).backward()
+                        opt.step()
+                return run
+
+            run_aol, run_plain = step(aol), step(plain)
+            run_aol(), run_plain()  # warm-up
+            pairs = [(_seconds(run_aol), _seconds(run_plain)) for _ in range(runs)]
+            bound = 1 + w / b
+            r = [a / p / bound for a, p in pairs]
+            ratios.append(r)
+            rows.append({"width": w, "batch": b, "depth": depth, "bound": bound,
+                         "aol_over_plain": statistics.median([a / p for a, p in pairs]),
+                         "of_bound": statistics.median(r), "of_bound_min": min(r), "of_bound_max": max(r)})
+    worst = max(ratios, key=statistics.median)  # the goal is about every configuration
+    return Outcome("P2", "AOL-MLP step / plain MLP step, as a fraction of 1 + w/b (worst config)",
+                   "<= 1.15", worst, {"configs": rows, "torch_threads": torch.get_num_threads()})
+
+
+# --------------------------------------------------------------------------------------- P4
+_RAY_SIDE = """
+import pandas as pd, time, sys
+t = time.perf_counter()
+from ray.tune import ExperimentAnalysis
+a = ExperimentAnalysis(sys.argv[1])
+df = pd.concat(a.trial_dataframes.values(), ignore_index=True)
+dt = time.perf_counter() - t
+print(dt, len(df), df["metric"].sum())
+"""
+_OURS_SIDE = """
+import pandas as pd, time, sys
+t = time.perf_counter()
+from tune_lip.analysis import load
+df = load(sys.argv[1])
+dt = time.perf_counter() - t
+print(dt, len(df), df["metric"].sum())
+"""
+
+
+def _make_experiment(root: Path, trials: int, reports: int) -> Path:
+    """A real Tune run: a function trainable reporting ``reports`` times, through our callback."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+    from ray import tune
+
+    from tune_lip.tune.callbacks import ParquetResultsCallback
+
+    def trainable(config: dict[str, Any]) -> None:
+        for i in range(reports):
+            tune.report({"metric": config["x"] * (i + 1), "val_loss": 1.0 / (i + 1)})
+
+    ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False)
+    try:
+        experiment = root / "exp"
+        tuner = tune.Tuner(
+            trainable, param_space={"x": tune.grid_search(list(range(trials)))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=2, reuse_actors=True),
+            run_config=tune.RunConfig(name="exp", storage_path=str(root), verbose=0,
+                                      callbacks=[ParquetResultsCallback(experiment)]))
+        tuner.fit()
+    finally:
+        ray.shutdown()
+    return experiment
+
+
+def bench_load(quick: bool, runs: int) -> Outcome:
+    trials, reports = (10, 10) if quick else (300, 100)
+    with tempfile.TemporaryDirectory() as d:
+        start = time.perf_counter()
+        experiment = _make_experiment(Path(d), trials, reports)
+        made = time.perf_counter() - start
+
+        def side(code: str) -> tuple[float, int, float]:
+            out = subprocess.run([sys.executable, "-c", "import pandas\n" + code, str(experiment)],
+                                 capture_output=True, text=True, check=True, cwd=ROOT)
+            dt, n, total = out.stdout.split()[-3:]
+            return float(dt), int(n), float(total)
+
+        side(_OURS_SIDE), side(_RAY_SIDE)  # warm-up (file system caches, .pyc)
+        ratios, ours_s, rays_s = [], [], []
+        for _ in range(runs):
+            o, r = side(_OURS_SIDE), side(_RAY_SIDE)
+            if o[1:] != r[1:]:
+                raise AssertionError(f"P4: different contents, ours {o[1:]} vs Ray's {r[1:]}")
+            if o[1] != trials * reports:
+                raise AssertionError(f"P4: {o[1]} rows, expected {trials * reports}")
+            ours_s.append(o[0])
+            rays_s.append(r[0])
+            ratios.append(r[0] / o[0])
+    return Outcome("P4", f"Ray's ExperimentAnalysis / tune_lip load, {trials} trials x {reports} reports",
+                   ">= 10", ratios, {"ours_seconds": ours_s, "rays_seconds": rays_s,
+                                     "experiment_seconds": made, "trials": trials, "reports": reports})
+
+
+BENCHMARKS: dict[str, Callable[[bool, int], Outcome]] = {"P2": bench_aol_step, "P4": bench_load}
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import pandas
+    import pyarrow
+    import ray
+    import torch
+    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
+            "numpy": numpy.__version__, "pandas": pandas.__version__, "pyarrow": pyarrow.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a sub-minute smoke version")
+    parser.add_argument("--only", default="", help="comma-separated names, e.g. P2,P4")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs (default 5, quick 2)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"bench/perf.py: --only: unknown benchmark {unknown[0]!r}; valid: {', '.join(BENCHMARKS)}",
+              file=sys.stderr)
+        return 2
+    runs = args.runs or (2 if args.quick else 5)
+    machine = {"machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
+               "cpus": os.cpu_count(), **_versions()}
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
+    outcomes = []
+    for name in names:
+        start = time.perf_counter()
+        outcome = BENCHMARKS[name](args.quick, runs)
+        outcome.details["seconds"] = time.perf_counter() - start
+        outcomes.append(outcome)
+        print(f"{outcome.name}  {outcome.what}: median {outcome.median:.3g} "
+              f"[{min(outcome.ratios):.3g}, {max(outcome.ratios):.3g}] over {len(outcome.ratios)}, "
+              f"goal {outcome.goal}: {'met' if outcome.met else 'NOT met'} "
+              f"({outcome.details['seconds']:.0f} s)", flush=True)
+    path = ROOT / "bench" / "results" / ("perf_quick.json" if args.quick else "perf.json")
+    path.write_text(json.dumps({"machine": machine, "quick": args.quick, "runs": runs,
+                                "benchmarks": [asdict(o) | {"median": o.median, "met": o.met}
+                                               for o in outcomes]}, indent=2))
+    print(f"written {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
