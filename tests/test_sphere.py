@@ -119,6 +119,23 @@ def test_inputs_are_normalised_by_mean_and_std():
     torch.testing.assert_close(x, (raw.permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25)
 
 
+def test_feature_rank_is_the_effective_rank_of_the_heads_input_on_a_fixed_validation_batch():
+    from tune_lip.data.datasets import convert_and_center
+    from tune_lip.nn.features import effective_rank
+
+    loop = SphereLoop(_cfg(feature_rank_batch=16))
+    loop.train_for(6)
+    first = loop.evaluate()["feature_rank"]
+    assert loop.evaluate()["feature_rank"] == first           # the same batch, weights unchanged
+    loop.model.eval()
+    with torch.no_grad():
+        x = convert_and_center(loop.data.val_images[:16], loop.mean, loop.std)
+        expected = effective_rank(loop.model.embed(x))        # (16, 32): the first 16 validation images
+    torch.testing.assert_close(first, expected)
+    assert 1.0 <= first <= 16
+    assert "feature_rank" not in SphereLoop(_cfg(feature_rank_batch=0)).evaluate()
+
+
 # ---------------------------------------------------------------------------- the sphere
 
 @pytest.mark.parametrize("fix_all_elr", [False, True])

@@ -1,8 +1,9 @@
 """`SphereTrainable`: the Ray Tune adapter around `tune_lip.studies.sphere.SphereLoop` (the three regimes).
 
 Each ``step()`` trains one of ``config["reports"]`` equal slices of the trial's budget,
-evaluates, and returns the DESIGN.md metrics (``train_loss``, ``test_acc``, ``weight_norm``,
-``elr``, ``effective_grad_norm``, ``angular_update``, ...); the last slice (or a divergence)
+evaluates, and returns the DESIGN.md metrics (``train_loss``, ``val_acc``, ``weight_norm``,
+``elr``, ``effective_grad_norm``, ``angular_update``, ``feature_rank``, ...; ``test_*`` with the
+last report); the last slice (or a divergence)
 returns ``done=True`` together with the trial's ``regime`` (converged / chaotic / diverged),
 labelled from its whole train-loss trajectory. Checkpoints hold the loop's full state, so a
 restored trial continues bit-identically. ``reset_config`` rebuilds the loop in place, so Tune
