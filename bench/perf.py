@@ -16,6 +16,9 @@ load hits both alike. Goals are issue 15's.
   Tune run of a function trainable through the Parquet callback: 300 trials x 100 reports, quick
   10 x 10). Each side runs in a fresh process with pandas already imported, as in a notebook,
   and its clock covers its own imports and the load; the contents are checked equal. Goal >= 10.
+- P5: `tune-lip search` of 48 NQM trials (8 reports, < 1 ms of compute each; quick 4) against
+  plain Ray Tune running the same loop in a function trainable, 2 at a time, actors reused, wall
+  clock of each whole process. Goal <= 1.15.
 """
 
 from __future__ import annotations
@@ -195,7 +198,86 @@ def bench_load(quick: bool, runs: int) -> Outcome:
                                      "experiment_seconds": made, "trials": trials, "reports": reports})
 
 
-BENCHMARKS: dict[str, Callable[[bool, int], Outcome]] = {"P2": bench_aol_step, "P4": bench_load}
+# --------------------------------------------------------------------------------------- P5
+_NQM_SPACE = """
+study: nqm
+metric: train_loss
+mode: min
+budget: {{examples: 2048}}
+reports: 8
+scheduler: none
+searcher: {{name: random, seed: 0}}
+num_samples: 1
+max_concurrent_trials: 2
+resources: {{cpu: 1}}
+checkpoint_every: 0
+space:
+  seed: 0
+  dim: 100
+  dataset: {{batch_size: {{grid: {batches}}}}}
+  optimizer: {{name: sgd, lr: {{grid: {lrs}}}, momentum: 0.0}}
+  schedule: constant
+"""
+_PLAIN_TUNE = """
+import os, sys
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+import ray
+from ray import tune
+from tune_lip.studies.nqm import NQMConfig, NQMLoop
+
+def trainable(config):
+    loop = NQMLoop(NQMConfig.from_dict(config))
+    for k in range(1, 9):
+        loop.train_for(-(-loop.total_steps * k // 8) - loop.steps)
+        tune.report(loop.evaluate())
+
+ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False)
+space = {{"seed": 0, "dim": 100, "budget": {{"examples": 2048}}, "reports": 8, "schedule": "constant",
+         "dataset": {{"batch_size": tune.grid_search({batches})}},
+         "optimizer": {{"name": "sgd", "momentum": 0.0, "lr": tune.grid_search({lrs})}}}}
+tune.Tuner(trainable, param_space=space,
+           tune_config=tune.TuneConfig(max_concurrent_trials=2, reuse_actors=True),
+           run_config=tune.RunConfig(name="plain", storage_path=sys.argv[1], verbose=0)).fit()
+ray.shutdown()
+"""
+
+
+def bench_orchestration(quick: bool, runs: int) -> Outcome:
+    """P5: ``tune-lip search`` of NQM trials (8 reports, under 1 ms of compute each) against plain
+    Ray Tune running the same loop in a function trainable; both 2 at a time, actors reused,
+    wall clock of the whole process (Ray's start-up included). Goal <= 1.15."""
+    batches = [8, 16, 32, 64, 128, 256] if not quick else [16, 64]
+    lrs = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0] if not quick else [0.05, 0.5]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    tune_lip_bin = str(Path(sys.executable).with_name("tune-lip"))
+    with tempfile.TemporaryDirectory() as d:
+        space = Path(d) / "nqm_bench.yaml"
+        space.write_text(_NQM_SPACE.format(batches=batches, lrs=lrs))
+        plain = Path(d) / "plain.py"
+        plain.write_text(_PLAIN_TUNE.format(batches=batches, lrs=lrs))
+
+        def ours(i: int) -> float:
+            return _seconds(lambda: subprocess.run(
+                [tune_lip_bin, "search", str(space), "--name", f"ours{i}", "--storage-path", d],
+                check=True, capture_output=True, env=env, cwd=ROOT))
+
+        def theirs(i: int) -> float:
+            return _seconds(lambda: subprocess.run(
+                [sys.executable, str(plain), f"{d}/plain{i}"], check=True, capture_output=True,
+                env=env, cwd=ROOT))
+
+        if not quick:
+            ours(-1), theirs(-1)  # warm-up
+        pairs = [(ours(i), theirs(i)) for i in range(1 if quick else runs)]
+    n = len(batches) * len(lrs)
+    return Outcome("P5", f"tune-lip search / plain Ray Tune, {n} NQM trials x 8 reports, wall clock",
+                   "<= 1.15", [o / t for o, t in pairs],
+                   {"tune_lip_seconds": [o for o, _ in pairs], "plain_seconds": [t for _, t in pairs],
+                    "trials": n})
+
+
+BENCHMARKS: dict[str, Callable[[bool, int], Outcome]] = {
+    "P2": bench_aol_step, "P4": bench_load, "P5": bench_orchestration}
 
 
 def _versions() -> dict[str, str]:
