@@ -47,7 +47,7 @@ def test_summary_shows_the_test_metrics_of_the_best_trials(tmp_path):
         callback.on_trial_result(iteration=i, trials=[], trial=None, result=result)
     callback.on_experiment_end(trials=[])
     text = _summary(tmp_path / "exp", metric=None, mode="max", top=5)   # no spec: the headline val metric
-    assert "best 5 by val_certified_acc (max), with their test_certified_acc (once, at each trial's end):" in text
+    assert "best 2 of 2 by val_certified_acc (max), with their test_certified_acc (once, at each trial's end):" in text  # 2 trials, top 5 asked
     header, best, other = text.splitlines()[-3:]
     assert header.split()[:3] == ["trial_id", "val_certified_acc", "test_certified_acc"]
     assert best.split()[:3] == ["b", "1.0", "0.3"] and other.split()[:3] == ["a", "0.5", "0.4"]

@@ -103,7 +103,7 @@ def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = N
         best = json_cells(last.sort_values(metric, ascending=(mode == "min")).head(top))
         tests = [c for c in TEST_COLUMNS if c in best and c != metric and best[c].notna().any()]
         with pd.option_context("display.width", 160, "display.max_columns", 20):
-            lines.append(f"best {top} by {metric} ({mode})" + (f", with their {', '.join(tests)} "
+            lines.append(f"best {len(best)} of {len(last)} by {metric} ({mode})" + (f", with their {', '.join(tests)} "
                                                              "(once, at each trial's end):" if tests else ":"))
             lines.append(best[["trial_id", metric, *tests, *config_cols]].to_string(index=False))
     return "\n".join(lines)
