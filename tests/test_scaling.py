@@ -339,7 +339,7 @@ def test_config_round_trips_through_to_dict():
     assert cfg.optimizer.lr_rule == "sqrt" and cfg.optimizer.eta == 1e-3    # resolved defaults are recorded
 
 
-@pytest.mark.parametrize("name", ["lsr_sgd", "sqrt_adam", "svag_l", "ngd_vs_sgd"])
+@pytest.mark.parametrize("name", ["lsr_sgd", "lsr_sgd_paper", "sqrt_adam", "svag_l", "ngd_vs_sgd"])
 def test_shipped_spaces_validate_at_every_grid_point(name):
     from tune_lip.tune.launch import check_spec, study_metrics
     from tune_lip.tune.spec import load_spec, set_in
