@@ -12,6 +12,8 @@ load hits both alike. Goals are issue 15's.
 - P2: an AOL-MLP training step against a plain MLP of the same shape (Linear + MaxMin), as a
   ratio to the analytic bound 1 + w/b (the Gram W^T W costs a w x w x w product per layer on top
   of the b x w x w ones). Goal <= 1.15: a regression benchmark.
+- P3: per-sample augmentation of uint8 batches on the device against torchvision's per-image
+  transforms in a DataLoader (2 workers), images/s. Goal >= 20.
 - P4: `tune_lip.analysis.load` against Ray's `ExperimentAnalysis` on the same experiment (a real
   Tune run of a function trainable through the Parquet callback: 300 trials x 100 reports, quick
   10 x 10). Each side runs in a fresh process with pandas already imported, as in a notebook,
@@ -121,6 +123,58 @@ def bench_aol_step(quick: bool, runs: int) -> Outcome:
     worst = max(ratios, key=statistics.median)  # the goal is about every configuration
     return Outcome("P2", "AOL-MLP step / plain MLP step, as a fraction of 1 + w/b (worst config)",
                    "<= 1.15", worst, {"configs": rows, "torch_threads": torch.get_num_threads()})
+
+
+# --------------------------------------------------------------------------------------- P3
+def bench_augmentation(quick: bool, runs: int) -> Outcome:
+    """P3: per-sample augmentation of uint8 batches on the device (`augment_batch`: crop 4 with
+    reflect padding, flip, an 8x8 erased square at the mean colour, every image its own draw)
+    against the same torchvision transforms per PIL image in a DataLoader (2 workers), images/s.
+    Goal >= 20."""
+    import torch
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms
+
+    from tune_lip.data.augment import AugmentConfig, augment_batch
+
+    n, batch = (2048, 256) if quick else (20480, 512)
+    images = torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8)   # (N, H, W, C), as on the device
+    cfg = AugmentConfig(crop=4, pad_mode="reflect", flip=True, erase=1.0, erase_scale=(1 / 16, 1 / 16),
+                        erase_ratio=(1.0, 1.0), erase_value="mean")
+    # The usual torchvision CIFAR pipeline: PIL images (as torchvision.datasets.CIFAR10 gives),
+    # transforms per image, to a centred tensor, then erasing.
+    per_image = transforms.Compose([
+        transforms.RandomCrop(32, padding=4, padding_mode="reflect"), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize((0.491, 0.482, 0.447), (1.0, 1.0, 1.0)),
+        transforms.RandomErasing(p=1.0, scale=(1 / 16, 1 / 16), ratio=(1.0, 1.0))])
+    arrays = images.numpy()
+
+    class Images(Dataset):
+        def __len__(self) -> int:
+            return n
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return per_image(Image.fromarray(arrays[i]))   # (C, H, W) per image
+
+    g = torch.Generator().manual_seed(0)
+    mean = torch.tensor([0.491, 0.482, 0.447])
+
+    def ours() -> None:
+        for start in range(0, n, batch):
+            augment_batch(images[start:start + batch], cfg, g, mean=mean)
+
+    def torchvision_loader() -> None:
+        for _ in DataLoader(Images(), batch_size=batch, num_workers=2):
+            pass
+
+    ours(), torchvision_loader()  # warm-up
+    pairs = [(_seconds(ours), _seconds(torchvision_loader)) for _ in range(runs)]
+    return Outcome("P3", "per-sample on-device augmentation / torchvision per image in a DataLoader, "
+                   "images/s", ">= 20", [t / o for o, t in pairs],
+                   {"ours_images_per_s": [n / o for o, _ in pairs],
+                    "torchvision_images_per_s": [n / t for _, t in pairs], "images": n,
+                    "device": "cpu"})
 
 
 # --------------------------------------------------------------------------------------- P4
@@ -277,7 +331,7 @@ def bench_orchestration(quick: bool, runs: int) -> Outcome:
 
 
 BENCHMARKS: dict[str, Callable[[bool, int], Outcome]] = {
-    "P2": bench_aol_step, "P4": bench_load, "P5": bench_orchestration}
+    "P2": bench_aol_step, "P3": bench_augmentation, "P4": bench_load, "P5": bench_orchestration}
 
 
 def _versions() -> dict[str, str]:
