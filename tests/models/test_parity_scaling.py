@@ -8,7 +8,8 @@ for a 10-class 32x32 input, in torch 2.14 on CPU:
   norm_method='BN'|'GN', homo=True, bn_affine=False, fix_last_layer=True)), also widen_factor=4;
 - ``vgg19`` (models/my_models/vggv2.py, vgg19_bn with the same flags: the paper's "VGG-16",
   cifar10_hparams_dict.py's ``vgg16 = evolve(vgg19, arch='vgg19_bn')``);
-- the dict entry ``'vgg16'`` (vggv2.vgg16: batch_norm=False, so no norm and conv biases).
+- the dict entry ``'vgg16'`` (vggv2.vgg16: batch_norm=False, so no norm and conv biases), and
+  vggv2.vgg16_bn with the flags of ``vgg19``.
 Layer sequences are the leaf modules in the order a forward pass calls them (forward hooks), with
 NTKConv2d/NTKLinear read as conv/linear. The original could not run a training-mode forward:
 torch 2.14 raises "batch_norm eps must be positive during training, but got 0" on its eps = 0.
@@ -36,6 +37,7 @@ CASES = [
     ("vgg19", {"norm": "bn"}, 20_018_880, 20_024_010, 16, 16),
     ("vgg19", {"norm": "gn"}, 20_018_880, 20_024_010, 16, 16),
     ("vgg16", {"norm": "none"}, 14_714_688, 14_719_818, 13, 0),
+    ("vgg16", {"norm": "bn"}, 14_710_464, 14_715_594, 13, 13),   # vggv2.vgg16_bn, same flags
 ]
 
 _BLOCK = "bn relu conv3 bn relu conv3"
