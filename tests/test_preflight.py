@@ -229,3 +229,15 @@ def test_a_scaling_space_whose_asha_may_starve_the_fit_is_warned_about_before_la
                  "--storage-path", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.index("warning: ") < err.index("error: ") and "protect: 4" in err
+
+
+def test_generated_data_validated_on_cifar10_keeps_every_generated_image():
+    # SU validates the generated data on a hold-out of the real CIFAR-10 training set: an epoch
+    # counts every generated image, and a small generated file is no error.
+    from tune_lip.studies.config import DataConfig
+    from tune_lip.tune.preflight import _after_split
+
+    su = DataConfig(name="generated", validation=5000, options={"validation_from": "cifar10"})
+    assert _after_split(su, 1000, "space.yaml") == 1000
+    held_out = DataConfig(name="generated", validation=500)
+    assert _after_split(held_out, 1000, "space.yaml") == 500

@@ -24,8 +24,9 @@ def test_maxmin_is_norm_preserving_and_1_lipschitz(seed: int, pairs: int) -> Non
 
 
 def test_maxmin_sorts_pairs_and_rejects_odd_channels() -> None:
-    out = MaxMin()(torch.tensor([[1.0, 5.0, 3.0, 2.0]]))  # pairs (1, 3) and (5, 2)
-    torch.testing.assert_close(out, torch.tensor([[3.0, 5.0, 1.0, 2.0]]))
+    # adjacent pairs (1, 5) and (3, 2), each written [max, min], as both papers' code
+    out = MaxMin()(torch.tensor([[1.0, 5.0, 3.0, 2.0]]))
+    torch.testing.assert_close(out, torch.tensor([[5.0, 1.0, 3.0, 2.0]]))
     with pytest.raises(ValueError, match="even number of channels"):
         MaxMin()(torch.zeros(2, 3))
 

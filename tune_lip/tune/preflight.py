@@ -47,6 +47,8 @@ def _after_split(data: Any, num_train: int, where: str) -> int:
     """Training examples left of ``num_train`` once ``data.validation`` (a ``DataConfig``'s) is held out."""
     from tune_lip.data.datasets import validation_count
 
+    if (getattr(data, "options", None) or {}).get("validation_from", "generated") != "generated":
+        return num_train   # validated on another set's hold-out (SU's generated data: CIFAR-10's)
     try:
         return num_train - validation_count(data.validation, num_train)
     except ValueError as exc:
