@@ -9,6 +9,8 @@ versions) and writes bench/results/perf.json (bench/results/perf_quick.json with
 A ratio is always taken in one process run, baseline and candidate alternating, so the machine's
 load hits both alike. Goals are issue 15's.
 
+- P1: the Lipschitz Trainable's training throughput against a bare PyTorch loop on the same
+  model, data, batch, loss, optimizer and OneCycle schedule, examples/s. Goal >= 0.97.
 - P2: an AOL-MLP training step against a plain MLP of the same shape (Linear + MaxMin), as a
   ratio to the analytic bound 1 + w/b (the Gram W^T W costs a w x w x w product per layer on top
   of the b x w x w ones). Goal <= 1.15: a regression benchmark.
@@ -67,6 +69,64 @@ def _seconds(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------- P1
+def bench_trainable(quick: bool, runs: int) -> Outcome:
+    """P1: the Lipschitz Trainable's training throughput against a bare PyTorch loop on the same
+    model, data, batch, loss, optimizer and OneCycle schedule (examples/s). The Trainable's run
+    is one report with its evaluation on 64 validation and 64 test images, which the bare loop
+    also does once. Goal >= 0.97."""
+    import torch
+
+    from trainables import LipschitzTrainable
+    from tune_lip.data.datasets import convert_and_center, load_dataset
+    from tune_lip.nn.losses import OffsetCrossEntropy, cross_entropy_and_accuracy
+    from tune_lip.nn.models.registry import build_model
+
+    steps, batch, width = (30, 64, 256) if quick else (300, 256, 1024)
+    config = {"seed": 0, "dataset": {"name": "synthetic", "batch_size": batch, "num_train": 4096 + 64,
+                                     "num_test": 64, "validation": 64, "channels": 3, "image_size": 16},
+              "model": {"name": "aol_mlp", "width": width, "depth": 4},
+              "optimizer": {"lr": 0.05, "momentum": 0.9}, "budget": {"steps": steps}, "reports": 1,
+              "eval": {"robust_steps": 0}}
+
+    def trainable() -> None:
+        t = LipschitzTrainable(config=config)
+        t.train()
+        t.stop()
+
+    data = load_dataset("synthetic", num_train=4096, num_test=64, channels=3, image_size=16)
+    mean = torch.tensor(data.mean)
+
+    def bare() -> None:
+        torch.manual_seed(0)
+        model = build_model("aol_mlp", input_shape=data.input_shape, num_classes=10, width=width, depth=4)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.05, total_steps=steps)
+        loss_fn = OffsetCrossEntropy(eps=36 / 255, temperature=0.25)
+        g = torch.Generator().manual_seed(0)
+        model.train()
+        for _ in range(steps):
+            idx = torch.randint(0, data.num_train, (batch,), generator=g)
+            x = convert_and_center(data.train_images[idx], mean)
+            loss = loss_fn(model(x), data.train_labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        with torch.no_grad():
+            cross_entropy_and_accuracy(model, data.test_images, data.test_labels, mean)
+            cross_entropy_and_accuracy(model, data.test_images, data.test_labels, mean)
+
+    trainable(), bare()  # warm-up
+    pairs = [(_seconds(trainable), _seconds(bare)) for _ in range(runs)]
+    return Outcome("P1", "Trainable / bare PyTorch loop, training examples/s", ">= 0.97",
+                   [b / t for t, b in pairs],
+                   {"trainable_examples_per_s": [steps * batch / t for t, _ in pairs],
+                    "bare_examples_per_s": [steps * batch / b for _, b in pairs],
+                    "steps": steps, "batch": batch, "width": width})
 
 
 # --------------------------------------------------------------------------------------- P2
@@ -331,7 +391,7 @@ def bench_orchestration(quick: bool, runs: int) -> Outcome:
 
 
 BENCHMARKS: dict[str, Callable[[bool, int], Outcome]] = {
-    "P2": bench_aol_step, "P3": bench_augmentation, "P4": bench_load, "P5": bench_orchestration}
+    "P1": bench_trainable, "P2": bench_aol_step, "P3": bench_augmentation, "P4": bench_load, "P5": bench_orchestration}
 
 
 def _versions() -> dict[str, str]:
