@@ -5,7 +5,7 @@ run) need the 20M-image npz and CIFAR-10, which this offline machine lacks: each
 small npz written in the DM-Improves-AT format (``image`` N x 32 x 32 x 3 uint8, ``label`` N)
 and a fake CIFAR-10 in the official format, with the model shrunk and the batch sizes cut to
 what 64 images allow; everything else is the shipped file. llc_convnet_s is checked likewise on
-a fake CIFAR-10. Each space's every setting is cited in docs/recipes/lipschitz.md.
+a fake CIFAR-10. Each space's every setting is cited in docs/RECIPES.md.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ stochastic gradient at batch size B is g = Hθ + ξ with ξ ~ N(0, noise·H/B): 
 gradient covariance C is ``noise``·H (the paper's C = H: gradient covariance ≈ Fisher ≈ Hessian),
 and a batch of B examples divides it by B. The defaults are the paper's NQM: dim = 10⁴, h_i = 1/i
 (power 1), C = H (noise 1). θ₀ ~ N(0, I); the expected loss depends only on E θ₀² = 1, so the
-exact numbers below hold for θ₀ = 1 as well. docs/recipes/nqm.md says what is the paper's and
+exact numbers below hold for θ₀ = 1 as well. docs/RECIPES.md says what is the paper's and
 what is ours.
 
 Three optimizers (``optimizer.name``):

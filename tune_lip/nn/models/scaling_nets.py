@@ -3,7 +3,7 @@
 From the experiments of *On the Validity of Modeling SGD with Stochastic Differential
 Equations* (Li, Malladi, Arora, 2021), re-implemented after their code (the SVAG repository,
 ``models/my_models/{preresnet,vggv2,ntk,resnet}.py`` with the settings of
-``hparams/cifar10_hparams_dict.py``; docs/recipes/scaling.md lists every setting and
+``hparams/cifar10_hparams_dict.py``; docs/RECIPES.md lists every setting and
 difference). Every network takes ``norm`` (``"bn"`` BatchNorm, ``"gn"`` GroupNorm(8),
 ``"none"``) and a ``width`` multiplier of the channel counts (each count rounded, at least 1;
 the originals' ``widen_factor`` is an integer multiplier), and maps (B, C, H, W) ->
