@@ -226,11 +226,8 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
     if cfg.brightness or cfg.contrast or cfg.saturation:
         out = _jitter(out, (cfg.brightness, cfg.contrast, cfg.saturation), generator)
     if cfg.erase:
-        if cfg.erase_value == "mean":
-            assert fill is not None
-            out = _erase(out, cfg.erase, cfg.erase_scale, cfg.erase_ratio, generator, fill=fill)
-        else:
-            out = _erase(out, cfg.erase, cfg.erase_scale, cfg.erase_ratio, generator, fill=0)
+        value = fill if cfg.erase_value == "mean" and fill is not None else 0
+        out = _erase(out, cfg.erase, cfg.erase_scale, cfg.erase_ratio, generator, fill=value)
     return out
 
 
