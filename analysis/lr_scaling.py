@@ -316,8 +316,9 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
         broken = fit_law(tr, k, grid)
         b_misfit = lack_of_fit(tr, broken, free_shifts(tr, broken), 3)
         break_p, _, _ = _goodness(tr, broken, b_misfit, seeds, broken.log_break)
-        line = _broken_line(tr, broken, per_batch)
-        if math.isfinite(break_p) and break_p >= FIT_LEVEL and line is not None:
+        fits = math.isfinite(break_p) and break_p >= FIT_LEVEL
+        line = _broken_line(tr, broken, per_batch) if fits else None
+        if line is not None:
             brk, (klo, khi) = math.exp(line.log_break), line.log_break_ci
             brk_ci = (math.exp(max(klo, tr.lb[1])), math.exp(min(khi, tr.lb[-1])))
             alpha, alpha_ci = line.alpha, line.alpha_ci

@@ -209,7 +209,14 @@ def fit_law(tr: Trials, k: int, log_breaks: np.ndarray | None = None,
     # Only the single law: a break already lines up every batch size above it, and shrinking
     # the spline there would cut the slope's profile short.
     single = log_breaks is None and grid.size > 1
-    table = _rss_table(tr, k, breaks, grid, single)
+    table = np.empty((breaks.size, grid.size))
+    for row, kappa in enumerate(breaks):
+        shifts = grid[:, None] * np.minimum(tr.lb, kappa)[tr.batch][None, :]
+        sizes = _sizes(tr, shifts, k) if single else np.full(grid.size, k)
+        for size in np.unique(sizes):
+            rows = sizes == size
+            X, _, _ = _design(tr, shifts[rows], int(size))
+            table[row, rows] = _solve(X, tr.y)[1]
     j, i = np.unravel_index(int(table.argmin()), table.shape)
     profile = Profile(grid, table.min(axis=0), int(table.min(axis=0).argmin()))
     break_profile = None if log_breaks is None else Profile(breaks, table.min(axis=1), int(j))
@@ -223,20 +230,6 @@ def fit_law(tr: Trials, k: int, log_breaks: np.ndarray | None = None,
     n_params = n_b + k - 1 + 1 + (log_breaks is not None)
     return LawFit(alpha, kappa, k, coef, beta[0, :n_b], float(lo[0]), float(hi[0]),
                   float(rss[0]), n_params, profile, break_profile)
-
-
-def _rss_table(tr: Trials, k: int, breaks: np.ndarray, grid: np.ndarray, single: bool
-               ) -> np.ndarray:
-    """RSS for every (break, exponent) pair: (n_breaks, n_grid)."""
-    table = np.empty((breaks.size, grid.size))
-    for row, kappa in enumerate(breaks):
-        shifts = grid[:, None] * np.minimum(tr.lb, kappa)[tr.batch][None, :]
-        sizes = _sizes(tr, shifts, k) if single else np.full(grid.size, k)
-        for size in np.unique(sizes):
-            rows = sizes == size
-            X, _, _ = _design(tr, shifts[rows], int(size))
-            table[row, rows] = _solve(X, tr.y)[1]
-    return table
 
 
 @dataclass(frozen=True)
@@ -386,7 +379,6 @@ class BrokenLine:
     log_break: float
     log_break_ci: tuple[float, float]
     c: float
-    misfit: float  # weighted RSS per degree of freedom at the optimum (1: the noise explains it)
 
 
 def broken_line(lb: np.ndarray, shift: np.ndarray, sd: np.ndarray, dof_noise: int,
@@ -396,7 +388,7 @@ def broken_line(lb: np.ndarray, shift: np.ndarray, sd: np.ndarray, dof_noise: in
 
     The joint shape-and-law fit places alpha and b_c where the spline's knots happen to suit the
     trials (its RSS surface has several dips with few trials per batch size), which left a 95%
-    interval holding the truth in 78% of worlds with a critical batch size. Each batch size's
+    interval holding the truth in 45-78% of worlds with a critical batch size. Each batch size's
     own shift, against the shape, is well determined; the law over them is a 3-parameter
     regression whose scatter beyond the shifts' errors widens both intervals (as `threshold`
     does for the single law). For a fixed break the exponent is a weighted linear regression, so
@@ -425,4 +417,4 @@ def broken_line(lb: np.ndarray, shift: np.ndarray, sd: np.ndarray, dof_noise: in
     alo, ahi = prof.interval(rise)
     alpha = float(a_hat[best])
     return BrokenLine(alpha, (min(alo, alpha), max(ahi, alpha)), float(kappas[best]),
-                      (klo, khi), ybar - alpha * float(zbar[best]), scale)
+                      (klo, khi), ybar - alpha * float(zbar[best]))
