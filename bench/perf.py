@@ -28,6 +28,7 @@ load hits both alike. Goals are issue 15's.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -37,38 +38,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-@dataclass
-class Outcome:
-    """One benchmark's ratios over its runs (higher or lower is better as ``goal`` says)."""
-
-    name: str
-    what: str
-    goal: str  # e.g. ">= 10" or "<= 1.15"
-    ratios: list[float]
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.ratios)
-
-    @property
-    def met(self) -> bool:
-        op, bound = self.goal.split()
-        return self.median >= float(bound) if op == ">=" else self.median <= float(bound)
-
-
-def _seconds(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+from perf_common import Outcome, seconds  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------- P1
@@ -122,7 +100,7 @@ def bench_trainable(quick: bool, runs: int) -> Outcome:
             cross_entropy_and_accuracy(model, data.test_images, data.test_labels, mean)
 
     trainable(), bare()  # warm-up
-    pairs = [(_seconds(trainable), _seconds(bare)) for _ in range(runs)]
+    pairs = [(seconds(trainable), seconds(bare)) for _ in range(runs)]
     return Outcome("P1", "Trainable / bare PyTorch loop, training examples/s", ">= 0.97",
                    [b / t for t, b in pairs],
                    {"trainable_examples_per_s": [steps * batch / t for t, _ in pairs],
@@ -174,7 +152,7 @@ def bench_aol_step(quick: bool, runs: int) -> Outcome:
 
             run_aol, run_plain = step(aol), step(plain)
             run_aol(), run_plain()  # warm-up
-            pairs = [(_seconds(run_aol), _seconds(run_plain)) for _ in range(runs)]
+            pairs = [(seconds(run_aol), seconds(run_plain)) for _ in range(runs)]
             bound = 1 + w / b
             r = [a / p / bound for a, p in pairs]
             ratios.append(r)
@@ -230,7 +208,7 @@ def bench_augmentation(quick: bool, runs: int) -> Outcome:
             pass
 
     ours(), torchvision_loader()  # warm-up
-    pairs = [(_seconds(ours), _seconds(torchvision_loader)) for _ in range(runs)]
+    pairs = [(seconds(ours), seconds(torchvision_loader)) for _ in range(runs)]
     return Outcome("P3", "per-sample on-device augmentation / torchvision per image in a DataLoader, "
                    "images/s", ">= 20", [t / o for o, t in pairs],
                    {"ours_images_per_s": [n / o for o, _ in pairs],
@@ -372,12 +350,12 @@ def bench_orchestration(quick: bool, runs: int) -> Outcome:
         plain.write_text(_PLAIN_TUNE.format(batches=batches, lrs=lrs))
 
         def ours(i: int) -> float:
-            return _seconds(lambda: subprocess.run(
+            return seconds(lambda: subprocess.run(
                 [tune_lip_bin, "search", str(space), "--name", f"ours{i}", "--storage-path", d],
                 check=True, capture_output=True, env=env, cwd=ROOT))
 
         def theirs(i: int) -> float:
-            return _seconds(lambda: subprocess.run(
+            return seconds(lambda: subprocess.run(
                 [sys.executable, str(plain), f"{d}/plain{i}"], check=True, capture_output=True,
                 env=env, cwd=ROOT))
 
@@ -391,8 +369,17 @@ def bench_orchestration(quick: bool, runs: int) -> Outcome:
                     "trials": n})
 
 
+def _elsewhere(module: str, function: str) -> Callable[[bool, int], Outcome]:
+    """A benchmark defined in another bench module, imported when it runs."""
+    def run(quick: bool, runs: int) -> Outcome:
+        return getattr(importlib.import_module(module), function)(quick, runs)  # type: ignore[no-any-return]
+    return run
+
+
 BENCHMARKS: dict[str, Callable[[bool, int], Outcome]] = {
-    "P1": bench_trainable, "P2": bench_aol_step, "P3": bench_augmentation, "P4": bench_load, "P5": bench_orchestration}
+    "P1": bench_trainable, "P2": bench_aol_step, "P3": bench_augmentation, "P4": bench_load,
+    "P5": bench_orchestration,
+}
 
 
 def _versions() -> dict[str, str]:
