@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,14 @@ def test_a_plugin_studys_metrics_are_checked_like_a_shipped_one(tmp_path: Path, 
     assert done.returncode == 2
     assert "metric" in done.stderr and "loss" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and not list(tmp_path.glob("toy*/"))
+
+
+def test_checking_a_space_imports_only_its_study() -> None:
+    """A search's driver parses its space before Ray starts; importing all four studies (torch,
+    torchvision, the models) cost seconds of every short search (issue 15, P5)."""
+    code = ("import sys; from tune_lip.tune.experiment import load_space; load_space('nqm_sgd_lr_batch'); "
+            "print(sorted(m for m in sys.modules if m.startswith('tune_lip.studies.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(eval(out))   # noqa: S307  # our own printout of a list of module names
+    assert "tune_lip.studies.nqm" in loaded
+    assert not loaded & {"tune_lip.studies.lipschitz", "tune_lip.studies.sphere", "tune_lip.studies.scaling"}

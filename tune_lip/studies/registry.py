@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -76,9 +76,30 @@ def _load() -> None:
     for module in _BUILTIN:
         importlib.import_module(module)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        loaded = entry.load()             # a module (registers itself on import) or a Study
-        if isinstance(loaded, Study):
-            register(loaded)
+        _load_entry(entry)
+
+
+def _load_entry(entry: Any) -> None:
+    loaded = entry.load()             # a module (registers itself on import) or a Study
+    if isinstance(loaded, Study):
+        register(loaded)
+
+
+def _load_one(name: str) -> None:
+    """Import only what registers the study ``name`` when it can be told from the name (a shipped
+    study's module, or the plug-in whose entry point has that name); everything otherwise. A
+    search imports one study, not all four (their imports cost seconds of a short search)."""
+    if name in _STUDIES or _loaded:
+        return
+    builtin = f"tune_lip.studies.{name}"
+    if builtin in _BUILTIN:
+        importlib.import_module(builtin)
+    else:
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            if entry.name == name:
+                _load_entry(entry)
+    if name not in _STUDIES:
+        _load()
 
 
 def studies() -> dict[str, Study]:
@@ -89,14 +110,35 @@ def studies() -> dict[str, Study]:
 
 def get(name: str) -> Study:
     """The study named ``name``; KeyError naming the known ones otherwise."""
-    _load()
+    _load_one(name)
     try:
         return _STUDIES[name]
     except KeyError:
         raise KeyError(f"no study named {name!r}; known: {', '.join(sorted(_STUDIES))}") from None
 
 
-def study_metrics(*, legacy: bool = False) -> dict[str, set[str] | None]:
+class _StudyMetrics(Mapping[str, "set[str] | None"]):
+    """Study name -> its metric names, loading a study when it is looked up (all on iteration)."""
+
+    def __init__(self, legacy: bool) -> None:
+        self.legacy = legacy
+
+    def __getitem__(self, name: str) -> set[str] | None:
+        try:
+            s = get(name)
+        except KeyError:
+            raise KeyError(name) from None
+        return set(s.metrics) | (set(s.legacy_metrics) if self.legacy else set())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(studies())
+
+    def __len__(self) -> int:
+        return len(studies())
+
+
+def study_metrics(*, legacy: bool = False) -> Mapping[str, set[str] | None]:
     """Study names and their metric names, as `tune_lip.tune.spec.load_spec` wants them;
-    ``legacy``: with the `Study.legacy_metrics` too (an experiment written before the split)."""
-    return {name: set(s.metrics) | (set(s.legacy_metrics) if legacy else set()) for name, s in studies().items()}
+    ``legacy``: with the `Study.legacy_metrics` too (an experiment written before the split).
+    A study is imported when it is looked up: checking one spec imports its study only."""
+    return _StudyMetrics(legacy)

@@ -221,12 +221,14 @@ def scheduler_warnings(spec: SearchSpec, *, min_trials: int | None = None) -> li
     group's trials at each cut (a rung before the end of the budget), and which ones is up to
     the order trials arrive in: without ``protect: min_trials`` it may leave fewer.
     """
-    if min_trials is None:   # what `tune-lip analyze lr-scaling` needs by default
+    s = spec.scheduler
+    if s.name != "asha" or not spec.searcher.per:
+        return []
+    if min_trials is None:   # what `tune-lip analyze lr-scaling` needs by default (imports scipy)
         from tune_lip.analysis.lr_scaling import MIN_TRIALS
 
         min_trials = MIN_TRIALS
-    s = spec.scheduler
-    if s.name != "asha" or not spec.searcher.per or s.protect >= min_trials:
+    if s.protect >= min_trials:
         return []
     cuts = sum(1 for k in range(64) if s.grace_fraction * s.reduction_factor ** k < 1 - 1e-9)
     group = " x ".join(spec.searcher.per)
