@@ -83,6 +83,7 @@ from tune_lip.data.npz import (  # noqa: F401
     _write_json_atomic,
     convert_npz,
 )
+from tune_lip.data.stream import NpyRows, RowReader
 from tune_lip.errors import UserError
 
 __all__ = [
@@ -138,8 +139,15 @@ class ImageData:
     # training set for the generated data, as SU holds out 5,000 real CIFAR-10 training images.
     val_pool_images: torch.Tensor | None = field(default=None, repr=False)   # uint8 (P, H, W, C)
     val_pool_labels: torch.Tensor | None = field(default=None, repr=False)   # int64 (P,)
+    # The file train_images map (the generated data's images.npy), which streaming reads from.
+    train_file: NpyRows | None = field(default=None, repr=False)
+    # "device": train_images live where the labels do; "stream": train_images stay on the host and
+    # every batch is read from there (`tune_lip.data.stream`), the other tensors are on the device.
+    placement: str = "device"
 
     def __post_init__(self) -> None:
+        if self.placement not in ("device", "stream"):
+            raise ValueError(f"{self.name}: placement must be device or stream, got {self.placement!r}")
         # Shape and dtype checks only: they read metadata, never data, so they cost no host sync.
         for split in ("train", "test"):
             images: torch.Tensor = getattr(self, f"{split}_images")
@@ -162,14 +170,22 @@ class ImageData:
         if len(self.std) != channels or not all(s > 0 for s in self.std):
             raise ValueError(f"{self.name}: std must be {channels} positive numbers, got {self.std}")
 
-    def to(self, device: torch.device | str) -> ImageData:
-        """The same data set with every tensor on ``device`` (images stay uint8)."""
+    def to(self, device: torch.device | str, placement: str | None = None) -> ImageData:
+        """The same data set with every tensor on ``device`` (images stay uint8); with
+        ``placement`` "stream" (or None on streamed data) the training images stay on the host and
+        `train_batch` reads them from there (`tune_lip.data.stream`)."""
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
+        placement = self.placement if placement is None else placement
+        if placement not in ("device", "stream"):
+            raise ValueError(f"placement must be device or stream, got {placement!r}")
+        if placement == "stream" and self.train_images.device.type != "cpu":
+            raise ValueError(f"{self.name}: only training images on the host can be streamed")
         return replace(
             self,
-            train_images=self.train_images.to(device),
+            placement=placement,
+            train_images=self.train_images if placement == "stream" else self.train_images.to(device),
             train_labels=self.train_labels.to(device),
             test_images=self.test_images.to(device),
             test_labels=self.test_labels.to(device),
@@ -182,10 +198,30 @@ class ImageData:
 
     def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training images (B, H, W, C) uint8 and labels (B,) at positions ``idx`` (B,) of the
-        training set (after a validation split: of the images left to train on). No host sync."""
+        training set (after a validation split: of the images left to train on). No host sync on
+        the device; streamed, the images are read from the host (a sync: for occasional batches;
+        training reads ahead with `tune_lip.data.stream.StreamedBatches`)."""
         if self.train_index is not None:
             idx = self.train_index[idx]
+        if self.placement == "stream":
+            rows = idx.cpu().numpy()                                # host sync
+            pin = self.device.type == "cuda"
+            images = self.train_reader().read(rows, torch.empty((len(rows), *self.train_images.shape[1:]),
+                                                                 dtype=torch.uint8, pin_memory=pin))
+            return images.to(self.device, non_blocking=pin), self.train_labels[idx]
         return self.train_images[idx], self.train_labels[idx]
+
+    @property
+    def device(self) -> torch.device:
+        """Where training happens: the labels' device (streamed images stay on the host)."""
+        return self.train_labels.device
+
+    def train_reader(self) -> RowReader:
+        """Reads rows of ``train_images`` by index into host buffers: from `train_file` with
+        ``os.preadv`` when there is one (nothing stays mapped), else from the host tensor."""
+        if self.train_file is not None:
+            return RowReader.from_npy(self.train_file, tuple(self.train_images.shape))
+        return RowReader.from_tensor(self.train_images.cpu())
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -219,19 +255,29 @@ class ImageData:
             tensors = [self.train_images, self.train_labels, self.test_images, self.test_labels]
             if self.val_pool_images is not None and self.val_pool_labels is not None:
                 tensors += [self.val_pool_images, self.val_pool_labels]
-            for tensor in tensors:
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            # In 64 MB chunks (20M images are 61 GB); the same bytes, so the same digest. A
+            # memory-mapped file is read through `train_reader`, so its pages do not stay in RSS.
+            reader = self.train_reader() if self.train_images.device.type == "cpu" else None
+            for i, tensor in enumerate(tensors):
+                n = tensor.shape[0]
+                rows = max(1, (64 << 20) // max(1, tensor[:1].numel() * tensor.element_size()))
+                for start in range(0, n, rows):
+                    if i == 0 and reader is not None:
+                        chunk = reader.read(np.arange(start, min(start + rows, n)))
+                    else:
+                        chunk = tensor[start:start + rows].detach().cpu().contiguous()
+                    digest.update(chunk.numpy().tobytes())
             self.sha256 = digest.hexdigest()
         return self.sha256
 
     def mean_tensor(self) -> torch.Tensor:
         """`mean` as float32 (C,) on the images' device; build it once, not per batch."""
-        return torch.tensor(self.mean, dtype=torch.float32, device=self.train_images.device)
+        return torch.tensor(self.mean, dtype=torch.float32, device=self.device)
 
     def std_tensor(self) -> torch.Tensor:
         """`std` as float32 (C,) on the images' device; build it once, not per batch."""
         assert self.std is not None   # set in __post_init__
-        return torch.tensor(self.std, dtype=torch.float32, device=self.train_images.device)
+        return torch.tensor(self.std, dtype=torch.float32, device=self.device)
 
 
 def convert_and_center(images: torch.Tensor, mean: torch.Tensor,
@@ -284,7 +330,7 @@ def channel_std(data: ImageData, chunk: int = 1 << 15) -> tuple[float, ...]:
     squares = torch.zeros(c, dtype=torch.float64)
     n = data.num_train
     for start in range(0, n, chunk):
-        idx = torch.arange(start, min(start + chunk, n), device=data.train_images.device)
+        idx = torch.arange(start, min(start + chunk, n), device=data.device)
         x, _ = data.train_batch(idx)                             # (b, H, W, C) uint8
         x64 = x.to(torch.int64)
         total += x64.sum(dim=(0, 1, 2)).cpu().double()           # host sync: once per chunk
@@ -404,7 +450,7 @@ def split_validation(data: ImageData, validation: int | float, *, seed: int = 0,
     count = validation_count(validation, n)
     if count == 0:
         return replace(data, val_pool_images=None, val_pool_labels=None) if pool else data
-    device = data.train_images.device
+    device = data.device
     if rng == "torch":
         generator = torch.Generator().manual_seed(int(seed))
         order = torch.randperm(n, generator=generator)               # (N,) on the CPU: device-independent
@@ -417,7 +463,10 @@ def split_validation(data: ImageData, validation: int | float, *, seed: int = 0,
         index = val_index.to(data.val_pool_images.device)
         return replace(data, val_images=data.val_pool_images[index], val_labels=data.val_pool_labels[index],
                        val_pool_images=None, val_pool_labels=None, source=data, sha256=None)
-    val_images = data.train_images[val_index.to(device)]            # (V, H, W, C) uint8
+    if data.placement == "stream":
+        val_images = data.train_reader().read(val_index.numpy()).to(device)   # (V, H, W, C) uint8
+    else:
+        val_images = data.train_images[val_index.to(device)]            # (V, H, W, C) uint8
     # Exact channel sums of the held-out images; the rest's mean follows from the whole set's.
     _, h, w, c = data.train_images.shape
     val_sums = val_images.sum(dim=(0, 1, 2), dtype=torch.int64).tolist()   # host sync: once per split
@@ -557,10 +606,11 @@ def _load_cifar(name: str) -> Loader:
 # ---------------------------------------------------------------------------------------------
 # generated (DM-Improves-AT npz)
 
-def _cached_mean(out_dir: Path, images: np.ndarray) -> tuple[float, ...]:
+def _cached_mean(out_dir: Path, images: np.ndarray, rows: NpyRows) -> tuple[float, ...]:
     """`_channel_mean` of the first n converted images, cached per n next to the conversion.
 
-    Computing it reads every image (minutes for 20M), so each trial should not redo it.
+    Computing it reads every image (minutes for 20M), so each trial should not redo it. It reads
+    them from the file ``rows`` in chunks (`RowReader`), so their pages do not stay in RSS.
     """
     path, key = out_dir / _MEANS, str(images.shape[0])
     try:
@@ -568,7 +618,14 @@ def _cached_mean(out_dir: Path, images: np.ndarray) -> tuple[float, ...]:
     except (OSError, ValueError):
         means = {}
     if key not in means:
-        means[key] = list(_channel_mean(images))
+        n, h, w, c = images.shape
+        reader, chunk, total = RowReader.from_npy(rows, images.shape), 1 << 14, np.zeros(c, dtype=np.int64)
+        buffer = reader.empty(chunk)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            part = reader.read(np.arange(start, stop), buffer[:stop - start]).numpy()
+            total += part.sum(axis=(0, 1, 2), dtype=np.int64)
+        means[key] = [float(t) / (n * h * w * 255.0) for t in total]   # `_channel_mean`'s, exactly
         # Concurrent trials may race here; each write is whole, the last one wins.
         _write_json_atomic(path, means)
     return tuple(float(m) for m in means[key])
@@ -595,6 +652,7 @@ def _load_generated(*, data_dir: Path, download: bool, path: str | Path | None =
     # Copy-on-write mapping: pages come from disk on demand and an accidental in-place write
     # changes a private copy instead of crashing on read-only memory.
     images = np.load(out_dir / _IMAGES, mmap_mode="c")  # (N, H, W, C) uint8, not in RAM
+    train_file = NpyRows(out_dir / _IMAGES, int(images.offset))
     labels = np.load(out_dir / _LABELS)                 # (N,) int64
     _check_labels(labels, 10, where=str(npz_path), key="label")
     if num_train is not None:
@@ -610,7 +668,8 @@ def _load_generated(*, data_dir: Path, download: bool, path: str | Path | None =
         raise UserError(str(npz_path), "image", f"images are {images.shape[1:]}, the CIFAR-10 test "
                         f"set's are {test_x.shape[1:]}", fix=_NPZ_FIX)
     data = _image_data("generated", images, labels, test_x, test_y, num_classes=10,
-                       mean=_cached_mean(out_dir, images))
+                       mean=_cached_mean(out_dir, images, train_file))
+    data = replace(data, train_file=train_file)
     if pool is not None:
         data = replace(data, val_pool_images=torch.from_numpy(np.ascontiguousarray(pool[0])),
                        val_pool_labels=torch.from_numpy(np.ascontiguousarray(pool[1], dtype=np.int64)))

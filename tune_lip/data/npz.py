@@ -140,13 +140,19 @@ def _read_label_member(zf: zipfile.ZipFile, npz_path: Path) -> np.ndarray:
 
 
 def _stream_to_npy(f: IO[bytes], shape: tuple[int, ...], out_path: Path, npz_path: Path) -> None:
-    out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=shape)
-    flat = memoryview(out.reshape(-1))  # type: ignore[arg-type]  # (N*H*W*C,) bytes
-    for start in range(0, len(flat), _CHUNK_BYTES):
-        _read_exact(f, flat[start:start + _CHUNK_BYTES], npz_path, "image")
+    # Plain writes through one chunk buffer, not a writable memmap: the pages of a mapping one
+    # writes stay in the process's RSS, which would grow to the file's size (61 GB).
+    total = int(np.prod(shape))                      # N*H*W*C bytes
+    chunk = bytearray(min(_CHUNK_BYTES, max(total, 1)))
+    with open(out_path, "wb") as out:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                  "shape": tuple(shape)}
+        np.lib.format.write_array_header_1_0(out, header)   # the header open_memmap writes
+        for start in range(0, total, len(chunk)):
+            view = memoryview(chunk)[:min(len(chunk), total - start)]
+            _read_exact(f, view, npz_path, "image")
+            out.write(view)
     _expect_end(f, npz_path, "image")
-    out.flush()
-    del flat, out  # unmap before the rename
 
 
 def _read_exact(f: IO[bytes], buf: memoryview, npz_path: Path, key: str) -> None:

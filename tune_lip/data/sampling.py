@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["BatchOrder"]
@@ -25,21 +26,44 @@ class BatchOrder:
         self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
         self.device = torch.device(device)
         self._cached: tuple[int, torch.Tensor] | None = None  # the current epoch's permutation
+        self._host: dict[int, np.ndarray] = {}   # epoch -> its permutation on the host (two at most)
+
+    def _draw(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_examples, generator=g, device=self.device)
 
     def permutation(self, epoch: int) -> torch.Tensor:
         if self._cached is None or self._cached[0] != epoch:
-            g = torch.Generator(device=self.device)
-            g.manual_seed(self.seed * 1_000_003 + epoch)
-            self._cached = (epoch, torch.randperm(self.num_examples, generator=g, device=self.device))
+            self._cached = (epoch, self._draw(epoch))
         return self._cached[1]
 
-    def __call__(self, step: int) -> torch.Tensor:
+    def host_permutation(self, epoch: int) -> np.ndarray:
+        """`permutation` (drawn on ``device``, so the same numbers) as int64 on the host; a host
+        sync once per epoch. For readers of host data (`tune_lip.data.stream`)."""
+        if epoch not in self._host:
+            for old in [e for e in self._host if e < epoch - 1 or e > epoch + 1]:
+                del self._host[old]
+            self._host[epoch] = self._draw(epoch).cpu().numpy()
+        return self._host[epoch]
+
+    def _slices(self, step: int) -> list[tuple[int, int, int]]:
+        """(epoch, start, stop) pieces of the stream that make up step ``step``'s batch."""
         n = self.num_examples
         start, stop = step * self.batch_size, (step + 1) * self.batch_size
         parts = []
         while start < stop:
             epoch, offset = divmod(start, n)
             take = min(stop - start, n - offset)
-            parts.append(self.permutation(epoch)[offset:offset + take])
+            parts.append((epoch, offset, offset + take))
             start += take
+        return parts
+
+    def __call__(self, step: int) -> torch.Tensor:
+        parts = [self.permutation(e)[a:b] for e, a, b in self._slices(step)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def host(self, step: int) -> np.ndarray:
+        """``order(step)`` as int64 (B,) on the host (see `host_permutation`)."""
+        parts = [self.host_permutation(e)[a:b] for e, a, b in self._slices(step)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -34,6 +35,7 @@ from tune_lip.data.datasets import (
     normalize_data,
     split_validation,
 )
+from tune_lip.data.stream import PLACEMENTS, choose_placement
 from tune_lip.errors import ConfigError
 from tune_lip.nn.models import MODELS, model_options
 
@@ -108,9 +110,16 @@ class DataConfig:
     mean: tuple[float, ...] | None = None
     # Fixed channel stds in [0, 1] units, only with normalize: mean_std; None = the training images' own.
     std: tuple[float, ...] | None = None
+    # Where the training images live: "device" (all of them, the fast path), "stream" (on the host,
+    # each batch read ahead and copied over: for data larger than the device) or "auto" (device
+    # when they fit with a margin; `tune_lip.data.stream.choose_placement`).
+    placement: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. path for generated
 
     def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise ConfigError("dataset.placement", f"unknown placement {self.placement!r}; "
+                              f"valid: {', '.join(PLACEMENTS)}")
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
             raise ValueError(f"dataset.batch_size must be a positive integer, got {self.batch_size}")
         object.__setattr__(self, "batch_size", int(self.batch_size))
@@ -165,15 +174,20 @@ def pick_device(name: str) -> torch.device:
 
 
 _DATA_CACHE: dict[str, ImageData] = {}
+_log = logging.getLogger(__name__)
 
 
 def _dataset(cfg: DataConfig, device: torch.device) -> ImageData:
-    """Load once per process and device (a reused Ray actor keeps it across trials)."""
-    key = json.dumps([cfg.name, cfg.data_dir, cfg.options, str(device)], sort_keys=True, default=str)
+    """Load once per process and device (a reused Ray actor keeps it across trials), placed by
+    ``cfg.placement`` (`tune_lip.data.stream.choose_placement`); the choice is logged in one line."""
+    key = json.dumps([cfg.name, cfg.data_dir, cfg.options, str(device), cfg.placement], sort_keys=True, default=str)
     if key not in _DATA_CACHE:
         data = load_dataset(cfg.name, data_dir=cfg.data_dir, download=cfg.download, **cfg.options)
         _DATA_CACHE.clear()  # keep one data set on the device, not one per config ever seen
-        _DATA_CACHE[key] = data.to(device)
+        placement, why = choose_placement(cfg.placement, data, device)
+        # Streaming chosen for the user is the slower path: say so where default logging shows it.
+        _log.log(logging.WARNING if placement == "stream" and cfg.placement == "auto" else logging.INFO, why)
+        _DATA_CACHE[key] = data.to(device, placement)
     return _DATA_CACHE[key]
 
 
@@ -184,7 +198,10 @@ def training_data(cfg: DataConfig, device: torch.device, data: ImageData | None 
     ConfigError naming ``dataset.validation``. Then its ``mean`` and ``std`` are set by
     ``cfg.normalize`` (`tune_lip.data.datasets.normalize_data`): fixed ``cfg.mean``/``cfg.std`` or
     the training images' own; a length that does not match the channels is a ConfigError."""
-    data = data.to(device) if data is not None else _dataset(cfg, device)
+    if data is not None:   # given data keeps its placement unless the config names one
+        data = data.to(device, None if cfg.placement == "auto" else cfg.placement)
+    else:
+        data = _dataset(cfg, device)
     if data.val_labels is None and data.train_index is None:
         assert cfg.validation is not None   # resolved by DataConfig
         validation = cfg.validation

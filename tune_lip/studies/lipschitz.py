@@ -36,6 +36,7 @@ import torch
 from tune_lip.data.augment import AugmentConfig, augment_batch, augment_centred
 from tune_lip.data.datasets import ImageData, convert_and_center
 from tune_lip.data.sampling import BatchOrder
+from tune_lip.data.stream import train_batches
 from tune_lip.errors import ConfigError
 from tune_lip.nn.losses import OffsetCrossEntropy, certified_correct, correct, pgd_l2_robust
 from tune_lip.nn.models import build_model
@@ -222,6 +223,8 @@ class LipschitzLoop(ModelLoop):
         self.augment = not cfg.augmentation.is_identity
         self.batch_order = BatchOrder(num_examples=self.data.num_train, batch_size=cfg.dataset.batch_size,
                                       seed=cfg.seed, device=self.device)
+        # Streamed data (dataset.placement) reads the next batches while this one computes.
+        self.fetch_batch = train_batches(self.data, self.batch_order)
         # Sharpness's fixed batch: the data order's first examples (step 0's batch and on).
         self.sharpness_indices = self.batch_order.permutation(0)[:cfg.sharpness.batch_size]  # (B_s,)
         # The optimizer's lr is the last step's (checkpointed with it); before any step, the first step's.
@@ -267,7 +270,7 @@ class LipschitzLoop(ModelLoop):
         ``lr_now`` (the scheduled LR of the last step taken)."""
         self._set_lr()
         idx = self.batch_indices(self.steps)
-        x, y = self.data.train_batch(idx)                    # (B, H, W, C) uint8, (B,)
+        x, y = self.fetch_batch(self.steps, idx)             # (B, H, W, C) uint8, (B,)
         aug = self.cfg.augmentation
         if self.augment and aug.draws == "per_sample":   # own draws per image, on the uint8 batch
             x = augment_batch(x, aug, self.aug_generator, mean=self.mean)
