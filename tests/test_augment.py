@@ -359,6 +359,87 @@ def test_mean_padding_fills_the_mean_colour_per_sample_and_per_batch():
     y = augment_batch(x, AugmentConfig(crop=3, pad_mode="mean"), gen(0), mean=mean)
     padded = (y == fill).all(dim=3)
     assert padded.any() and len({int(padded[b].sum()) for b in range(16)}) > 1   # per-sample offsets
+    for b in range(16):   # every sample is a crop of its image padded with the mean colour
+        framed = fill.view(1, 1, 3).repeat(12, 12, 1)
+        framed[3:9, 3:9] = x[b]
+        assert any(torch.equal(y[b], framed[dy:dy + 6, dx:dx + 6]) for dy in range(7) for dx in range(7))
     xc = _centred(b=4, hw=6)
     yc = augment_centred(xc, AugmentConfig(crop=3, pad_mode="mean", draws="per_batch"), gen(1), mean=mean)
     assert ((yc == 0).all(dim=1).any(dim=(1, 2)) | torch.equal(yc, xc)).all()
+
+
+# The per-sample path before issue 15's optimisation (three broadcast index tensors for the crop,
+# a torch.where over the batch for the erase), kept as the reference the fast path must equal.
+# (Its mean padding indexed the zero-padded copy with unpadded positions; corrected here.)
+def _reference_crop_flip(images, pad, flip, g, *, reflect=False, fill=None):
+    from tune_lip.data.augment import _source_index
+
+    B, H, W, _ = images.shape
+    rows, cols = torch.arange(H), torch.arange(W)
+    if pad and not reflect:
+        source = F.pad(images, (0, 0, pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (B, 1), generator=g)
+        dx = torch.randint(0, 2 * pad + 1, (B, 1), generator=g)
+    elif pad:
+        source = images
+        dy = torch.randint(0, 2 * pad + 1, (B, 1), generator=g)
+        dx = torch.randint(0, 2 * pad + 1, (B, 1), generator=g)
+    else:
+        source, dy, dx = images, 0, 0
+    row_idx, col_idx = rows + dy, cols.expand(B, W)
+    if flip:
+        col_idx = torch.where(torch.rand(B, 1, generator=g) < 0.5, W - 1 - cols, cols)
+    col_idx = col_idx + dx
+    batch_idx = torch.arange(B).view(B, 1, 1)
+    row_idx = row_idx.expand(B, H)
+    if pad and reflect:
+        row_idx = _source_index(row_idx - pad, H, reflect=True)
+        col_idx = _source_index(col_idx - pad, W, reflect=True)
+    elif pad and fill is not None:
+        row_idx = _source_index(row_idx - pad, H, reflect=False)
+        col_idx = _source_index(col_idx - pad, W, reflect=False)
+        outside = (row_idx < 0)[:, :, None] | (col_idx < 0)[:, None, :]
+        out = images[batch_idx, row_idx.clamp(min=0)[:, :, None], col_idx.clamp(min=0)[:, None, :]]
+        return torch.where(outside[..., None], fill.view(1, 1, 1, -1), out)
+    return source[batch_idx, row_idx[:, :, None], col_idx[:, None, :]]
+
+
+def _reference_augment(images, cfg, g, mean=None):
+    from tune_lip.data.augment import _erase_mask, _jitter
+
+    if cfg.is_identity:
+        return images
+    fill = None if mean is None else (mean * 255.0).round().to(torch.uint8)
+    out = images
+    if cfg.crop or cfg.flip:
+        out = _reference_crop_flip(out, cfg.crop, cfg.flip, g, reflect=cfg.pad_mode == "reflect",
+                                   fill=fill if cfg.pad_mode == "mean" else None)
+    if cfg.brightness or cfg.contrast or cfg.saturation:
+        out = _jitter(out, (cfg.brightness, cfg.contrast, cfg.saturation), g)
+    if cfg.erase:
+        B, H, W, _ = out.shape
+        mask = _erase_mask(B, H, W, cfg.erase, cfg.erase_scale, cfg.erase_ratio, g, out.device)[..., None]
+        out = (torch.where(mask, fill.view(1, 1, 1, -1), out) if cfg.erase_value == "mean"
+               else out.masked_fill(mask, 0))
+    return out
+
+
+@pytest.mark.parametrize("pad_mode", ["zero", "reflect", "mean"])
+@pytest.mark.parametrize("crop,flip,jitter,erase", [
+    (4, True, 0.0, 0.0), (4, False, 0.0, 1.0), (0, True, 0.0, 0.5), (0, False, 0.0, 1.0),
+    (3, True, 0.2, 1.0), (4, True, 0.0, 1.0)])
+@pytest.mark.parametrize("erase_value", ["zero", "mean"])
+def test_fast_per_sample_path_equals_the_reference(pad_mode, crop, flip, jitter, erase, erase_value):
+    """Issue 15: the flat-index gather and the in-place erase give exactly the old path's bytes,
+    draw for draw (same generator state after)."""
+    cfg = AugmentConfig(crop=crop, flip=flip, jitter=jitter, erase=erase, pad_mode=pad_mode,
+                        erase_value=erase_value, erase_scale=(0.02, 0.3), erase_ratio=(0.3, 3.0))
+    mean = torch.tensor([0.49, 0.48, 0.45])
+    images = batch(b=64, h=16, w=14)
+    before = images.clone()
+    g_fast, g_ref = gen(7), gen(7)
+    fast = augment_batch(images, cfg, g_fast, mean=mean)
+    ref = _reference_augment(images, cfg, g_ref, mean=mean)
+    assert torch.equal(fast, ref)
+    assert torch.equal(images, before)                     # the input is never written
+    assert torch.equal(torch.rand(3, generator=g_fast), torch.rand(3, generator=g_ref))

@@ -49,7 +49,6 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["AugmentConfig", "AUGMENTATIONS", "DRAWS", "augment_batch", "augment_centred"]
 
@@ -227,7 +226,8 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
         out = _jitter(out, (cfg.brightness, cfg.contrast, cfg.saturation), generator)
     if cfg.erase:
         value = fill if cfg.erase_value == "mean" and fill is not None else 0
-        out = _erase(out, cfg.erase, cfg.erase_scale, cfg.erase_ratio, generator, fill=value)
+        out = _erase(out, cfg.erase, cfg.erase_scale, cfg.erase_ratio, generator, fill=value,
+                     inplace=out is not images)
     return out
 
 
@@ -337,43 +337,39 @@ def _source_index(pos: torch.Tensor, size: int, *, reflect: bool) -> torch.Tenso
 
 def _crop_flip(images: torch.Tensor, pad: int, flip: bool, g: torch.Generator, *,
                reflect: bool = False, fill: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-sample crop (padding: zeros; ``reflect``; or ``fill``, uint8 (C,)) and flip, one gather."""
-    B, H, W, _ = images.shape
+    """Per-sample crop (padding: zeros; ``reflect``; or ``fill``, uint8 (C,)) and flip: one
+    ``index_select`` of whole pixels by their flat index (2-3x faster on the CPU than indexing
+    with three broadcast index tensors), then the padded pixels written in place. Returns a new
+    tensor. Draws, in order: the (B,) row offsets, the (B,) column offsets, the (B,) flips."""
+    B, H, W, C = images.shape
     dev = images.device
     rows = torch.arange(H, device=dev)  # (H,)
     cols = torch.arange(W, device=dev)  # (W,)
-    dy: torch.Tensor | int
-    dx: torch.Tensor | int
-    if pad and not reflect:
-        source = F.pad(images, (0, 0, pad, pad, pad, pad))  # (B, H + 2p, W + 2p, C), zeros around
+    dy: torch.Tensor | int = 0
+    dx: torch.Tensor | int = 0
+    if pad:
         dy = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=dev)  # (B, 1) crop offsets
         dx = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=dev)
-    elif pad:
-        source = images       # reflect / fill: the crop window's indices are mapped back into the image
-        dy = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=dev)
-        dx = torch.randint(0, 2 * pad + 1, (B, 1), generator=g, device=dev)
-    else:
-        source, dy, dx = images, 0, 0
-    row_idx = rows + dy  # (B, H) or (H,)
+    row_idx = (rows + dy).expand(B, H)  # (B, H) positions in the padded image
     col_idx = cols.expand(B, W)
     if flip:
         flipped = torch.rand(B, 1, generator=g, device=dev) < 0.5  # (B, 1)
         # Flipping the crop is reading the crop window right to left.
         col_idx = torch.where(flipped, W - 1 - cols, cols)  # (B, W)
     col_idx = col_idx + dx
-    batch_idx = torch.arange(B, device=dev).view(B, 1, 1)
-    row_idx = row_idx.expand(B, H)
-    if pad and reflect:
-        row_idx = _source_index(row_idx - pad, H, reflect=True)
-        col_idx = _source_index(col_idx - pad, W, reflect=True)
-    elif pad and fill is not None:
-        row_idx = _source_index(row_idx - pad, H, reflect=False)      # -1 outside the image
-        col_idx = _source_index(col_idx - pad, W, reflect=False)
-        outside = (row_idx < 0)[:, :, None] | (col_idx < 0)[:, None, :]   # (B, H, W)
-        out = source[batch_idx, row_idx.clamp(min=0)[:, :, None], col_idx.clamp(min=0)[:, None, :]]
-        return torch.where(outside[..., None], fill.view(1, 1, 1, -1), out)   # (B, H, W, C)
-    # One gather: out[b, i, j] = source[b, i + dy_b, (j or W-1-j) + dx_b]
-    return source[batch_idx, row_idx[:, :, None], col_idx[:, None, :]]  # (B, H, W, C)
+    outside: torch.Tensor | None = None
+    if pad:   # back to positions in the image: mirrored, or -1 outside it (a padded pixel)
+        row_idx = _source_index(row_idx - pad, H, reflect=reflect)
+        col_idx = _source_index(col_idx - pad, W, reflect=reflect)
+        if not reflect:
+            outside = (row_idx < 0)[:, :, None] | (col_idx < 0)[:, None, :]   # (B, H, W)
+            row_idx, col_idx = row_idx.clamp(min=0), col_idx.clamp(min=0)
+    # out[b, i, j] = images[b, row_idx[b, i], col_idx[b, j]], read as rows of C bytes
+    flat = (torch.arange(B, device=dev).view(B, 1, 1) * H + row_idx[:, :, None]) * W + col_idx[:, None, :]
+    out = images.reshape(B * H * W, C).index_select(0, flat.view(-1))   # (B*H*W, C)
+    if outside is not None:
+        out[outside.view(-1)] = 0 if fill is None else fill
+    return out.view(B, H, W, C)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -422,9 +418,12 @@ def _erase_mask(B: int, H: int, W: int, p: float, scale: tuple[float, float], ra
 
 
 def _erase(images: torch.Tensor, p: float, scale: tuple[float, float], ratio: tuple[float, float],
-           g: torch.Generator, *, fill: torch.Tensor | int = 0) -> torch.Tensor:
-    B, H, W, _ = images.shape
-    mask = _erase_mask(B, H, W, p, scale, ratio, g, images.device)[..., None]  # (B, H, W, 1)
-    if isinstance(fill, int):
-        return images.masked_fill(mask, fill)
-    return torch.where(mask, fill.view(1, 1, 1, -1), images)                  # fill: uint8 (C,)
+           g: torch.Generator, *, fill: torch.Tensor | int = 0, inplace: bool = False) -> torch.Tensor:
+    """One rectangle per image set to ``fill`` (an int, or uint8 (C,)); ``inplace``: ``images``
+    is a fresh tensor of ours and may be written (an in-place masked write costs about a
+    quarter of a ``torch.where`` over the whole batch)."""
+    B, H, W, C = images.shape
+    mask = _erase_mask(B, H, W, p, scale, ratio, g, images.device)  # (B, H, W)
+    out = images if inplace else images.clone()
+    out.view(B * H * W, C)[mask.view(-1)] = fill
+    return out
