@@ -624,7 +624,9 @@ def _cached_mean(out_dir: Path, images: np.ndarray, rows: NpyRows) -> tuple[floa
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             part = reader.read(np.arange(start, stop), buffer[:stop - start]).numpy()
-            total += part.sum(axis=(0, 1, 2), dtype=np.int64)
+            # Per byte column (uint32 cannot overflow: 2^14 x 255 < 2^32), then per channel: SIMD
+            # adds of contiguous rows, 20x faster than numpy's strided sum over axes (0, 1, 2).
+            total += part.reshape(len(part), -1).sum(axis=0, dtype=np.uint32).reshape(-1, c).sum(0, dtype=np.int64)
         means[key] = [float(t) / (n * h * w * 255.0) for t in total]   # `_channel_mean`'s, exactly
         # Concurrent trials may race here; each write is whole, the last one wins.
         _write_json_atomic(path, means)
