@@ -1,0 +1,163 @@
+"""Search benchmarks of bench/perf.py: P6 (search compute against a full grid) and P8 (scale).
+
+P6: the compute (training examples actually run) that `GroupedLineSearch` needs, run by Ray Tune
+through `tune_lip.tune.launch.build_tuner` on the NQM space ``search_spaces/nqm_sgd_lr_batch.yaml``
+(SGD, 16,384 examples per trial, batch sizes 1..1024), to find lr* within 10% at every batch
+size, against the full grid that is sure to find it: log-spaced lrs a factor 1.21 apart over the
+same range [0.003, 3] (38 points; the best grid point is then within sqrt(1.21) = 1.1 of lr* on a
+loss symmetric in log lr), times the batch sizes, each trial run to its end (or to its detected
+divergence, as the Trainable would). The grid's cost is counted by running each grid trial's
+`NQMLoop` in 8 slices as the Trainable does, no Ray; its own answer is checked too. The exact lr*
+comes from `tune_lip.studies.nqm.exact_optimal_lr`. A run is one searcher seed (the phase of the
+first batch size's starting points). Goal <= 0.25, and every batch size's best trial within 10%
+(a run that misses counts as ratio inf). --quick drives the same searcher in-process, without
+Ray (each trial the Trainable's `NQMLoop` in its 8 slices), since Ray's per-trial cost on 2
+cores makes the ~75 trials of a run take over a minute.
+
+P8: see `bench_scale`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perf_common import Outcome  # noqa: E402
+
+GRID_RATIO = 1.21          # neighbouring grid lrs: the best is within sqrt(1.21) = 1.1 of lr*
+TOLERANCE = 0.1            # lr* within 10%
+
+
+def _start_ray() -> None:
+    """A private local Ray (as `tune_lip.tune.launch.start_ray`), without the trials' log lines."""
+    import ray
+
+    from tune_lip.tune.launch import start_ray
+    if not ray.is_initialized():
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        from ray._private import ray_constants
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    start_ray(num_cpus=2)
+
+
+def _search_in_process(searcher: Any, fixed: dict[str, Any], metric: str, mode: str) -> list[tuple[int, float, dict]]:
+    """--quick: the searcher driven without Ray, one trial at a time, each trial the Trainable's
+    `NQMLoop` in ``reports`` slices; ``fixed``: what Tune's param_space adds (budget, reports).
+    Returns (batch size, lr, last result) per trial."""
+    from ray.tune.search import Searcher
+
+    from tune_lip.studies.nqm import NQMConfig, NQMLoop
+
+    searcher.set_search_properties(metric, mode, {})
+    rows, n = [], 0
+    while True:
+        config = searcher.suggest(f"t{n}")
+        if config == Searcher.FINISHED or config is None:   # one at a time: None cannot happen
+            return rows
+        config = {**config, **fixed}
+        reports = fixed["reports"]
+        loop = NQMLoop(NQMConfig.from_dict(config))
+        for k in range(1, reports + 1):
+            result = loop.train_for(-(-loop.total_steps * k // reports) - loop.steps)
+            if loop.diverged:
+                break
+        result = {**result, "training_iteration": k, "config": config}
+        searcher.on_trial_complete(f"t{n}", result)
+        rows.append((config["dataset"]["batch_size"], config["optimizer"]["lr"], result))
+        n += 1
+
+
+def _grid_trial(config: dict[str, Any], reports: int) -> tuple[int, float]:
+    """(examples run, final loss; inf if diverged) of one grid trial, in ``reports`` slices as
+    the Trainable runs it."""
+    from tune_lip.studies.nqm import NQMConfig, NQMLoop
+
+    loop = NQMLoop(NQMConfig.from_dict(config))
+    for k in range(1, reports + 1):
+        loop.train_for(-(-loop.total_steps * k // reports) - loop.steps)
+        if loop.diverged:
+            break
+    return int(loop.examples), math.inf if loop.diverged else loop.loss()
+
+
+def bench_search_compute(quick: bool, runs: int) -> Outcome:
+    """P6: examples run by `GroupedLineSearch` (Ray Tune, `build_tuner`) to find lr* within 10% at
+    every batch size of the NQM, over those of the full 1.21-ratio grid. Goal <= 0.25."""
+    import numpy as np
+
+    from tune_lip.studies.nqm import NQMConfig, exact_optimal_lr
+    from tune_lip.tune.launch import build_tuner
+    from tune_lip.tune.searchers import GroupedLineSearch
+    from tune_lip.tune.spec import Grid, load_spec, set_in
+
+    spec = load_spec("nqm_sgd_lr_batch")
+    batches = list(spec.space["dataset"]["batch_size"].values)
+    space = {**spec.space, "dataset": {"batch_size": Grid(tuple(batches))}}
+    spec = replace(spec, space=space, num_samples=40, max_concurrent_trials=3)
+    lr_domain = spec.space["optimizer"]["lr"]
+    config = spec.representative_config()
+    config.update(budget=spec.budget.to_dict(), reports=spec.reports)
+    cfg = NQMConfig.from_dict(config)
+    truth = {b: exact_optimal_lr(cfg, b) for b in batches}
+
+    # The full grid: every lr of the 1.21-ratio grid at every batch size, each to its end.
+    n_grid = 1 + math.ceil(math.log(lr_domain.hi / lr_domain.lo) / math.log(GRID_RATIO))
+    grid_lrs = np.geomspace(lr_domain.lo, lr_domain.hi, n_grid)
+    grid_examples, grid_ok = 0, True
+    for b in batches:
+        losses = []
+        for lr in grid_lrs:
+            c = {**config, "dataset": {**config["dataset"], "batch_size": b}}
+            set_in(c, "optimizer.lr", float(lr))
+            examples, loss = _grid_trial(c, spec.reports)
+            grid_examples += examples
+            losses.append(loss)
+        grid_ok &= abs(grid_lrs[int(np.argmin(losses))] / truth[b] - 1) <= TOLERANCE
+
+    if not quick:
+        _start_ray()
+    ratios, details = [], {"grid_points_per_batch": n_grid, "grid_examples": grid_examples, "grid_finds_lr_star": grid_ok,
+                           "batch_sizes": batches, "lr_star": [truth[b] for b in batches], "runs": []}
+    with tempfile.TemporaryDirectory() as d:
+        for seed in range(runs):
+            searcher = GroupedLineSearch(spec.space, per=["dataset.batch_size"], key="optimizer.lr",
+                                         samples_per_group=spec.num_samples, tolerance=TOLERANCE, seed=seed)
+            if quick:
+                rows = _search_in_process(searcher, {"budget": spec.budget.to_dict(), "reports": spec.reports},
+                                          spec.metric, spec.mode)
+            else:   # what `tune-lip search` runs, with this searcher
+                grid = build_tuner(spec, name=f"p6_{seed}", storage_path=d, verbose=0, search_alg=searcher).fit()
+                rows = [(r.config["dataset"]["batch_size"], r.config["optimizer"]["lr"], r.metrics)
+                        for r in grid if r.metrics]
+            examples = sum(int(m["examples"]) for _, _, m in rows)
+            found = {}
+            for b in batches:
+                ok = [(m["train_loss"], lr) for bb, lr, m in rows if bb == b and not m.get("diverged")]
+                found[b] = min(ok)[1]
+            within = all(abs(found[b] / truth[b] - 1) <= TOLERANCE for b in batches)
+            ratio = examples / grid_examples if within else math.inf   # a miss counts as failing the goal
+            ratios.append(ratio)
+            details["runs"].append({"seed": seed, "trials": len(rows), "examples": examples, "all_within_10pct": within,
+                                    "worst_error": max(abs(found[b] / truth[b] - 1) for b in batches)})
+    return Outcome("P6", f"examples run by GroupedLineSearch / full {GRID_RATIO}-ratio lr grid "
+                   f"({n_grid} lrs x {len(batches)} batch sizes), NQM lr* within 10% at every batch size",
+                   "<= 0.25", ratios, details)
+
+
+if __name__ == "__main__":
+    import json
+    quick = "--quick" in sys.argv
+    start = time.perf_counter()
+    out = bench_search_compute(quick, 2 if quick else 5)
+    print(out.median, out.ratios, json.dumps(out.details, default=str)[:2000], f"{time.perf_counter() - start:.1f}s")
