@@ -9,6 +9,10 @@ waiting trials asked for and what the cluster has.
 
 While any trial runs, waiting trials are a queue, not a hang, and the clock does not run.
 
+Tune calls ``on_step_end`` with every trial of the experiment, at every step of its loop. The
+watchdog looks only at the trials added since its last look and at those not yet finished
+(Tune's list only grows, in order), so a step costs O(unfinished trials), not O(all trials).
+
 Example:
     >>> watchdog = PendingTimeout("tune_lip_results/x", seconds=600)
     >>> watchdog.stop_all(), fired("tune_lip_results/x") is None
@@ -30,6 +34,7 @@ __all__ = ["PendingTimeout", "fired"]
 # experiment -> why it was stopped. The restored copy of a watchdog (after `--resume`) runs in
 # the same driver process as `run_search`, which reads this after `Tuner.fit`.
 _FIRED: dict[str, str] = {}
+_FINISHED = ("TERMINATED", "ERROR")   # Ray's Trial statuses a trial never leaves
 
 
 def fired(experiment: str) -> str | None:
@@ -53,10 +58,20 @@ class PendingTimeout(Callback, Stopper):
         self.clock = clock
         self._since: float | None = None
         self._stop = False
+        self._seen = 0                       # trials[:_seen] were looked at before
+        self._open: dict[int, Any] = {}      # id(trial) -> trial, for those not finished when last seen
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        pending = [t for t in trials if t.status == "PENDING"]
-        if not pending or any(t.status == "RUNNING" for t in trials):
+        seen = getattr(self, "_seen", 0)     # (a watchdog pickled before these existed)
+        if not hasattr(self, "_open") or seen > len(trials):
+            seen, self._open = 0, {}         # a new list of trials (a resumed experiment)
+        for trial in trials[seen:]:
+            self._open[id(trial)] = trial
+        self._seen = len(trials)
+        for key in [k for k, t in self._open.items() if t.status in _FINISHED]:
+            del self._open[key]
+        pending = [t for t in self._open.values() if t.status == "PENDING"]
+        if not pending or any(t.status == "RUNNING" for t in self._open.values()):
             self._since = None
             return
         now = self.clock()
@@ -68,14 +83,19 @@ class PendingTimeout(Callback, Stopper):
                                        f"trial running (each asks for {' or '.join(asked)}; the cluster has "
                                        f"{_cluster()})")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # A failed trial that Ray retries waits again (Ray moves it to the end of its list).
+        if hasattr(self, "_open"):
+            self._open[id(trial)] = trial
+
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
 
     def stop_all(self) -> bool:
         return self._stop
 
-    def __getstate__(self) -> dict[str, Any]:   # a resumed search starts its clock afresh
-        return {**self.__dict__, "_since": None, "_stop": False, "clock": None}
+    def __getstate__(self) -> dict[str, Any]:   # a resumed search starts its clock (and its list) afresh
+        return {**self.__dict__, "_since": None, "_stop": False, "clock": None, "_seen": 0, "_open": {}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

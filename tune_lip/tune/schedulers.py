@@ -21,33 +21,109 @@ Example:
 
 from __future__ import annotations
 
+import bisect
+import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
 from tune_lip.tune.spec import get_in
 
 __all__ = ["GroupedASHAScheduler"]
 
+logger = logging.getLogger(__name__)
+
 
 class _ProtectedBracket(_Bracket):
-    """Ray's bracket whose cutoff never falls on one of the best ``protect`` recorded results."""
+    """Ray's bracket whose cutoff never falls on one of the best ``protect`` recorded results.
+
+    Each rung also keeps its recorded rewards sorted (beside Ray's ``{trial_id: reward}``), so a
+    result at a rung costs a binary search and an insertion, not Ray's percentile over every
+    trial recorded there: a search's per-result cost must not grow with its number of trials.
+    The cutoff is the same number (numpy's linear percentile, NaN rewards ignored).
+    """
 
     def __init__(self, *args: Any, protect: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.protect = protect
+        self._sorted: list[list[float]] = [[] for _ in self._rungs]   # non-NaN rewards, ascending
+        self._nans = [0] * len(self._rungs)
+
+    def _rung_sorted(self, k: int) -> list[float]:
+        """Rung k's rewards, sorted; rebuilt only if they went out of step with Ray's dict (a
+        bracket pickled before they existed)."""
+        if getattr(self, "_sorted", None) is None:
+            self._sorted, self._nans = [[] for _ in self._rungs], [-1] * len(self._rungs)
+        recorded = self._rungs[k][1]
+        if len(self._sorted[k]) + self._nans[k] != len(recorded):
+            values = [float(v) for v in recorded.values()]
+            self._sorted[k] = sorted(v for v in values if v == v)
+            self._nans[k] = len(values) - len(self._sorted[k])
+        return self._sorted[k]
+
+    def _cutoff_at(self, k: int) -> Any:
+        recorded = self._rungs[k][1]
+        if not recorded:
+            return None
+        values = self._rung_sorted(k)
+        if not values:
+            return float("nan")   # as np.nanpercentile of NaNs only
+        cutoff = _percentile(values, (1 - 1 / self.rf) * 100)
+        if self.protect <= 0:
+            return cutoff
+        if len(recorded) < self.protect:
+            return None           # fewer than K others at this rung: the trial is in the top K
+        kth_best = values[-self.protect] if len(values) >= self.protect else values[0]
+        return min(cutoff, kth_best)  # ASHA (sign-adjusted rewards: higher is better)
 
     def cutoff(self, recorded: dict[str, float]) -> Any:
-        cutoff = super().cutoff(recorded)
+        for k, (_, rung) in enumerate(self._rungs):
+            if rung is recorded:
+                return self._cutoff_at(k)
+        cutoff = super().cutoff(recorded)   # a dict that is no rung of this bracket
         if self.protect <= 0 or cutoff is None:
             return cutoff
         if len(recorded) < self.protect:
-            return None              # fewer than K others at this rung: the trial is in the top K
-        kth_best = np.sort(np.asarray(list(recorded.values()), dtype=float))[::-1][self.protect - 1]
-        return min(cutoff, kth_best)  # ASHA (sign-adjusted rewards: higher is better)
+            return None
+        return min(cutoff, np.sort(np.asarray(list(recorded.values()), dtype=float))[::-1][self.protect - 1])
+
+    def on_result(self, trial: Any, cur_iter: float, cur_rew: float | None) -> str:
+        """Ray's `_Bracket.on_result`, with the rung's sorted rewards kept up to date."""
+        action = TrialScheduler.CONTINUE
+        for k, (milestone, recorded) in enumerate(self._rungs):
+            if cur_iter >= milestone and trial.trial_id in recorded and not self._stop_last_trials:
+                break   # decided at this rung already
+            if cur_iter < milestone or trial.trial_id in recorded:
+                continue
+            cutoff = self._cutoff_at(k)
+            if cutoff is not None and cur_rew is not None and cur_rew < cutoff:
+                action = TrialScheduler.STOP
+            if cur_rew is None:
+                logger.warning("Reward attribute is None! Consider reporting using a different field.")
+            else:
+                self._rung_sorted(k)   # in step with ``recorded`` before this reward joins both
+                recorded[trial.trial_id] = cur_rew
+                if cur_rew == cur_rew:
+                    bisect.insort(self._sorted[k], float(cur_rew))
+                else:
+                    self._nans[k] += 1
+            break
+        return action
+
+
+def _percentile(ascending: list[float], q: float) -> float:
+    """numpy's default (linear) percentile of sorted values, in O(1)."""
+    position = q / 100 * (len(ascending) - 1)
+    i = min(int(math.floor(position)), len(ascending) - 1)
+    if i + 1 >= len(ascending):
+        return ascending[i]
+    a, b, t = ascending[i], ascending[i + 1], position - i
+    # numpy's _lerp: the form that is exact at t = 0 and t = 1
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 class GroupedASHAScheduler(ASHAScheduler):
