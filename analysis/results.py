@@ -37,6 +37,7 @@ __all__ = ["PARQUET_DIR", "compact", "flatten_result", "jsonable", "load", "read
 
 PARQUET_DIR = "tune_lip_results"
 JSON_COLUMNS = b"tune_lip.json_columns"  # schema metadata key: JSON list of the columns stored as JSON text
+_COMPACTED = "~compact-"  # in the name of a part `compact` wrote: one row per (trial, iteration), sorted
 
 
 def flatten_result(result: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -246,10 +247,6 @@ def _parts(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
             if i.base_name.startswith("part-") and i.base_name.endswith(".parquet")]
 
 
-def _from_parquet(fs: pafs.FileSystem, folder: str) -> pd.DataFrame:
-    return _concat([_read_parquet(fs, i.path) for i in _parts(fs, folder)])
-
-
 def compact(path: str | Path) -> int:
     """Merge an experiment's Parquet parts into one file; returns how many parts it replaced.
 
@@ -275,7 +272,7 @@ def compact(path: str | Path) -> int:
         df = df.drop_duplicates(subset=["trial_id", "training_iteration"], keep="last")
         df = df.sort_values(["trial_id", "training_iteration"], kind="stable")
     newest = parts[-1].base_name.split("-")[1]
-    name = f"part-{newest}-~compact-{uuid.uuid4().hex[:8]}.parquet"  # "~" sorts after the hex ids
+    name = f"part-{newest}-{_COMPACTED}{uuid.uuid4().hex[:8]}.parquet"  # "~" sorts after the hex ids
     tmp = f"{folder}/.{name}.tmp"
     write_results(df.reset_index(drop=True), tmp, filesystem=fs)
     fs.move(tmp, f"{folder}/{name}")
@@ -317,7 +314,10 @@ def load(path: str | Path, *, source: str = "auto") -> pd.DataFrame:
         df = _read_parquet(fs, location)
     else:
         fs, exp = _experiment(path)
-        df = _from_parquet(fs, f"{exp}/{PARQUET_DIR}") if source != "ray" else pd.DataFrame()
+        parts = _parts(fs, f"{exp}/{PARQUET_DIR}") if source != "ray" else []
+        if len(parts) == 1 and _COMPACTED in parts[0].base_name:
+            return _read_parquet(fs, parts[0].path)   # `compact` wrote it deduplicated and sorted
+        df = _concat([_read_parquet(fs, i.path) for i in parts])
         if df.empty and source != "parquet":
             df = read_ray_results(path)
     if df.empty or not {"trial_id", "training_iteration"} <= set(df.columns):
