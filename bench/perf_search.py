@@ -14,7 +14,15 @@ first batch size's starting points). Goal <= 0.25, and every batch size's best t
 Ray (each trial the Trainable's `NQMLoop` in its 8 slices), since Ray's per-trial cost on 2
 cores makes the ~75 trials of a run take over a minute.
 
-P8: see `bench_scale`.
+P8: a real search of N NQM trials (N = 2,000; quick 80) of under a millisecond of compute each,
+run by `tune_lip.tune.launch.run_search` (what ``tune-lip search`` runs: Parquet results, the
+pending watchdog, grouped ASHA with protected trials, 2 at a time, actors reused). A Tune
+callback notes when each trial ends and the driver's resident memory. The ratio is the median
+time between consecutive trial ends over the last 10% of trials against the same over the first
+10% (after the first 10 trials, which start the actors). Goal <= 1.15. The driver's memory
+growth per trial between 10% and 100% of the trials is reported beside it (Ray's Trial objects,
+with their last results, stay in the driver for the whole search: some growth per trial is the
+results themselves).
 """
 
 from __future__ import annotations
@@ -155,9 +163,95 @@ def bench_search_compute(quick: bool, runs: int) -> Outcome:
                    "<= 0.25", ratios, details)
 
 
+_SCALE_SPACE = """
+study: nqm
+metric: train_loss
+mode: min
+budget: {{examples: 1024}}
+reports: 4
+scheduler: {{name: asha, grace_fraction: 0.25, reduction_factor: 2, protect: 2}}
+searcher: {{name: {searcher}, seed: 0{per}}}
+num_samples: {samples}
+max_concurrent_trials: 2
+resources: {{cpu: 1}}
+checkpoint_every: 0
+space:
+  seed: 0
+  dim: 100
+  dataset: {{batch_size: {{grid: [16, 64]}}}}
+  optimizer: {{name: sgd, lr: {{loguniform: [0.003, 3.0]}}, momentum: 0.0}}
+  schedule: constant
+"""
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class _Probe:
+    """A Tune callback: the time each trial ends, and the driver's RSS then."""
+
+    def __new__(cls) -> Any:
+        from ray.tune import Callback
+
+        class Probe(Callback):
+            def __init__(self) -> None:
+                self.ends: list[float] = []
+                self.rss: list[int] = []
+
+            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self.ends.append(time.perf_counter())
+                self.rss.append(_rss_bytes())
+
+            on_trial_error = on_trial_complete
+
+        return Probe()
+
+
+def _scale_run(n: int, searcher: str, d: str, name: str) -> dict[str, Any]:
+    import numpy as np
+
+    from tune_lip.tune.launch import run_search
+    from tune_lip.tune.spec import load_spec
+
+    path = Path(d) / f"{name}.yaml"
+    per = ", per: dataset.batch_size" if searcher == "optuna" else ""
+    path.write_text(_SCALE_SPACE.format(searcher=searcher, per=per, samples=n // 2))
+    probe = _Probe()
+    start = time.perf_counter()
+    run_search(load_spec(path), name=name, storage_path=d, num_cpus=2, verbose=0, extra_callbacks=[probe])
+    wall = time.perf_counter() - start
+    gaps = np.diff(np.asarray(probe.ends))
+    k = max(len(gaps) // 10, 5)
+    first, last = float(np.median(gaps[10:10 + k])), float(np.median(gaps[-k:]))
+    tenth = max(len(probe.rss) // 10, 1)
+    return {"searcher": searcher, "trials": len(probe.ends), "wall_seconds": wall,
+            "first_10pct_seconds_per_trial": first, "last_10pct_seconds_per_trial": last, "ratio": last / first,
+            "rss_mb_at_10pct": probe.rss[tenth - 1] / 2**20, "rss_mb_at_end": probe.rss[-1] / 2**20,
+            "rss_kb_per_trial": (probe.rss[-1] - probe.rss[tenth - 1]) / 1024 / max(len(probe.rss) - tenth, 1)}
+
+
+def bench_scale(quick: bool, runs: int) -> Outcome:
+    """P8: N short NQM trials through `run_search`: seconds per trial over the last 10% of trials
+    against the first 10% (and the driver's memory growth per trial). Goal <= 1.15. One search
+    (N = 2,000 takes about 15 minutes on 2 cores) whatever ``runs``; quick: N = 80."""
+    _start_ray()
+    n = 80 if quick else 2000
+    with tempfile.TemporaryDirectory() as d:
+        run = _scale_run(n, "random", d, "p8")
+    return Outcome("P8", f"seconds per trial, last 10% / first 10% of {run['trials']} NQM trials in one search "
+                   f"(random searcher, grouped ASHA protect 2, Parquet results); driver RSS "
+                   f"{run['rss_kb_per_trial']:.1f} KB/trial", "<= 1.15", [run["ratio"]], run)
+
+
 if __name__ == "__main__":
     import json
     quick = "--quick" in sys.argv
     start = time.perf_counter()
-    out = bench_search_compute(quick, 2 if quick else 5)
+    fn = bench_scale if "P8" in sys.argv else bench_search_compute
+    out = fn(quick, 2 if quick else 5)
     print(out.median, out.ratios, json.dumps(out.details, default=str)[:2000], f"{time.perf_counter() - start:.1f}s")

@@ -162,3 +162,10 @@ def test_line_search_rejects_what_it_cannot_search():
     with pytest.raises(ValueError, match="neither"):
         GroupedLineSearch({"lr": LogUniform(0.1, 1.0), "wd": LogUniform(1e-5, 1e-3)}, per=[], key="lr",
                           samples_per_group=5)
+
+
+def test_line_search_stops_each_group_at_its_cap():
+    space = {"optimizer": {"lr": LogUniform(1e-4, 10.0)}, "dataset": {"batch_size": Grid((1, 4))}}
+    s = GroupedLineSearch(space, per=["dataset.batch_size"], key="optimizer.lr", samples_per_group=1,
+                          metric="loss", mode="min")
+    assert [b for b, _ in _drive(s)] == [1, 4]   # one trial per batch size (a smoke run), then done

@@ -287,15 +287,15 @@ class _LineGroup:
         if self.done:
             return _DONE
         asked = len(self.values) + len(self.pending)
+        if asked >= self.max_points:
+            self.done = not self.pending
+            return _DONE if self.done else None
         if asked < len(self.initial):      # the initial points run concurrently
             x = self.initial[asked]
             self.pending.add(x)
             return x
         if self.pending:
             return None
-        if asked >= self.max_points:
-            self.done = True
-            return _DONE
         step = self._next()
         if step is None:
             self.done = True
@@ -362,7 +362,8 @@ class GroupedLineSearch(GroupedOptunaSearch):
     best, moved by the step between the two groups before it (a straight line in log-log: the
     scaling law so far). Otherwise every group starts from three points spread over the whole
     range, at a phase drawn from ``seed``, and all groups run at once.
-    samples_per_group: at most this many trials per group (the spec's ``num_samples``).
+    samples_per_group: at most this many trials per group (the spec's ``num_samples``); a group
+    that reaches it ends with the best trial it has.
     Trials that fail, diverge (``diverged=True``) or stop before their whole budget
     (`tune_lip.analysis.ran_full_budget`) count as worse than every finished one: run it with
     ``scheduler: none``. Replicates are not supported (``seeds`` must be None).
@@ -386,8 +387,8 @@ class GroupedLineSearch(GroupedOptunaSearch):
             raise ValueError(f"GroupedLineSearch: {others[0]!r} is neither the searched key nor in per")
         if not 0 < tolerance < 1:
             raise ValueError(f"GroupedLineSearch: tolerance must be in (0, 1), got {tolerance}")
-        if samples_per_group < 3:
-            raise ValueError(f"GroupedLineSearch: samples_per_group must be >= 3, got {samples_per_group}")
+        if samples_per_group < 1:
+            raise ValueError(f"GroupedLineSearch: samples_per_group must be >= 1, got {samples_per_group}")
         super().__init__(space, per=per, samples_per_group=samples_per_group, metric=metric, mode=mode, seed=seed)
         domain = domains[key]
         self._key = key
