@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from tune_lip.tune.pending import PendingTimeout
-from tune_lip.tune.schedulers import GroupedASHAScheduler, _percentile
+from tune_lip.tune.schedulers import GroupedASHAScheduler, QueueFIFOScheduler, _percentile
 from tune_lip.tune.searchers import GroupedLineSearch
 from tune_lip.tune.spec import Grid, LogUniform
 
@@ -132,3 +132,39 @@ def test_line_search_keeps_nothing_per_finished_trial():
     assert n > 12 * 5 and s._trial_x == {}
     # Each group holds only its own points, at most samples_per_group.
     assert sum(len(line.values) for line in s._lines if line is not None) == n
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GroupedASHAScheduler(group_keys=["b"], time_attr="steps", metric="acc", mode="max", max_t=100,
+                                 grace_period=10, protect=1),
+    lambda: QueueFIFOScheduler(),
+])
+def test_next_trial_is_rays_fifo_choice_looking_only_at_unfinished_trials(make):
+    scheduler = make()
+    scheduler.set_search_properties("acc", "max")
+    rng = random.Random(1)
+    trials: list[Any] = []
+    controller = SimpleNamespace(get_trials=lambda: trials)
+    for i in range(2000):   # trials arrive, start, pause, resume and end in random order
+        trial = _Trial("PENDING")
+        trial.trial_id, trial.config = f"t{i}", {"b": 16}
+        trials.append(trial)
+        scheduler.on_trial_add(None, trial)
+        for other in rng.sample(trials[-20:], min(3, len(trials))):
+            if other._status != "TERMINATED":
+                other._status = rng.choice(["RUNNING", "PAUSED", "TERMINATED", "TERMINATED"])
+        for old in trials[max(i - 40, 0):i - 20]:   # trials end within 20 arrivals
+            old._status = "TERMINATED"
+        if i == 1000:   # a failed trial Tune requeues: it moves to the end of Tune's list, and is added again
+            moved = next(t for t in trials if t._status == "RUNNING")
+            moved._status = "PENDING"
+            trials.remove(moved)
+            trials.append(moved)
+            scheduler.on_trial_add(None, moved)
+        expected = FIFOScheduler.choose_trial_to_run(FIFOScheduler(), controller)
+        _Trial.reads = 0
+        assert scheduler.choose_trial_to_run(controller) is expected, i
+        unfinished = sum(t._status != "TERMINATED" for t in trials)
+        # at most the unfinished trials and those that ended since the last step; Ray's reads
+        # every trial's status up to the first PENDING one: about i of them
+        assert _Trial.reads <= unfinished + 25, (i, _Trial.reads, unfinished)

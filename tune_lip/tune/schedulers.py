@@ -28,12 +28,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
 from tune_lip.tune.spec import get_in
 
-__all__ = ["GroupedASHAScheduler"]
+__all__ = ["GroupedASHAScheduler", "QueueFIFOScheduler"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,60 @@ def _percentile(ascending: list[float], q: float) -> float:
     return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
-class GroupedASHAScheduler(ASHAScheduler):
-    """Ray's ASHA with one set of brackets per group; ``group_keys`` are dotted config paths."""
+class _TrialQueue:
+    """Ray's FIFO choice of the next trial to start, looking only at unfinished trials.
+
+    Ray's `FIFOScheduler.choose_trial_to_run` scans every trial of the experiment, finished ones
+    included, at every step of Tune's loop: at 2,000 trials that scan was the largest cost that
+    grew with the search (bench/perf_search.py, P8). This keeps the unfinished trials in the
+    order Tune added them (a trial Tune requeues after a failure is added again, at the end, as
+    Tune moves it in its own list) and drops finished ones as it meets them, so the choice is
+    the same -- the first PENDING trial, else the first PAUSED -- at O(unfinished) per step.
+    """
+
+    def _trial_queue(self) -> dict[str, Any]:
+        queue = self.__dict__.get("_queue")
+        if queue is None:   # (a scheduler pickled before the queue, or unpickled without it)
+            queue = self.__dict__["_queue"] = {}
+        return queue
+
+    def _enqueue(self, trial: Any) -> None:
+        queue = self._trial_queue()
+        queue.pop(trial.trial_id, None)
+        queue[trial.trial_id] = trial
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        queue = self._trial_queue()
+        paused = None
+        for trial_id, trial in list(queue.items()):
+            status = trial.status
+            if status == "PENDING":
+                return trial
+            if status in ("TERMINATED", "ERROR"):
+                del queue[trial_id]
+            elif status == "PAUSED" and paused is None:
+                paused = trial
+        return paused
+
+    def __getstate__(self) -> dict[str, Any]:   # Tune pickles the scheduler with the Tuner: no trials in it
+        return {k: v for k, v in self.__dict__.items() if k != "_queue"}
+
+
+class QueueFIFOScheduler(_TrialQueue, FIFOScheduler):
+    """Ray's FIFOScheduler (every trial runs its whole budget) whose per-step choice of the next
+    trial does not grow with the number of finished trials; see `_TrialQueue`."""
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        self._enqueue(trial)
+
+
+class GroupedASHAScheduler(_TrialQueue, ASHAScheduler):
+    """Ray's ASHA with one set of brackets per group; ``group_keys`` are dotted config paths.
+
+    With no group keys and ``protect=0`` it makes Ray's ASHA decisions, at a cost per result and
+    per step that does not grow with the number of trials (`_ProtectedBracket`, `_TrialQueue`).
+    """
 
     def __init__(self, *, group_keys: Sequence[str], time_attr: str = "training_iteration",
                  metric: str | None = None, mode: str | None = None, max_t: float = 100,
@@ -161,6 +213,7 @@ class GroupedASHAScheduler(ASHAScheduler):
         sizes = np.array([len(b._rungs) for b in brackets])
         probs = np.e ** (sizes - sizes.max())
         self._trial_info[trial.trial_id] = brackets[np.random.choice(len(brackets), p=probs / probs.sum())]
+        self._enqueue(trial)
 
     def debug_string(self) -> str:
         lines = [f"Using grouped AsyncHyperBand: num_stopped={self._num_stopped}"]
