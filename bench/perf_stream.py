@@ -38,7 +38,7 @@ def bench_streaming(quick: bool, runs: int) -> Outcome:
     from tune_lip.data.sampling import BatchOrder
     from tune_lip.data.stream import NpyRows, train_batches
 
-    n, batch, steps = (8_192, 128, 4) if quick else (300_000, 512, 200)
+    n, batch, steps = (8_192, 128, 4) if quick else (200_000, 512, 50)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     aug = AugmentConfig.from_dict("crop_flip")
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,6 +25,11 @@ Data sets (the `DATASETS` registry; options are keyword arguments of `load_datas
   paged in from disk on demand instead of sitting in RAM twice.
 - ``"synthetic"``: a deterministic, learnable toy set for tests (class mean images + noise).
 
+Placement: ``to(device)`` puts every tensor on the device (the fast path). Training images too
+large for the device stay on the host with ``to(device, "stream")``: batches are then read by
+index from the memory-mapped file (`ImageData.train_file`) into host buffers and copied over
+(`tune_lip.data.stream`; a study picks it with ``dataset.placement``).
+
 The CIFAR reader lives in `tune_lip.data.cifar`, the npz conversion in `tune_lip.data.npz`;
 their names are re-exported here.
 

@@ -1,6 +1,7 @@
 """The Lipschitz study's budgeted training loop, free of Ray.
 
-One trial = one `LipschitzLoop`: it builds data (uint8, on the training device), the
+One trial = one `LipschitzLoop`: it builds data (uint8, on the training device, or streamed
+from the host when ``dataset.placement`` says so: `tune_lip.data.stream`), the
 1-Lipschitz model, the optimizer and the LR schedule from a typed `LipschitzConfig`, then
 trains in slices: ``train_for(steps)`` returns the slice's training metrics,
 ``evaluate()`` the validation metrics (``val_loss``, ``val_acc``, ``val_certified_acc``),
