@@ -595,3 +595,19 @@ def test_generated_validates_on_a_cifar10_hold_out(tmp_path):
     assert data.mean == (0.491, 0.482, 0.447)
     with pytest.raises(ValueError, match="validation_from"):
         load_dataset("generated", data_dir=tmp_path, path="gen.npz", validation_from="test")
+
+
+@pytest.mark.parametrize("placement", ["device", "stream"])
+def test_fingerprint_is_the_sha256_of_the_contents_read_in_chunks(tmp_path, monkeypatch, placement):
+    import hashlib
+
+    import tune_lip.data.datasets as datasets_mod
+
+    cifar = write_fake_cifar10(tmp_path)
+    images, labels = write_npz(tmp_path / "gen.npz", n=20)
+    data = load_md5_mismatch("generated", data_dir=tmp_path, path="gen.npz").to("cpu", placement)
+    # 7 images a chunk: the file is read in pieces (one ending mid-set), as 20M images would be.
+    monkeypatch.setattr(datasets_mod, "_HASH_CHUNK_BYTES", 7 * 32 * 32 * 3)
+    expected = hashlib.sha256(b"".join(a.tobytes() for a in (images, labels, cifar["test_x"],
+                                                              cifar["test_y"].astype(np.int64))))
+    assert data.fingerprint() == expected.hexdigest()

@@ -68,30 +68,38 @@ def test_host_order_is_the_device_order_across_epochs():
         assert np.array_equal(order.host(step), order(step).numpy())
 
 
-def test_streamed_batches_equal_device_batches(generated):
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_streamed_batches_equal_device_batches(generated, device):
     """Same images, labels and order as the device path, with a validation split, across epochs
-    and after going back to an earlier step (a checkpoint restore), and the same augmentation."""
-    data = split_validation(load_generated(generated), 6, seed=1)         # 34 to train on
-    assert data.placement == "device" and data.train_file is not None
-    streamed = data.to("cpu", "stream")
-    order = BatchOrder(num_examples=data.num_train, batch_size=16, seed=3)
+    and after going back to an earlier step (a checkpoint restore), and the same augmentation.
+    On CUDA: through pinned buffers and the side copy stream."""
+    host = split_validation(load_generated(generated), 6, seed=1)         # 34 to train on
+    assert host.placement == "device" and host.train_file is not None
+    data, streamed = host.to(device), host.to(device, "stream")
+    assert streamed.train_images.device.type == "cpu" and streamed.train_labels.device.type == device
+    order = BatchOrder(num_examples=data.num_train, batch_size=16, seed=3, device=device)
     fetch = StreamedBatches(streamed, order, depth=2)
     aug = AugmentConfig.from_dict("crop_flip")
-    g_device, g_stream = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    g_device = torch.Generator(device=device).manual_seed(0)
+    g_stream = torch.Generator(device=device).manual_seed(0)
     kept = []
     for step in [0, 1, 2, 3, 4, 5, 1, 2, 9]:
         idx = order(step)
         x_dev, y_dev = data.train_batch(idx)
         x, y = fetch(step, idx)
         kept.append((x, x_dev))
-        assert x.dtype == torch.uint8 and torch.equal(x, x_dev) and torch.equal(y, y_dev)
+        assert x.dtype == torch.uint8 and x.device == x_dev.device
+        assert torch.equal(x, x_dev) and torch.equal(y, y_dev)
         assert torch.equal(augment_batch(x, aug, g_stream), augment_batch(x_dev, aug, g_device))
     # Batches handed out earlier are not overwritten by later reads.
     assert all(torch.equal(x, x_dev) for x, x_dev in kept)
     # The synchronous path (sharpness, channel_std) and the validation split agree too.
-    idx = torch.tensor([33, 0, 5])
+    idx = torch.tensor([33, 0, 5], device=device)
     assert all(torch.equal(a, b) for a, b in zip(streamed.train_batch(idx), data.train_batch(idx)))
-    again = split_validation(load_generated(generated).to("cpu", "stream"), 6, seed=1)
+    again = split_validation(load_generated(generated).to(device, "stream"), 6, seed=1)
     assert torch.equal(again.val_images, data.val_images) and again.mean == data.mean
     assert again.fingerprint() == data.fingerprint()
     fetch.close()

@@ -108,6 +108,9 @@ __all__ = [
 ]
 
 
+_HASH_CHUNK_BYTES = 64 << 20   # `ImageData.fingerprint` reads this much at a time
+
+
 @dataclass(eq=False)  # tensors have no single truth value, so no generated __eq__
 class ImageData:
     """A labelled image data set, kept as uint8 so that all of it fits on the device.
@@ -265,7 +268,7 @@ class ImageData:
             reader = self.train_reader() if self.train_images.device.type == "cpu" else None
             for i, tensor in enumerate(tensors):
                 n = tensor.shape[0]
-                rows = max(1, (64 << 20) // max(1, tensor[:1].numel() * tensor.element_size()))
+                rows = max(1, _HASH_CHUNK_BYTES // max(1, tensor[:1].numel() * tensor.element_size()))
                 for start in range(0, n, rows):
                     if i == 0 and reader is not None:
                         chunk = reader.read(np.arange(start, min(start + rows, n)))
