@@ -229,3 +229,26 @@ def test_streaming_a_multi_gb_file_keeps_rss_bounded(tmp_path):
     assert rss["after"]["VmRSS"] - rss["before"]["VmRSS"] < 64, rss
     # ... while gathering as many through a memmap keeps its pages: the measurement can see them.
     assert rss["memmap"]["VmRSS"] - rss["after"]["VmRSS"] > 256, rss
+
+
+@pytest.mark.parametrize("study", ["sphere", "scaling"])
+def test_other_studies_train_the_same_on_streamed_data(study):
+    """The sphere and scaling studies load through the same `training_data`, so dataset.placement
+    works for them too (their batches through `ImageData.train_batch`, without read-ahead)."""
+    if study == "sphere":
+        from tune_lip.studies.sphere import SphereConfig as Cfg
+        from tune_lip.studies.sphere import SphereLoop as Loop
+        raw = {"model": {"name": "convnet_si", "width": 4}, "optimizer": {"mode": "sphere", "elr": 1e-2}}
+    else:
+        from tune_lip.studies.scaling import ScalingConfig as Cfg  # type: ignore[assignment]
+        from tune_lip.studies.scaling import ScalingLoop as Loop  # type: ignore[assignment]
+        raw = {"model": {"name": "preresnet32", "norm": "bn", "width": 0.125}}
+    losses = {}
+    for placement in ("device", "stream"):
+        _DATA_CACHE.clear()
+        loop = Loop(Cfg.from_dict({"seed": 3, "budget": {"steps": 8}, "reports": 4, **raw, "dataset": {
+            "name": "synthetic", "batch_size": 16, "num_train": 128, "num_test": 32, "placement": placement}}))
+        assert loop.data.placement == placement
+        losses[placement] = [loop.train_for(2)["train_loss"] for _ in range(2)]
+    assert losses["stream"] == losses["device"]
+    _DATA_CACHE.clear()
