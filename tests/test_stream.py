@@ -171,6 +171,7 @@ _CHILD = textwrap.dedent("""
         return {k: int(fields[k].split()[0]) // 1024 for k in ("VmRSS", "VmHWM")}
 
     root, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    sys.stdin.readline()                                    # imported: wait until the npz is written
     warnings.simplefilter("ignore")
     data = load_dataset("generated", data_dir=root, path="big.npz").to("cpu", "stream")
     data = split_validation(data, 5000, seed=0)
@@ -215,14 +216,17 @@ def _write_big_npz(path: Path, n: int) -> np.ndarray:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_streaming_a_multi_gb_file_keeps_rss_bounded(tmp_path):
-    n = 651_000                                     # 2.0 GB of images
-    write_fake_cifar10(tmp_path)
-    np.save(tmp_path / "pattern.npy", _write_big_npz(tmp_path / "big.npz", n))
-    steps, batch = 300, 256
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path), str(steps), str(batch)],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    rss = json.loads(out.stdout.splitlines()[-1])
+    n, steps, batch = 651_000, 300, 256             # 2.0 GB of images
+    # The child imports torch while the npz is written.
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path), str(steps), str(batch)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        write_fake_cifar10(tmp_path)
+        np.save(tmp_path / "pattern.npy", _write_big_npz(tmp_path / "big.npz", n))
+    finally:
+        stdout, stderr = child.communicate("go\n", timeout=300)
+    assert child.returncode == 0, stderr[-3000:]
+    rss = json.loads(stdout.splitlines()[-1])
     # The peak over the whole run (torch's import, the conversion, the mean, the stream) < 1 GB,
     # and streaming 77k random images added next to nothing ...
     assert rss["after"]["VmHWM"] < 1024, rss
