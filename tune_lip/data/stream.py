@@ -10,7 +10,7 @@ each batch by index:
   into the process and its RSS does not grow with the file (pages of an ``mmap`` that a gather
   touches stay in RSS as RssFile until unmapped); from a host tensor with ``index_select``.
 - `StreamedBatches` gives step t's batch: it reads the batches of steps t+1 .. t+depth in a
-  background thread while step t computes, into pinned host buffers (CUDA only; plain ones on
+  background thread (each batch split among a few reader threads) while step t computes, into pinned host buffers (CUDA only; plain ones on
   the CPU), and copies them to the device ``non_blocking`` on a side CUDA stream, so the read
   and the copy overlap compute. The labels stay on the device and are indexed there, as in the
   device path.
@@ -198,9 +198,9 @@ class StreamedBatches:
     images come from the host, read ``depth`` steps ahead. See the module docstring.
     """
 
-    def __init__(self, data: ImageData, order: BatchOrder, *, depth: int = 2) -> None:
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+    def __init__(self, data: ImageData, order: BatchOrder, *, depth: int = 2, readers: int = 4) -> None:
+        if depth < 1 or readers < 1:
+            raise ValueError(f"depth and readers must be >= 1, got {depth} and {readers}")
         self.data, self.order, self.depth = data, order, depth
         self.device = data.device
         self.reader = data.train_reader()
@@ -214,22 +214,37 @@ class StreamedBatches:
         self.jobs = 0
         self.pending: dict[int, Future[tuple[torch.Tensor, torch.cuda.Event | None]]] = {}
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tune-lip-stream")
+        # A batch is split among `readers` threads: from a cold disk each row is a random read,
+        # and parallel reads keep the disk's queue full (measured 1.5x with 4 on a VM's disk; an
+        # NVMe drive gains more); from the page cache they gain ~15%.
+        self.readers = readers
+        self.read_pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="tune-lip-read")
         weakref.finalize(self, self.pool.shutdown, wait=False, cancel_futures=True)
+        weakref.finalize(self, self.read_pool.shutdown, wait=False, cancel_futures=True)
 
     def rows(self, step: int) -> np.ndarray:
         """File rows (B,) of step ``step``'s batch."""
         pos = self.order.host(step)
         return pos if self.rows_of is None else self.rows_of[pos]
 
+    def _read(self, rows: np.ndarray, out: torch.Tensor) -> torch.Tensor:
+        """``rows`` into ``out``, in `readers` parts read in parallel."""
+        cuts = np.linspace(0, len(rows), min(self.readers, len(rows)) + 1).astype(int).tolist()
+        parts = [self.read_pool.submit(self.reader.read, rows[a:b], out[a:b])
+                 for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        for part in parts:
+            part.result()
+        return out
+
     def _load(self, rows: np.ndarray, slot: int) -> tuple[torch.Tensor, torch.cuda.Event | None]:
         """In the worker thread: read ``rows`` and (CUDA) start their copy to the device."""
         if not self.cuda:
-            return self.reader.read(rows), None        # a fresh buffer: callers may keep batches
+            return self._read(rows, self.reader.empty(len(rows))), None   # fresh: callers may keep batches
         assert self.copy_stream is not None
         previous = self.copied[slot]
         if previous is not None:
             previous.synchronize()                     # the slot's last copy has left the buffer
-        host = self.reader.read(rows, self.buffers[slot][:len(rows)])
+        host = self._read(rows, self.buffers[slot][:len(rows)])
         with torch.cuda.stream(self.copy_stream):
             images = host.to(self.device, non_blocking=True)
             done = torch.cuda.Event()
@@ -258,6 +273,7 @@ class StreamedBatches:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.read_pool.shutdown(wait=True, cancel_futures=True)
         self.pending.clear()
 
 
