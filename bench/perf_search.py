@@ -19,7 +19,10 @@ run by `tune_lip.tune.launch.run_search` (what ``tune-lip search`` runs: Parquet
 pending watchdog, grouped ASHA with protected trials, 2 at a time, actors reused). A Tune
 callback notes when each trial ends and the driver's resident memory. The ratio is the median
 time between consecutive trial ends over the last 10% of trials against the same over the first
-10% (after the first 10 trials, which start the actors). Goal <= 1.15. The driver's memory
+10% (after the first 10 trials, which start the actors). Goal <= 1.15. Beside it, the same
+ratio of the driver process's CPU seconds per trial, which the machine's other load touches
+less than wall time (on 2 shared cores the wall-time ratio of one search varied 0.84-1.41 from
+search to search). The driver's memory
 growth per trial between 10% and 100% of the trials is reported beside it (Ray's Trial objects,
 with their last results, stay in the driver for the whole search: some growth per trial is the
 results themselves).
@@ -201,10 +204,12 @@ class _Probe:
         class Probe(Callback):
             def __init__(self) -> None:
                 self.ends: list[float] = []
+                self.cpu: list[float] = []     # the driver's CPU seconds (all its threads)
                 self.rss: list[int] = []
 
             def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
                 self.ends.append(time.perf_counter())
+                self.cpu.append(time.process_time())
                 self.rss.append(_rss_bytes())
 
             on_trial_error = on_trial_complete
@@ -228,9 +233,13 @@ def _scale_run(n: int, searcher: str, d: str, name: str) -> dict[str, Any]:
     gaps = np.diff(np.asarray(probe.ends))
     k = max(len(gaps) // 10, 5)
     first, last = float(np.median(gaps[10:10 + k])), float(np.median(gaps[-k:]))
+    cpu = np.asarray(probe.cpu)
+    cpu_first, cpu_last = (cpu[10 + k] - cpu[10]) / k, (cpu[-1] - cpu[-1 - k]) / k
     tenth = max(len(probe.rss) // 10, 1)
     return {"searcher": searcher, "trials": len(probe.ends), "wall_seconds": wall,
             "first_10pct_seconds_per_trial": first, "last_10pct_seconds_per_trial": last, "ratio": last / first,
+            "driver_cpu_seconds_per_trial_first_10pct": cpu_first, "driver_cpu_seconds_per_trial_last_10pct": cpu_last,
+            "driver_cpu_ratio": cpu_last / cpu_first,
             "rss_mb_at_10pct": probe.rss[tenth - 1] / 2**20, "rss_mb_at_end": probe.rss[-1] / 2**20,
             "rss_kb_per_trial": (probe.rss[-1] - probe.rss[tenth - 1]) / 1024 / max(len(probe.rss) - tenth, 1)}
 
