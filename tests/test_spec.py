@@ -487,3 +487,34 @@ def test_boundary_searcher_mistakes(change, key) -> None:
     with pytest.raises(UserError) as err:
         parse_spec(raw, where="b.yaml")
     assert err.value.line().startswith(f"b.yaml: {key}:")
+
+
+def _line_spec(**changes: Any) -> dict[str, Any]:
+    raw = yaml.safe_load((Path(search_spaces.__file__).parent / "nqm_sgd_lr_line.yaml").read_text())
+    raw.update(changes)
+    return raw
+
+
+def test_line_searcher_parses_and_round_trips() -> None:
+    spec = parse_spec(_line_spec(), where="line.yaml")
+    s = spec.searcher
+    assert (s.name, s.per, s.key, s.tolerance, s.warm_start) == ("line", ("dataset.batch_size",), "optimizer.lr",
+                                                                  0.1, True)
+    assert parse_spec(spec.to_dict(), where="line.yaml") == spec
+    assert "tolerance" not in parse_spec(_line_spec(searcher="random"), where="r.yaml").to_dict()["searcher"]
+
+
+@pytest.mark.parametrize("changes,key", [
+    ({"scheduler": {"name": "asha"}}, "scheduler"),
+    ({"replicates": 2}, "replicates"),
+    ({"searcher": {"name": "line", "per": "dataset.batch_size", "key": "dim"}}, "searcher.key"),
+    ({"searcher": {"name": "line", "key": "optimizer.lr"}}, "dataset.batch_size"),
+    ({"searcher": {"name": "line", "per": "dataset.batch_size", "key": "optimizer.lr", "tolerance": 1.5}},
+     "searcher.tolerance"),
+    ({"searcher": {"name": "line", "per": "dataset.batch_size", "key": "optimizer.lr", "warm_start": "yes"}},
+     "searcher.warm_start"),
+])
+def test_line_searcher_errors_name_the_key(changes: dict[str, Any], key: str) -> None:
+    with pytest.raises(UserError) as err:
+        parse_spec(_line_spec(**changes), where="line.yaml")
+    assert err.value.key == key and err.value.fix

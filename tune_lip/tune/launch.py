@@ -170,7 +170,8 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def make_search_alg(spec: SearchSpec) -> Any:
-    """The spec's searcher: `GroupedOptunaSearch`, `BoundarySearch`, or Tune's random/grid generator."""
+    """The spec's searcher: `GroupedOptunaSearch`, `GroupedLineSearch`, `BoundarySearch`, or Tune's
+    random/grid generator."""
     from tune_lip.tune.searchers import GroupedOptunaSearch, random_search
 
     if spec.searcher.name == "boundary":
@@ -182,6 +183,12 @@ def make_search_alg(spec: SearchSpec) -> Any:
         return BoundarySearch(spec.representative_config(), key=spec.searcher.key, lo=domain.lo, hi=domain.hi,
                               initial=spec.searcher.initial, max_trials=spec.num_samples, seed=spec.searcher.seed,
                               num_classes=100 if dataset.get("name") == "cifar100" else 10)
+    if spec.searcher.name == "line":
+        from tune_lip.tune.searchers import GroupedLineSearch
+
+        return GroupedLineSearch(spec.space, per=spec.searcher.per, key=spec.searcher.key,
+                                 samples_per_group=spec.num_samples, tolerance=spec.searcher.tolerance,
+                                 warm_start=spec.searcher.warm_start, seed=spec.searcher.seed)
     if spec.searcher.name == "optuna":
         return GroupedOptunaSearch(spec.space, per=spec.searcher.per, samples_per_group=spec.num_samples,
                                    seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials,
@@ -198,12 +205,12 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     (e.g. the Optuna studies of a `GroupedOptunaSearch`).
     """
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from tune_lip.tune.callbacks import ParquetResultsCallback
     from tune_lip.tune.pending import PendingTimeout
-    from tune_lip.tune.schedulers import GroupedASHAScheduler
+    from tune_lip.tune.schedulers import GroupedASHAScheduler, QueueFIFOScheduler
     from tune_lip.tune.searchers import GroupedOptunaSearch, to_tune_space, with_seeds
 
     storage = storage_root(storage_path)
@@ -235,8 +242,8 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
         # with protect, the best trials of each group (of the whole search without per) run on.
         scheduler: Any = (GroupedASHAScheduler(group_keys=spec.searcher.per, protect=spec.scheduler.protect, **asha)
                           if spec.searcher.per or spec.scheduler.protect else ASHAScheduler(**asha))
-    else:
-        scheduler = FIFOScheduler()
+    else:   # FIFO, choosing the next trial among unfinished ones only (Ray's scans every trial)
+        scheduler = QueueFIFOScheduler()
 
     # Trials that wait for resources nobody provides stop the search instead of hanging it.
     watchdog = PendingTimeout(f"{storage}/{name}", seconds=spec.pending_timeout_seconds)

@@ -239,8 +239,8 @@ class SearchSpec:
             changes["pending_timeout_seconds"] = _pending_timeout(pending_timeout_seconds, where=where)
         if replicates is not None:
             changes["replicates"] = _int(replicates, where=where, key="replicates", minimum=1, fix="use e.g. 2")
-            if changes["replicates"] > 1 and self.searcher.name == "boundary":
-                raise UserError(where, "replicates", "the boundary searcher places one trial per ELR",
+            if changes["replicates"] > 1 and self.searcher.name in ("boundary", "line"):
+                raise UserError(where, "replicates", f"the {self.searcher.name} searcher places one trial per point",
                                 fix="leave --replicates out")
         return replace(self, **changes)
 
@@ -250,10 +250,18 @@ class SearchSpec:
         resources = {k: (list(v) if k == "accelerator" else v) for k, v in self.resources.items()}
         searcher = asdict(self.searcher)
         searcher["per"] = list(self.searcher.per)
-        if self.searcher.name != "optuna":  # only Optuna takes these; parse_spec refuses them elsewhere
-            del searcher["per"], searcher["n_startup_trials"]
-        if self.searcher.name != "boundary":
-            del searcher["key"], searcher["initial"]
+        # only the searchers that take them: parse_spec refuses them elsewhere
+        name = self.searcher.name
+        if name not in ("optuna", "line"):
+            del searcher["per"]
+        if name != "optuna":
+            del searcher["n_startup_trials"]
+        if name not in ("boundary", "line"):
+            del searcher["key"]
+        if name != "boundary":
+            del searcher["initial"]
+        if name != "line":
+            del searcher["tolerance"], searcher["warm_start"]
         return {
             "study": self.study,
             "metric": self.metric,
@@ -437,6 +445,12 @@ def _parse(
         if searcher.name == "boundary":
             raise UserError(where, "replicates", "the boundary searcher places one trial per ELR",
                             fix="leave replicates out, or use searcher: {name: random} or grid")
+        if searcher.name == "line":
+            raise UserError(where, "replicates", "the line searcher places one trial per point of its line search",
+                            fix="leave replicates out (or use searcher optuna, which averages replicates)")
+    if searcher.name == "line" and scheduler.name != "none":
+        raise UserError(where, "scheduler", "the line searcher needs every trial's whole budget "
+                        "(an early-stopped trial would count as the worst)", fix="use scheduler: none")
 
     desc = raw.get("description", description)
     if not isinstance(desc, str):

@@ -18,7 +18,7 @@ from tune_lip.tune.domains import Domain, Grid, LogUniform
 # ---------------------------------------------------------------------------- scheduler, searcher
 
 SCHEDULERS = ("asha", "none")
-SEARCHERS = ("optuna", "random", "grid", "boundary")
+SEARCHERS = ("optuna", "random", "grid", "boundary", "line")
 RESOURCE_KINDS = ("cpu", "gpu", "memory_gb", "accelerator", "min_gpu_memory_gb", "gpu_memory_gb")
 _RESOURCE_ALIASES = {"num_cpus": "cpu", "cpus": "cpu", "num_gpus": "gpu", "gpus": "gpu",
                      "memory": "memory_gb", "accelerator_type": "accelerator"}
@@ -56,6 +56,10 @@ class SearcherSpec:
     key, initial: for ``boundary`` (`tune_lip.tune.boundary_search.BoundarySearch`): the dotted path
     of the one loguniform domain (e.g. ``optimizer.elr``) whose regime boundaries are sought,
     and the number of log-spaced points of the initial sweep.
+    ``line`` (`tune_lip.tune.searchers.GroupedLineSearch`): the optimum of the loguniform ``key``
+    at each grid point of ``per`` by line search, until the best trial's neighbours are within a
+    factor 1 + ``tolerance``; ``warm_start``: grid points one after another, each starting
+    around the previous one's optimum.
     """
 
     name: str
@@ -64,6 +68,8 @@ class SearcherSpec:
     n_startup_trials: int = 5
     key: str = ""
     initial: int = 6
+    tolerance: float = 0.1
+    warm_start: bool = True
 
 
 
@@ -151,12 +157,13 @@ def _searcher(raw: Any, *, where: str) -> SearcherSpec:
                         f"unknown searcher {name!r}{_did_you_mean(str(name), SEARCHERS)}",
                         fix=f"use one of: {', '.join(SEARCHERS)}")
     knobs = {"optuna": ("name", "per", "seed", "n_startup_trials"),
-             "boundary": ("name", "key", "seed", "initial")}.get(name, ("name", "seed"))
+             "boundary": ("name", "key", "seed", "initial"),
+             "line": ("name", "per", "key", "seed", "tolerance", "warm_start")}.get(name, ("name", "seed"))
     for key in raw:
         if key not in knobs:
             if key in ("per", "n_startup_trials"):
                 raise UserError(where, f"searcher.{key}",
-                                f"only applies to searcher optuna, not {name}",
+                                f"only applies to searcher optuna{' and line' if key == 'per' else ''}, not {name}",
                                 fix="remove it (random and grid already run num_samples "
                                     "at every grid point)")
             raise UserError(where, f"searcher.{key}",
@@ -178,13 +185,23 @@ def _searcher(raw: Any, *, where: str) -> SearcherSpec:
     n_startup = _int(raw.get("n_startup_trials", 5), where=where, key="searcher.n_startup_trials",
                      minimum=0, fix="use e.g. n_startup_trials: 5")
     key = raw.get("key", "")
-    if name == "boundary" and (not isinstance(key, str) or not key):
+    if name in ("boundary", "line") and (not isinstance(key, str) or not key):
         raise UserError(where, "searcher.key", f"must name the swept domain, got {key!r}",
-                        fix="use e.g. {name: boundary, key: optimizer.elr}")
+                        fix=f"use e.g. {{name: {name}, key: optimizer.{'elr' if name == 'boundary' else 'lr'}}}")
+    tolerance = _float(raw.get("tolerance", 0.1), where=where, key="searcher.tolerance",
+                       fix="use e.g. tolerance: 0.1 (lr* within 10%)")
+    if not 0 < tolerance < 1:
+        raise UserError(where, "searcher.tolerance", f"must be in (0, 1), got {tolerance}",
+                        fix="use e.g. tolerance: 0.1 (lr* within 10%)")
+    warm_start = raw.get("warm_start", True)
+    if not isinstance(warm_start, bool):
+        raise UserError(where, "searcher.warm_start", f"must be true or false, got {warm_start!r}",
+                        fix="use warm_start: true (each batch size starts at the previous optimum)")
     initial = _int(raw.get("initial", 6), where=where, key="searcher.initial", minimum=3,
                    fix="use e.g. initial: 6 (log-spaced points before the boundary search)")
     return SearcherSpec(name=name, per=per, seed=seed, n_startup_trials=n_startup,
-                        key=key[len("space."):] if key.startswith("space.") else key, initial=initial)
+                        key=key[len("space."):] if key.startswith("space.") else key, initial=initial,
+                        tolerance=tolerance, warm_start=warm_start)
 
 
 def _check_searcher_fits_space(
@@ -215,6 +232,14 @@ def _check_searcher_fits_space(
         if others:
             raise UserError(where, others[0], "searcher boundary sweeps one domain only",
                             fix="make it a fixed value, or use searcher random")
+    if searcher.name == "line":
+        if not isinstance(domains.get(searcher.key), LogUniform):
+            raise UserError(where, "searcher.key", f"{searcher.key!r} must be a loguniform domain in space",
+                            fix=f"make it e.g. {searcher.key or 'optimizer.lr'}: {{loguniform: [0.001, 3.0]}}")
+        others = [k for k in domains if k != searcher.key and k not in searcher.per]
+        if others:
+            raise UserError(where, others[0], "searcher line searches one domain at each grid point of per",
+                            fix="add it to per (if a grid), make it a fixed value, or use searcher optuna")
     if searcher.name == "optuna":
         missing = [k for k in grids if k not in searcher.per]
         if missing:
