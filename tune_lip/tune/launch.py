@@ -205,7 +205,6 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     (e.g. the Optuna studies of a `GroupedOptunaSearch`).
     """
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from tune_lip.tune.callbacks import ParquetResultsCallback
@@ -240,8 +239,9 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
                     reduction_factor=spec.scheduler.reduction_factor, brackets=spec.scheduler.brackets)
         # With searcher.per, ASHA compares trials only within their group (e.g. batch size);
         # with protect, the best trials of each group (of the whole search without per) run on.
-        scheduler: Any = (GroupedASHAScheduler(group_keys=spec.searcher.per, protect=spec.scheduler.protect, **asha)
-                          if spec.searcher.per or spec.scheduler.protect else ASHAScheduler(**asha))
+        # Without either it is one group: Ray's ASHA decisions at a cost per result that does
+        # not grow with the trials (Ray's own takes a percentile over every trial at the rung).
+        scheduler: Any = GroupedASHAScheduler(group_keys=spec.searcher.per, protect=spec.scheduler.protect, **asha)
     else:   # FIFO, choosing the next trial among unfinished ones only (Ray's scans every trial)
         scheduler = QueueFIFOScheduler()
 
