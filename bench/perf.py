@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out or ROOT / "bench" / "results" / ("perf_quick.json" if args.quick else "perf.json")
     path.write_text(json.dumps({"machine": machine, "quick": args.quick, "runs": runs,
                                 "benchmarks": [asdict(o) | {"median": o.median, "met": o.met}
-                                               for o in outcomes]}, indent=2))
+                                               for o in outcomes]}, indent=2, default=float))
     print(f"written {path}")
     return 0
 

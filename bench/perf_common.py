@@ -27,7 +27,7 @@ class Outcome:
     @property
     def met(self) -> bool:
         op, bound = self.goal.split()
-        return self.median >= float(bound) if op == ">=" else self.median <= float(bound)
+        return bool(self.median >= float(bound) if op == ">=" else self.median <= float(bound))
 
 
 def seconds(fn: Callable[[], Any]) -> float:

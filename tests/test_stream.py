@@ -171,6 +171,7 @@ _CHILD = textwrap.dedent("""
         return {k: int(fields[k].split()[0]) // 1024 for k in ("VmRSS", "VmHWM")}
 
     root, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    imported = status()                                     # torch alone: 0.5-0.9 GB by build and machine
     sys.stdin.readline()                                    # imported: wait until the npz is written
     warnings.simplefilter("ignore")
     data = load_dataset("generated", data_dir=root, path="big.npz").to("cpu", "stream")
@@ -192,7 +193,7 @@ _CHILD = textwrap.dedent("""
     rng = np.random.default_rng(0)
     for _ in range(steps):
         mapped[np.sort(rng.integers(0, len(mapped), batch))].sum()
-    print(json.dumps({"before": before, "after": after, "memmap": status()}))
+    print(json.dumps({"imported": imported, "before": before, "after": after, "memmap": status()}))
 """)
 
 
@@ -227,9 +228,11 @@ def test_streaming_a_multi_gb_file_keeps_rss_bounded(tmp_path):
         stdout, stderr = child.communicate("go\n", timeout=300)
     assert child.returncode == 0, stderr[-3000:]
     rss = json.loads(stdout.splitlines()[-1])
-    # The peak over the whole run (torch's import, the conversion, the mean, the stream) < 1 GB,
+    # The peak over the whole run (the conversion, the mean, the stream) stays within 512 MB of
+    # what importing torch alone takes (a quarter of the 2 GB file; 0.3 GB measured here, and
+    # 828 MB in all on this dev machine; torch's own RSS differs between machines, 0.5-0.9 GB),
     # and streaming 77k random images added next to nothing ...
-    assert rss["after"]["VmHWM"] < 1024, rss
+    assert rss["after"]["VmHWM"] - rss["imported"]["VmRSS"] < 512, rss
     assert rss["after"]["VmRSS"] - rss["before"]["VmRSS"] < 64, rss
     # ... while gathering as many through a memmap keeps its pages: the measurement can see them.
     assert rss["memmap"]["VmRSS"] - rss["after"]["VmRSS"] > 256, rss
