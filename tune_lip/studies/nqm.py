@@ -91,6 +91,7 @@ from tune_lip.studies.nqm_exact import (
     preconditioner,
     steps_to_target,
 )
+from tune_lip.studies.nqm_noise import gradient_statistics
 from tune_lip.studies.registry import Study, register
 
 __all__ = [
@@ -309,7 +310,8 @@ class NQMLoop(BudgetedLoop):
 
         Returns steps, examples, ``lr`` (the configured peak LR, ``optimizer.lr``), ``lr_now``
         (the scheduled LR of the last step taken; before the first step, the first step's),
-        train_loss (the expected loss at the current iterate) and diverged.
+        train_loss (the expected loss at the current iterate), diverged, and the gradient noise
+        statistics grad_norm_sq, grad_noise, noise_scale (`gradient_statistics`).
         """
         end = self.steps + self.steps_left(steps)
         last = max(self.steps - 1, 0)
@@ -323,7 +325,15 @@ class NQMLoop(BudgetedLoop):
         # steps and lr first: Ray's live progress table shows a trial's first four numeric metrics.
         return {"steps": self.steps, "lr": self.cfg.optimizer.lr, "examples": self.examples,
                 "lr_now": self.lr(last),
-                "train_loss": DIVERGED_LOSS if self.diverged else self.loss(), "diverged": self.diverged}
+                "train_loss": DIVERGED_LOSS if self.diverged else self.loss(), "diverged": self.diverged,
+                **self.gradient_statistics()}
+
+    def gradient_statistics(self) -> dict[str, float]:
+        """grad_norm_sq, grad_noise and noise_scale (B_simple) at the iterate's second moments:
+        exact for (precond_)sgd, the chain mean for Adam (`tune_lip.studies.nqm_noise`)."""
+        theta_sq = self.moments[0] if self.chains is None else (self.chains.theta**2).mean(axis=0)
+        stats = gradient_statistics(self.h, theta_sq, self.cfg.noise)
+        return {k: DIVERGED_LOSS for k in stats} if self.diverged else stats
 
     def evaluate(self) -> dict[str, float]:
         """``test_loss``: the same expected loss as train_loss (the NQM has no test set)."""
@@ -340,5 +350,5 @@ class NQMLoop(BudgetedLoop):
 
 STUDY = register(Study(
     name="nqm", config=NQMConfig, loop=lambda config: NQMLoop(NQMConfig.from_dict(config)),
-    metrics=frozenset({"train_loss", "test_loss"}),
+    metrics=frozenset({"train_loss", "test_loss", "grad_norm_sq", "grad_noise", "noise_scale"}),
 ))
