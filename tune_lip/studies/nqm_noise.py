@@ -21,7 +21,7 @@ Example:
     >>> import numpy as np
     >>> h = 1.0 / np.arange(1, 5)
     >>> round(simple_noise_scale(h, np.ones(4), noise=1.0), 4)   # at θ₀: Σh / Σh²
-    1.5517
+    1.4634
 """
 
 from __future__ import annotations
