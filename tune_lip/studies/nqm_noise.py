@@ -20,7 +20,7 @@ ratios). B_simple grows as training shrinks |G|²: from noise·Σh / Σh² at θ
 Example:
     >>> import numpy as np
     >>> h = 1.0 / np.arange(1, 5)
-    >>> round(simple_noise_scale(h, np.ones(4), noise=1.0), 4)   # at θ₀: Σh / Σh²
+    >>> round(float(simple_noise_scale(h, np.ones(4), noise=1.0)), 4)   # at θ₀: Σh / Σh²
     1.4634
 """
 
