@@ -18,7 +18,9 @@ import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names, for type checkers; at run time each loads on first use
+    from tune_lip.analysis.lr_budget import BudgetLawFit, fit_lr_budget
     from tune_lip.analysis.lr_scaling import LRScalingFit, fit_lr_scaling
+    from tune_lip.analysis.noise_scale import NoiseScale, compare_with_break, estimate_noise_scale
     from tune_lip.analysis.plots import plot_lr_scaling, plot_metric_vs_lr, save_figure
     from tune_lip.analysis.regimes import (
         REGIMES,
@@ -53,6 +55,8 @@ if TYPE_CHECKING:  # the names, for type checkers; at run time each loads on fir
 
 _WHERE = {name: module for module, names in {  # the module under tune_lip.analysis defining each name
     "lr_scaling": ("LRScalingFit", "fit_lr_scaling"),
+    "lr_budget": ("BudgetLawFit", "fit_lr_budget"),
+    "noise_scale": ("NoiseScale", "compare_with_break", "estimate_noise_scale"),
     "plots": ("plot_lr_scaling", "plot_metric_vs_lr", "save_figure"),
     "regimes": ("REGIMES", "RegimeBoundaries", "ThresholdPosterior", "classify_regime",
                 "fit_regime_thresholds", "regime_boundaries", "threshold_posterior", "trial_regimes",
@@ -71,6 +75,8 @@ __all__ = [
     # lr* against batch size (lr_scaling.py, plots.py, report.py)
     "LRScalingFit", "fit_lr_scaling", "plot_lr_scaling", "plot_metric_vs_lr", "save_figure",
     "split_groups", "trial_outcomes", "write_lr_scaling_report",
+    # lr* against batch size and budget, and the gradient noise scale (lr_budget.py, noise_scale.py)
+    "BudgetLawFit", "fit_lr_budget", "NoiseScale", "compare_with_break", "estimate_noise_scale",
     # the sphere study's regimes (regimes.py)
     "REGIMES", "RegimeBoundaries", "ThresholdPosterior", "classify_regime", "fit_regime_thresholds",
     "regime_boundaries", "threshold_posterior", "trial_regimes", "write_regime_report",

@@ -298,8 +298,8 @@ def fit_lr_budget(df: pd.DataFrame, *, metric: str, mode: Mode, budget: str | No
     for d, part in rows.groupby(col, sort=True):
         try:
             fits[float(d)] = fit_lr_scaling(part, metric=metric, mode=mode, lr=lr,
-                                            batch_size=batch_size, use=use, n_boot=20,
-                                            **fit_options)
+                                            batch_size=batch_size, use=use,
+                                            **{"n_boot": 20, **fit_options})
         except ValueError as err:
             errors[float(d)] = str(err)
     if len(fits) < 2:

@@ -22,7 +22,7 @@ log space). "agree" only when it holds 1 and is narrower than a factor of 16 (ea
 
 Calibration (``tests/analysis/test_noise_scale.py``): synthetic trials with a known B_noise (trial
 to trial spread 0.3 in ln G, report noise 50% of G and 20% of N), 200 experiments each: the 95%
-interval held the truth in 0.96 / 0.945 / 0.915 of them with 8 / 12 / 24 trials (BCa alone:
+interval held the truth in 0.955 / 0.94 / 0.91 of them with 8 / 12 / 24 trials (BCa alone:
 0.88 / 0.89 / 0.885).
 
 Example:

@@ -144,14 +144,17 @@ def plot_metric_vs_lr(df: pd.DataFrame, *, metric: str, lr: str = "optimizer.lr"
 
 
 def plot_lr_scaling(fit: LRScalingFit, *, ax: Axes | None = None, title: str = "",
-                    out: str | Path | None = None) -> Figure:
+                    out: str | Path | None = None,
+                    noise_scale: tuple[float, tuple[float, float]] | None = None) -> Figure:
     """lr* against batch size on log-log axes.
 
     Points: lr* per batch size with its 95% interval (hollow triangles: optimum at the edge of
     the lr range: censored, a bound only). Line and band: the fitted law and its pointwise 95%
     band. Dashed and dotted: slopes 1/2 (lr* ∝ √b) and 1 (lr* ∝ b) through the fit at
     the geometric centre of the fitted batch sizes. A vertical line and span: the critical batch
-    size and its interval, if one was found. Written to ``out.png``/``out.pdf`` when given.
+    size and its interval, if one was found. ``noise_scale``: (B_noise, its 95% interval) from
+    `tune_lip.analysis.noise_scale`, drawn beside it as a dashed line and span. Written to
+    ``out.png``/``out.pdf`` when given.
 
     Example:
         >>> from tune_lip.analysis import fit_lr_scaling                   # doctest: +SKIP
@@ -199,6 +202,14 @@ def plot_lr_scaling(fit: LRScalingFit, *, ax: Axes | None = None, title: str = "
         ax.axvline(fit.batch_break, color="C3", ls="-.", lw=1.3,
                    label=f"critical batch b_c ≈ {fit.batch_break:g} [{b_lo:g}, {b_hi:g}]")
 
+    if noise_scale is not None and math.isfinite(noise_scale[0]) and noise_scale[0] > 0:
+        value, (n_lo, n_hi) = noise_scale
+        label = f"noise scale B_noise ≈ {value:.3g} [{n_lo:.3g}, {n_hi:.3g}]"
+        if grid[0] / 4 <= value <= grid[-1] * 4:
+            ax.axvspan(max(n_lo, grid[0] / 4), min(n_hi, grid[-1] * 4), color="C2", alpha=0.08, lw=0)
+            ax.axvline(value, color="C2", ls="--", lw=1.3, label=label)
+        else:   # far off the batch sizes tried: named in the legend, not drawn
+            ax.plot([], [], color="C2", ls="--", lw=1.3, label=label + " (off the axis)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(b_all)  # a tick at every batch size tried

@@ -307,6 +307,7 @@ def cmd_analyze_lr_scaling(args: argparse.Namespace) -> int:
         options["include_stopped"] = True
     report, out = _analyze(args, write_lr_scaling_report, metric=metric, mode=mode, by=by, **options)
     if report is not None:
+        by = by or report.get("by")   # a search whose budget varies is fitted per budget
         for name, summary in report["summaries"].items():
             print(summary if by is None else f"[{name}]\n{summary}\n")
         for name, why in report["errors"].items():
