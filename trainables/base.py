@@ -5,7 +5,9 @@ A study supplies a Ray-free loop (``make_loop(config)``) with ``cfg.reports``,
 seconds and ``train_for_seconds``), ``steps``, ``train_for(steps)``, ``evaluate()``,
 ``finished``, ``state_dict()`` and ``load_state_dict()`` (optionally ``final_metrics()``
 and ``evaluate_test()``, added to the last report). This class trains it in
-``reports`` equal slices of the budget: each ``step()`` trains one slice, evaluates (the
+``reports`` equal slices of the budget (with a wsd schedule's ``branch_at``: one report per branch
+point and one at the end, each the annealed model of a forked cooldown,
+`tune_lip.studies.loop.train_to_branch`; ``reports`` is then unused): each ``step()`` trains one slice, evaluates (the
 validation metrics, ``val_*``) and returns the metrics, the last one (or a divergence) with
 ``done=True`` and the test metrics (``test_*``): computed once, after every decision a searcher
 or scheduler could take on the trial (a trial a scheduler stops early has none). Every report also
@@ -97,6 +99,7 @@ class SlicedTrainable(tune.Trainable):
             sys.unraisablehook = _quiet_termination
         self.loop = self.make_loop(_without_split(config) if self.legacy_metrics else config)
         self.reports_done = 0
+        self.charged_steps = 0   # wsd branching: main line plus every cooldown so far
         if not hasattr(self, "accelerator"):  # once per actor: a reused actor stays on its node
             self.accelerator = node_accelerator()  # the type the scheduler placed this trial on
         budget = getattr(self.loop.cfg, "budget", None)
@@ -105,15 +108,37 @@ class SlicedTrainable(tune.Trainable):
         data: Any = getattr(self.loop, "data", None)   # provenance: the data this trial read
         self.data_sha256 = data.fingerprint() if hasattr(data, "fingerprint") else None
 
+    def _branch_at(self) -> tuple[float, ...]:
+        """The wsd schedule's ``branch_at`` fractions, if the loop's config has any."""
+        return tuple(getattr(getattr(self.loop.cfg, "schedule", None), "branch_at", ()) or ())
+
+    def _branched_step(self, k: int) -> tuple[dict[str, Any], bool]:
+        """Report ``k`` of a wsd-branched trial: the annealed model at the k-th horizon."""
+        from tune_lip.studies.budget import branch_horizons
+        from tune_lip.studies.loop import train_to_branch
+
+        loop = self.loop
+        if loop.total_steps is None:
+            raise ValueError("schedule.branch_at needs a budget in steps, epochs or examples (not wall_hours)")
+        horizons = branch_horizons(self._branch_at(), loop.total_steps)
+        final = k >= len(horizons)
+        metrics = train_to_branch(loop, horizons[k - 1], final=final)
+        self.charged_steps += metrics.pop("charged")
+        metrics["charged_steps"] = self.charged_steps
+        return metrics, final or loop.finished
+
     def step(self) -> dict[str, Any]:
         loop, reports = self.loop, self.loop.cfg.reports
         k = self.reports_done + 1
-        if loop.total_steps is not None:
-            metrics = loop.train_for(math.ceil(loop.total_steps * k / reports) - loop.steps)
-        else:  # wall-clock budget: equal slices of wall time
-            metrics = loop.train_for_seconds(loop.wall_budget * k / reports - loop.wall_seconds)
-        metrics.update(loop.evaluate())
-        done = loop.finished or k >= reports
+        if self._branch_at():   # wsd branching: reports at the branch points, each an annealed model
+            metrics, done = self._branched_step(k)
+        else:
+            if loop.total_steps is not None:
+                metrics = loop.train_for(math.ceil(loop.total_steps * k / reports) - loop.steps)
+            else:  # wall-clock budget: equal slices of wall time
+                metrics = loop.train_for_seconds(loop.wall_budget * k / reports - loop.wall_seconds)
+            metrics.update(loop.evaluate())
+            done = loop.finished or k >= reports
         if self.legacy_metrics:    # a pre-split experiment: test metrics at every report, old names
             metrics.update(_legacy_names(loop.evaluate_test(), self.legacy_metrics))
         elif done and hasattr(loop, "evaluate_test"):
@@ -131,7 +156,8 @@ class SlicedTrainable(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         path = Path(checkpoint_dir)
-        torch.save({"loop": self.loop.state_dict(), "reports_done": self.reports_done}, path / STATE_FILE)
+        torch.save({"loop": self.loop.state_dict(), "reports_done": self.reports_done,
+                    "charged_steps": self.charged_steps}, path / STATE_FILE)
         (path / CONFIG_FILE).write_text(json.dumps(self.loop.cfg.to_dict(), indent=2))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]  # Tune passes the dir we saved to
@@ -139,6 +165,7 @@ class SlicedTrainable(tune.Trainable):
         state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location=device, weights_only=False)
         self.loop.load_state_dict(state["loop"])
         self.reports_done = int(state["reports_done"])
+        self.charged_steps = int(state.get("charged_steps", 0))
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         self.setup(new_config)

@@ -37,6 +37,8 @@ __all__ = [
     "lr_at",
     "momentum_at",
     "schedule_clock",
+    "cooldown_steps",
+    "branch_horizons",
     "SCHEDULE_INTERVALS",
     "read_calibration",
     "lookup_step_seconds",
@@ -151,7 +153,8 @@ def parse_budget(raw: Any, *, where: str, key: str = "budget") -> Budget:
 
 # ---------------------------------------------------------------------------- schedules
 
-SCHEDULES = ("one_cycle", "constant", "cosine", "linear", "step")
+SCHEDULES = ("one_cycle", "constant", "cosine", "linear", "step", "wsd")
+COOLDOWN_SHAPES = ("linear", "1-sqrt")
 # How often the schedule advances: every optimizer step (SU: torch's OneCycleLR stepped per batch,
 # lipschitz/training/trainer.py) or once per epoch (LLC: OneCycleLR(epochs=E, steps_per_epoch=1)
 # stepped after each epoch, trainer/lr_scheduler/__init__.py and trainer/train_module.py).
@@ -175,6 +178,16 @@ class ScheduleConfig:
     configured momentum); `momentum_at`. Ignored by the other schedules.
     interval: "step" (advance every optimizer step) or "epoch" (piecewise constant over each
     epoch, as OneCycleLR(epochs=E, steps_per_epoch=1) stepped per epoch); `schedule_clock`.
+
+    wsd (warmup-stable-decay, Hägele et al. 2024): a linear warm-up over ``warmup_steps``
+    optimizer steps (absolute, the same at every horizon), the peak LR, then a decay to about 0
+    (``cooldown_shape`` linear or 1-sqrt) over the last `cooldown_steps` (``cooldown`` of the
+    horizon, in (0, 1)). The LR before the decay does not depend on the horizon, so a cooldown
+    forked from a long run at step t is a fresh run of budget t. ``branch_at``: budget fractions
+    in (0, 1) where a trial forks such a cooldown and reports the annealed model, then continues
+    from the pre-cooldown state (`tune_lip.studies.loop.train_to_branch`; ASHA fills them with its
+    rungs under ``scheduler.branching``). wsd needs a step count (not a wall_hours budget) and
+    interval step.
     """
 
     name: str = "one_cycle"
@@ -188,8 +201,13 @@ class ScheduleConfig:
     interval: str = "step"
     milestones: tuple[float, ...] = ()   # step: budget fractions where the LR drops, increasing
     gamma: float = 0.1                    # step: LR factor at each milestone
+    warmup_steps: int = 0                 # wsd: linear warm-up, in optimizer steps
+    cooldown: float = 0.2                 # wsd: fraction of the horizon the decay takes
+    cooldown_shape: str = "linear"        # wsd: linear or 1-sqrt
+    branch_at: tuple[float, ...] = ()     # wsd: budget fractions where a trial forks a cooldown
 
     def __post_init__(self) -> None:
+        self._check_wsd()
         if self.name not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.name!r}; valid schedules: {', '.join(SCHEDULES)}")
         if not 0.0 <= self.warmup < 1.0:
@@ -213,6 +231,30 @@ class ScheduleConfig:
         if self.interval not in SCHEDULE_INTERVALS:
             raise ValueError(f"schedule.interval must be one of {', '.join(SCHEDULE_INTERVALS)}, "
                              f"got {self.interval!r}")
+
+    def _check_wsd(self) -> None:
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"schedule.warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}")
+        if isinstance(self.cooldown, bool) or not isinstance(self.cooldown, (int, float)) \
+                or not 0.0 < self.cooldown < 1.0:
+            raise ValueError(f"schedule.cooldown must be a fraction in (0, 1), e.g. 0.2; got {self.cooldown!r}")
+        if self.cooldown_shape not in COOLDOWN_SHAPES:
+            raise ValueError(f"schedule.cooldown_shape must be one of {', '.join(COOLDOWN_SHAPES)}, "
+                             f"got {self.cooldown_shape!r}")
+        object.__setattr__(self, "branch_at", tuple(self.branch_at))
+        if any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0 for f in self.branch_at) \
+                or list(self.branch_at) != sorted(set(self.branch_at)):
+            raise ValueError(f"schedule.branch_at must be increasing budget fractions in (0, 1), "
+                             f"e.g. [0.1, 0.3]; got {list(self.branch_at)}")
+        if self.name != "wsd" and self.branch_at:
+            raise ValueError(f"schedule.branch_at needs schedule wsd (the LR before a cooldown must not "
+                             f"depend on the horizon), got schedule {self.name}")
+        if self.name == "wsd" and self.interval != "step":
+            raise ValueError("schedule wsd needs interval: step (its warm-up and cooldown count optimizer steps)")
+
+    def cooldown_steps(self, horizon: int) -> int:
+        """`cooldown_steps` of this schedule at ``horizon`` steps."""
+        return cooldown_steps(horizon, self.cooldown)
 
     @classmethod
     def from_dict(cls, raw: Any) -> ScheduleConfig:
@@ -261,6 +303,10 @@ def lr_at(fraction: float, *, peak_lr: float, schedule: ScheduleConfig, total_st
     """
     f = min(max(fraction, 0.0), 1.0)
     s = schedule
+    if s.name == "wsd":
+        if total_steps is None:
+            raise ValueError("schedule wsd needs a budget in steps, epochs or examples (not wall_hours)")
+        return peak_lr * _wsd_factor(round(f * total_steps), s, total_steps)
     if s.name == "one_cycle":
         initial = peak_lr / s.div_factor
         final = initial / s.final_div_factor
@@ -276,6 +322,51 @@ def lr_at(fraction: float, *, peak_lr: float, schedule: ScheduleConfig, total_st
     if s.name == "step":   # a milestone is passed at the first fraction that reaches it (to rounding)
         return peak_lr * s.gamma ** sum(f >= m - 1e-9 for m in s.milestones)
     return peak_lr * (1.0 - rest)  # linear
+
+
+def cooldown_steps(horizon: int, cooldown: float) -> int:
+    """Steps of a wsd decay at ``horizon`` steps: round(cooldown * horizon), at least 1 and at
+    most ``horizon``. ``horizon - cooldown_steps`` never decreases as the horizon grows.
+
+    Example:
+        >>> [cooldown_steps(t, 0.2) for t in (1, 5, 10, 12, 100)]
+        [1, 1, 2, 2, 20]
+    """
+    return min(max(1, round(cooldown * horizon)), max(horizon, 1))
+
+
+def _wsd_factor(step: int, s: ScheduleConfig, horizon: int) -> float:
+    """wsd's LR factor at optimizer step ``step`` (0-based) of a run of ``horizon`` steps: warm-up
+    (step+1)/warmup_steps, then 1; over the last c = `cooldown_steps` steps it decays as
+    1 - p (linear) or 1 - sqrt(p) (1-sqrt), p = j/(c+1) at the decay's j-th step (j = 1..c),
+    so the last step's LR is peak/(c+1) (linear), not a wasted 0."""
+    warm = min(1.0, (step + 1) / s.warmup_steps) if s.warmup_steps > 0 else 1.0
+    c = cooldown_steps(horizon, s.cooldown)
+    j = step - (horizon - c) + 1
+    if j <= 0:
+        return warm
+    p = min(j, c) / (c + 1)
+    decay = 1.0 - p if s.cooldown_shape == "linear" else 1.0 - math.sqrt(p)
+    return min(warm, decay)
+
+
+def branch_horizons(branch_at: tuple[float, ...], total_steps: int) -> list[int]:
+    """The horizons (steps) a branched wsd trial reports at: ceil(f * total_steps) for each
+    ``branch_at`` fraction (so a report reaches an ASHA rung at f of the budget), then
+    ``total_steps``; duplicates and horizons of 0 dropped.
+
+    Example:
+        >>> branch_horizons((0.1, 0.3, 0.9), 50)
+        [5, 15, 45, 50]
+    """
+    out: list[int] = []
+    for f in branch_at:
+        t = min(math.ceil(f * total_steps - 1e-9), total_steps)
+        if t > 0 and (not out or t > out[-1]):
+            out.append(t)
+    if not out or out[-1] < total_steps:
+        out.append(total_steps)
+    return out
 
 
 def momentum_at(fraction: float, *, schedule: ScheduleConfig, total_steps: int | None = None) -> float | None:

@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Any
@@ -50,8 +51,9 @@ import torch
 from torch import Tensor
 
 from tune_lip.data.datasets import ImageData
+from tune_lip.studies.budget import cooldown_steps
 
-__all__ = ["DIVERGED_LOSS", "BudgetedLoop", "ModelLoop", "finite_or_worst"]
+__all__ = ["DIVERGED_LOSS", "BudgetedLoop", "ModelLoop", "finite_or_worst", "train_to_branch"]
 
 # A diverged trial reports this finite loss (and zero accuracies): Ray's ASHA and Optuna
 # silently mishandle NaN, so the trial must end with a finite worst value and diverged=True.
@@ -284,3 +286,45 @@ class ModelLoop(BudgetedLoop):
 # The name the image loops' shared checkpoint state had before issue 12 (then in
 # tune_lip.studies.lipschitz, which still re-exports it); it is now ModelLoop's.
 LoopCheckpoint = ModelLoop
+
+
+# Counters that keep counting through a forked cooldown: its compute is real and charged.
+_CUMULATIVE = ("wall_seconds", "evaluations")
+
+
+def train_to_branch(loop: Any, horizon: int, *, final: bool) -> dict[str, Any]:
+    """Warmup-stable-decay branching: the annealed model of budget ``horizon``, forked from ``loop``.
+
+    ``loop`` (any loop with ``cfg.schedule`` a wsd `ScheduleConfig`, ``total_steps``, ``steps``,
+    ``train_for``, ``evaluate``, ``state_dict``/``load_state_dict``) trains its main line at the
+    stable LR up to ``horizon - c`` (c = `tune_lip.studies.budget.cooldown_steps` of ``horizon``),
+    then forks: with ``total_steps`` set to ``horizon`` it trains the c cooldown steps (the LR
+    decays to about 0, exactly as a fresh run of budget ``horizon`` would) and evaluates. Unless
+    ``final``, it then restores the pre-cooldown state in memory and the budget, so the main line
+    continues bit-identically as if it had never forked; ``wall_seconds`` and ``evaluations`` keep
+    the fork's count. ``final`` (``horizon`` is the whole budget): the cooldown is the run's own end.
+
+    Returns the slice's train metrics of the cooldown and ``evaluate()``'s, with ``steps`` =
+    ``horizon`` (the annealed model's budget), ``annealed=True``, ``stable_steps`` (the main
+    line's steps at the fork), ``cooldown_steps`` (the fork's steps) and ``charged`` (steps
+    trained by this call, main line and cooldown together).
+    """
+    start = loop.steps
+    cool = cooldown_steps(horizon, loop.cfg.schedule.cooldown)
+    loop.train_for(max(horizon - cool - loop.steps, 0))
+    stable = loop.steps
+    total = loop.total_steps
+    saved = None if final else copy.deepcopy(loop.state_dict())
+    loop.total_steps = horizon
+    metrics = loop.train_for(horizon - loop.steps)
+    metrics.update(loop.evaluate())
+    forked = loop.steps - stable
+    if saved is not None:
+        kept = {name: getattr(loop, name) for name in _CUMULATIVE if hasattr(loop, name)}
+        loop.load_state_dict(saved)
+        loop.total_steps = total
+        for name, value in kept.items():
+            setattr(loop, name, value)
+    metrics.update(annealed=True, stable_steps=stable, cooldown_steps=forked,
+                   charged=stable - start + forked)
+    return metrics

@@ -211,8 +211,11 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     from tune_lip.tune.pending import PendingTimeout
     from tune_lip.tune.schedulers import GroupedASHAScheduler, QueueFIFOScheduler
     from tune_lip.tune.searchers import GroupedOptunaSearch, to_tune_space, with_seeds
+    from tune_lip.tune.spec_sections import with_branching
 
     storage = storage_root(storage_path)
+    # scheduler.branching: every trial's wsd schedule forks a cooldown at each ASHA rung
+    spec = replace(spec, space=with_branching(spec.space, spec.scheduler, spec.budget, where=spec.path))
     config = check_spec(spec)
     present = _present_accelerators()
     check_placement(spec, present)

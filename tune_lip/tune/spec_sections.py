@@ -34,6 +34,9 @@ class SchedulerSpec:
     protect: never stop a trial that is among the best ``protect`` of its group (the searcher's
     ``per`` keys, e.g. its batch size) at a rung, so at least that many trials per group run
     their whole budget (0 = plain ASHA). A scaling fit needs full-budget trials at every batch size.
+    branching: warmup-stable-decay branching (issue 16): every trial's wsd schedule gets
+    ``branch_at`` = ASHA's rung fractions (`branch_fractions`), so at each rung the trial forks a
+    cooldown and ASHA compares annealed models; the space's schedule must be wsd (`with_branching`).
     ``none``: every trial runs its whole budget (the knobs are then ignored).
     """
 
@@ -42,6 +45,7 @@ class SchedulerSpec:
     reduction_factor: float = 3
     brackets: int = 1
     protect: int = 0
+    branching: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ def _scheduler(raw: Any, *, where: str) -> SchedulerSpec:
         raise UserError(where, "scheduler.name",
                         f"unknown scheduler {name!r}{_did_you_mean(str(name), SCHEDULERS)}",
                         fix=f"use one of: {', '.join(SCHEDULERS)}")
-    knobs = ("name", "grace_fraction", "reduction_factor", "brackets", "protect")
+    knobs = ("name", "grace_fraction", "reduction_factor", "brackets", "protect", "branching")
     for key in raw:
         if key not in knobs:
             raise UserError(where, f"scheduler.{key}",
@@ -138,7 +142,55 @@ def _scheduler(raw: Any, *, where: str) -> SchedulerSpec:
                     fix="use e.g. brackets: 1")
     protect = _int(raw.get("protect", 0), where=where, key="scheduler.protect", minimum=0,
                    fix="use e.g. protect: 4 (the best 4 trials of each group run their whole budget)")
-    return SchedulerSpec(name=name, grace_fraction=grace, reduction_factor=rf, brackets=brackets, protect=protect)
+    branching = raw.get("branching", False)
+    if not isinstance(branching, bool):
+        raise UserError(where, "scheduler.branching", f"must be true or false, got {branching!r}",
+                        fix="use branching: true (ASHA compares annealed wsd branches) or leave it out")
+    if branching and name != "asha":
+        raise UserError(where, "scheduler.branching", f"only applies to scheduler asha, not {name}",
+                        fix="use scheduler: {name: asha, branching: true}, or leave branching out")
+    return SchedulerSpec(name=name, grace_fraction=grace, reduction_factor=rf, brackets=brackets, protect=protect,
+                         branching=branching)
+
+
+def branch_fractions(scheduler: SchedulerSpec) -> tuple[float, ...]:
+    """ASHA's rung positions below the whole budget, as budget fractions: grace_fraction *
+    reduction_factor**k for the k < int(log(1/grace)/log(rf) + 1) of Ray's ``_Bracket`` (every
+    bracket's rungs are among them).
+
+    Example:
+        >>> branch_fractions(SchedulerSpec("asha", grace_fraction=0.1, reduction_factor=3))
+        (0.1, 0.3, 0.9)
+    """
+    grace, rf = scheduler.grace_fraction, scheduler.reduction_factor
+    rungs = int(math.log(1.0 / grace) / math.log(rf) + 1)
+    return tuple(f for f in (round(grace * rf**k, 12) for k in range(rungs)) if f < 1.0 - 1e-9)
+
+
+def with_branching(space: dict[str, Any], scheduler: SchedulerSpec, budget: Budget, *,
+                   where: str) -> dict[str, Any]:
+    """``space`` with ``schedule.branch_at`` set to `branch_fractions` under ``scheduler.branching``
+    (else ``space`` itself). The space's schedule must be one fixed wsd schedule without its own
+    ``branch_at``, and the budget a step count; otherwise UserError."""
+    if not scheduler.branching:
+        return space
+    fix = "use schedule: {name: wsd, warmup_steps: 0, cooldown: 0.2} (one fixed wsd schedule)"
+    schedule = space.get("schedule")
+    if isinstance(schedule, str):
+        schedule = {"name": schedule}
+    if not isinstance(schedule, dict) or any(isinstance(v, Domain) for v in schedule.values()):
+        raise UserError(where, "space.schedule", f"scheduler.branching needs one fixed wsd schedule, got "
+                        f"{schedule!r}", fix=fix)
+    if schedule.get("name") != "wsd":
+        raise UserError(where, "space.schedule.name", f"scheduler.branching needs schedule wsd (its LR before a "
+                        f"cooldown does not depend on the horizon), got {schedule.get('name')!r}", fix=fix)
+    if "branch_at" in schedule:
+        raise UserError(where, "space.schedule.branch_at", "scheduler.branching sets it to ASHA's rungs",
+                        fix="remove schedule.branch_at, or scheduler.branching")
+    if budget.kind == "wall_hours":
+        raise UserError(where, "budget", "scheduler.branching needs a budget that counts steps",
+                        fix="use e.g. {steps: 2000}, {epochs: 30} or {reference_hours: 1, reference: A100}")
+    return {**space, "schedule": {**schedule, "branch_at": list(branch_fractions(scheduler))}}
 
 
 def _searcher(raw: Any, *, where: str) -> SearcherSpec:
