@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,7 +179,7 @@ def with_branching(space: dict[str, Any], scheduler: SchedulerSpec, budget: Budg
     schedule = space.get("schedule")
     if isinstance(schedule, str):
         schedule = {"name": schedule}
-    if not isinstance(schedule, dict) or any(isinstance(v, Domain) for v in schedule.values()):
+    if not isinstance(schedule, dict) or any(isinstance(v, typing.get_args(Domain)) for v in schedule.values()):
         raise UserError(where, "space.schedule", f"scheduler.branching needs one fixed wsd schedule, got "
                         f"{schedule!r}", fix=fix)
     if schedule.get("name") != "wsd":
