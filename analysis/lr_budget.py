@@ -26,7 +26,13 @@ D of a trial, its ``steps`` (or ``examples``) column the budget of that annealed
 Calibration (``tests/analysis/test_lr_budget.py``, ``bench/lr_budget_coverage.py``, numbers in
 BENCHMARKS.md): synthetic worlds with known (alpha, beta), 3-4 budgets x 5-8 batch sizes x 12 lrs
 on one fixed lr grid, asymmetric curves with a divergence cliff whose width changes with budget.
-Measured coverage of the 95% intervals: see `COVERAGE`.
+Measured (100 replications per world, 2-core x86_64, numpy 2.4, scipy 1.17): coverage of the 95%
+intervals of alpha 1.00 in every world, of beta 0.93-1.00 (0.93 at noise 0.03 of the metric's
+range, 0.96 on 8 batch sizes x 4 budgets), of gamma 1.00; median widths 0.07-0.23 (alpha) and
+0.14-0.25 (beta). The intervals are conservative: each cell's lr* interval is at least half an
+lr step each way (`fit_lr_scaling`'s floor), wider than the noise needs. "changes" in 0 of 100
+worlds where alpha is constant, 100 of 100 where alpha rises by 0.10 per doubling of D (gamma =
+0.15), 30 of 100 where it rises by 0.035 (gamma = 0.05).
 
 Example:
     >>> from tune_lip.analysis import fit_lr_budget, load                  # doctest: +SKIP
@@ -59,8 +65,8 @@ __all__ = ["BUDGET_KEYS", "COVERAGE", "BudgetLawFit", "budget_key", "budget_tria
 
 BUDGET_KEYS = ("budget.steps", "budget.examples", "budget.epochs")
 
-# Measured by bench/lr_budget_coverage.py (see its docstring; filled in from its JSON).
-COVERAGE = "see bench/results/lr_budget_coverage.json"
+# The coverage measured by bench/lr_budget_coverage.py (the module docstring has the numbers).
+COVERAGE = {"alpha": 1.00, "beta": (0.93, 1.00), "gamma": 1.00, "worlds": 7, "replications": 100}
 
 _Z = 1.959964
 
