@@ -167,9 +167,10 @@ def estimate_noise_scale(df: pd.DataFrame, *, trials: Any = None, bins: int = 10
 
 
 def near_optimum_trials(df: pd.DataFrame, fit: LRScalingFit) -> list[Any]:
-    """Trial ids at each fitted batch size's lr tried nearest to its lr* (all seeds there); a
-    censored batch size (lr* a bound at the edge of the lr range) is left out: its trials at the
-    edge may sit at the stability limit, where |G|² is far from that of a tuned run."""
+    """Trial ids at each fitted batch size's lr tried nearest to its lr* (all seeds there). A
+    censored batch size (lr* a bound at the edge of the lr range) or one whose fitted lr* lies
+    off its own trials (``outside``) is left out: its nearest trials may sit at the stability
+    limit, where |G|² is far from that of a tuned run (on the NQM they dominated the mean)."""
     from tune_lip.analysis.results import config_column
 
     lr_col = config_column(fit.settings.get("lr", "optimizer.lr"))
@@ -177,7 +178,7 @@ def near_optimum_trials(df: pd.DataFrame, fit: LRScalingFit) -> list[Any]:
     last = df.groupby("trial_id", sort=False)[[lr_col, b_col]].last()
     ids: list[Any] = []
     for r in fit.per_batch.itertuples(index=False):
-        if r.at_edge:
+        if r.at_edge or getattr(r, "outside", False):
             continue
         at = last[last[b_col].astype(float) == r.batch_size]
         if at.empty:

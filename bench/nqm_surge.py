@@ -47,8 +47,8 @@ from tune_lip.studies.nqm import NQMConfig, NQMLoop, critical_batch_size, curvat
 from tune_lip.studies.nqm_exact import _sgd_power, preconditioner  # noqa: E402
 
 BATCHES = [2**k for k in range(15)]
-LRS = np.geomspace(1e-4, 2.0, 45)
-BUDGETS = {"steps": {"steps": 1000}, "examples": {"examples": 2**18}}
+LRS = np.geomspace(1e-3, 4.0, 45)   # as the shipped nqm spaces: lr > 2 diverges for sgd
+BUDGETS = {"steps": {"steps": 128}, "examples": {"examples": 16384}}   # examples: the shipped spaces'
 
 
 def exact_search(p: float, budget: dict) -> pd.DataFrame:
@@ -59,6 +59,8 @@ def exact_search(p: float, budget: dict) -> pd.DataFrame:
     rows = []
     for b in BATCHES:
         steps = cfg.total_steps(b)
+        if steps < 1:
+            continue
         with np.errstate(all="ignore"):
             tt = _sgd_power(LRS[:, None] * preconditioner(cfg), h, cfg.noise * h / b, steps)
             loss = 0.5 * (tt * h).sum(axis=1)
