@@ -140,6 +140,7 @@ def test_branching_fills_branch_at_with_asha_rungs(tmp_path):
     space = with_branching(spec.space, spec.scheduler, spec.budget, where=spec.path)
     assert space["schedule"] == {"name": "wsd", "warmup_steps": 2, "branch_at": [0.1, 0.3, 0.9]}
     assert "branch_at" not in spec.space["schedule"]
+    assert with_branching(space, spec.scheduler, spec.budget, where=spec.path) == space   # idempotent
 
 
 @pytest.mark.parametrize("schedule, budget, key", [

@@ -171,8 +171,9 @@ def branch_fractions(scheduler: SchedulerSpec) -> tuple[float, ...]:
 def with_branching(space: dict[str, Any], scheduler: SchedulerSpec, budget: Budget, *,
                    where: str) -> dict[str, Any]:
     """``space`` with ``schedule.branch_at`` set to `branch_fractions` under ``scheduler.branching``
-    (else ``space`` itself). The space's schedule must be one fixed wsd schedule without its own
-    ``branch_at``, and the budget a step count; otherwise UserError."""
+    (else ``space`` itself). The space's schedule must be one fixed wsd schedule whose own
+    ``branch_at``, if written, is exactly those rungs (so applying it twice is harmless), and the
+    budget a step count; otherwise UserError."""
     if not scheduler.branching:
         return space
     fix = "use schedule: {name: wsd, warmup_steps: 0, cooldown: 0.2} (one fixed wsd schedule)"
@@ -185,13 +186,14 @@ def with_branching(space: dict[str, Any], scheduler: SchedulerSpec, budget: Budg
     if schedule.get("name") != "wsd":
         raise UserError(where, "space.schedule.name", f"scheduler.branching needs schedule wsd (its LR before a "
                         f"cooldown does not depend on the horizon), got {schedule.get('name')!r}", fix=fix)
-    if "branch_at" in schedule:
-        raise UserError(where, "space.schedule.branch_at", "scheduler.branching sets it to ASHA's rungs",
-                        fix="remove schedule.branch_at, or scheduler.branching")
+    rungs = list(branch_fractions(scheduler))
+    if "branch_at" in schedule and schedule["branch_at"] != rungs:   # equal: already filled (idempotent)
+        raise UserError(where, "space.schedule.branch_at", f"{schedule['branch_at']!r} is not ASHA's rungs "
+                        f"{rungs}: scheduler.branching sets it", fix="remove schedule.branch_at, or scheduler.branching")
     if budget.kind == "wall_hours":
         raise UserError(where, "budget", "scheduler.branching needs a budget that counts steps",
                         fix="use e.g. {steps: 2000}, {epochs: 30} or {reference_hours: 1, reference: A100}")
-    return {**space, "schedule": {**schedule, "branch_at": list(branch_fractions(scheduler))}}
+    return {**space, "schedule": {**schedule, "branch_at": rungs}}
 
 
 def _searcher(raw: Any, *, where: str) -> SearcherSpec:
