@@ -187,7 +187,10 @@ def with_branching(space: dict[str, Any], scheduler: SchedulerSpec, budget: Budg
         raise UserError(where, "space.schedule.name", f"scheduler.branching needs schedule wsd (its LR before a "
                         f"cooldown does not depend on the horizon), got {schedule.get('name')!r}", fix=fix)
     rungs = list(branch_fractions(scheduler))
-    if "branch_at" in schedule and schedule["branch_at"] != rungs:   # equal: already filled (idempotent)
+    written = schedule.get("branch_at")
+    if isinstance(written, tuple):
+        written = list(written)
+    if "branch_at" in schedule and written != rungs:   # equal: already filled (idempotent)
         raise UserError(where, "space.schedule.branch_at", f"{schedule['branch_at']!r} is not ASHA's rungs "
                         f"{rungs}: scheduler.branching sets it", fix="remove schedule.branch_at, or scheduler.branching")
     if budget.kind == "wall_hours":
