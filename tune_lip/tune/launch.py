@@ -170,7 +170,7 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def make_search_alg(spec: SearchSpec) -> Any:
-    """The spec's searcher: `GroupedOptunaSearch`, `GroupedLineSearch`, `BoundarySearch`, or Tune's
+    """The spec's searcher: `GroupedOptunaSearch`, `GroupedLineSearch`, `LRTransferSearch`, `BoundarySearch`, or Tune's
     random/grid generator."""
     from tune_lip.tune.searchers import GroupedOptunaSearch, random_search
 
@@ -189,6 +189,12 @@ def make_search_alg(spec: SearchSpec) -> Any:
         return GroupedLineSearch(spec.space, per=spec.searcher.per, key=spec.searcher.key,
                                  samples_per_group=spec.num_samples, tolerance=spec.searcher.tolerance,
                                  warm_start=spec.searcher.warm_start, seed=spec.searcher.seed)
+    if spec.searcher.name == "lr_transfer":
+        from tune_lip.tune.lr_transfer import LRTransferSearch
+
+        return LRTransferSearch(spec.space, per=spec.searcher.per, key=spec.searcher.key,
+                                samples_per_group=spec.num_samples, tolerance=spec.searcher.tolerance,
+                                anchors=spec.searcher.anchors, seed=spec.searcher.seed)
     if spec.searcher.name == "optuna":
         return GroupedOptunaSearch(spec.space, per=spec.searcher.per, samples_per_group=spec.num_samples,
                                    seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials,

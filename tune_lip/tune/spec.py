@@ -239,7 +239,7 @@ class SearchSpec:
             changes["pending_timeout_seconds"] = _pending_timeout(pending_timeout_seconds, where=where)
         if replicates is not None:
             changes["replicates"] = _int(replicates, where=where, key="replicates", minimum=1, fix="use e.g. 2")
-            if changes["replicates"] > 1 and self.searcher.name in ("boundary", "line"):
+            if changes["replicates"] > 1 and self.searcher.name in ("boundary", "line", "lr_transfer"):
                 raise UserError(where, "replicates", f"the {self.searcher.name} searcher places one trial per point",
                                 fix="leave --replicates out")
         return replace(self, **changes)
@@ -252,16 +252,20 @@ class SearchSpec:
         searcher["per"] = list(self.searcher.per)
         # only the searchers that take them: parse_spec refuses them elsewhere
         name = self.searcher.name
-        if name not in ("optuna", "line"):
+        if name not in ("optuna", "line", "lr_transfer"):
             del searcher["per"]
         if name != "optuna":
             del searcher["n_startup_trials"]
-        if name not in ("boundary", "line"):
+        if name not in ("boundary", "line", "lr_transfer"):
             del searcher["key"]
         if name != "boundary":
             del searcher["initial"]
+        if name not in ("line", "lr_transfer"):
+            del searcher["tolerance"]
         if name != "line":
-            del searcher["tolerance"], searcher["warm_start"]
+            del searcher["warm_start"]
+        if name != "lr_transfer":
+            del searcher["anchors"]
         return {
             "study": self.study,
             "metric": self.metric,
@@ -445,11 +449,11 @@ def _parse(
         if searcher.name == "boundary":
             raise UserError(where, "replicates", "the boundary searcher places one trial per ELR",
                             fix="leave replicates out, or use searcher: {name: random} or grid")
-        if searcher.name == "line":
-            raise UserError(where, "replicates", "the line searcher places one trial per point of its line search",
+        if searcher.name in ("line", "lr_transfer"):
+            raise UserError(where, "replicates", f"the {searcher.name} searcher places one trial per point of its line search",
                             fix="leave replicates out (or use searcher optuna, which averages replicates)")
-    if searcher.name == "line" and scheduler.name != "none":
-        raise UserError(where, "scheduler", "the line searcher needs every trial's whole budget "
+    if searcher.name in ("line", "lr_transfer") and scheduler.name != "none":
+        raise UserError(where, "scheduler", f"the {searcher.name} searcher needs every trial's whole budget "
                         "(an early-stopped trial would count as the worst)", fix="use scheduler: none")
 
     desc = raw.get("description", description)

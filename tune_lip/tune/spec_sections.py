@@ -19,7 +19,7 @@ from tune_lip.tune.domains import Domain, Grid, LogUniform
 # ---------------------------------------------------------------------------- scheduler, searcher
 
 SCHEDULERS = ("asha", "none")
-SEARCHERS = ("optuna", "random", "grid", "boundary", "line")
+SEARCHERS = ("optuna", "random", "grid", "boundary", "line", "lr_transfer")
 RESOURCE_KINDS = ("cpu", "gpu", "memory_gb", "accelerator", "min_gpu_memory_gb", "gpu_memory_gb")
 _RESOURCE_ALIASES = {"num_cpus": "cpu", "cpus": "cpu", "num_gpus": "gpu", "gpus": "gpu",
                      "memory": "memory_gb", "accelerator_type": "accelerator"}
@@ -65,6 +65,9 @@ class SearcherSpec:
     at each grid point of ``per`` by line search, until the best trial's neighbours are within a
     factor 1 + ``tolerance``; ``warm_start``: grid points one after another, each starting
     around the previous one's optimum.
+    ``lr_transfer`` (`tune_lip.tune.lr_transfer.LRTransferSearch`): as ``line`` with one ``per`` key
+    (the batch size), the smallest ``anchors`` values searched broadly, every larger one inside the
+    predictive interval of a fit of log lr* against log b, widened when the law breaks.
     """
 
     name: str
@@ -75,6 +78,7 @@ class SearcherSpec:
     initial: int = 6
     tolerance: float = 0.1
     warm_start: bool = True
+    anchors: int = 2
 
 
 
@@ -216,12 +220,13 @@ def _searcher(raw: Any, *, where: str) -> SearcherSpec:
                         fix=f"use one of: {', '.join(SEARCHERS)}")
     knobs = {"optuna": ("name", "per", "seed", "n_startup_trials"),
              "boundary": ("name", "key", "seed", "initial"),
-             "line": ("name", "per", "key", "seed", "tolerance", "warm_start")}.get(name, ("name", "seed"))
+             "line": ("name", "per", "key", "seed", "tolerance", "warm_start"),
+             "lr_transfer": ("name", "per", "key", "seed", "tolerance", "anchors")}.get(name, ("name", "seed"))
     for key in raw:
         if key not in knobs:
             if key in ("per", "n_startup_trials"):
                 raise UserError(where, f"searcher.{key}",
-                                f"only applies to searcher optuna{' and line' if key == 'per' else ''}, not {name}",
+                                f"only applies to searcher optuna{', line and lr_transfer' if key == 'per' else ''}, not {name}",
                                 fix="remove it (random and grid already run num_samples "
                                     "at every grid point)")
             raise UserError(where, f"searcher.{key}",
@@ -243,9 +248,13 @@ def _searcher(raw: Any, *, where: str) -> SearcherSpec:
     n_startup = _int(raw.get("n_startup_trials", 5), where=where, key="searcher.n_startup_trials",
                      minimum=0, fix="use e.g. n_startup_trials: 5")
     key = raw.get("key", "")
-    if name in ("boundary", "line") and (not isinstance(key, str) or not key):
+    if name in ("boundary", "line", "lr_transfer") and (not isinstance(key, str) or not key):
         raise UserError(where, "searcher.key", f"must name the swept domain, got {key!r}",
                         fix=f"use e.g. {{name: {name}, key: optimizer.{'elr' if name == 'boundary' else 'lr'}}}")
+    if name == "lr_transfer" and not raw.get("per"):
+        per_default = ["dataset.batch_size"]
+    else:
+        per_default = []
     tolerance = _float(raw.get("tolerance", 0.1), where=where, key="searcher.tolerance",
                        fix="use e.g. tolerance: 0.1 (lr* within 10%)")
     if not 0 < tolerance < 1:
@@ -257,9 +266,11 @@ def _searcher(raw: Any, *, where: str) -> SearcherSpec:
                         fix="use warm_start: true (each batch size starts at the previous optimum)")
     initial = _int(raw.get("initial", 6), where=where, key="searcher.initial", minimum=3,
                    fix="use e.g. initial: 6 (log-spaced points before the boundary search)")
-    return SearcherSpec(name=name, per=per, seed=seed, n_startup_trials=n_startup,
+    anchors = _int(raw.get("anchors", 2), where=where, key="searcher.anchors", minimum=2,
+                   fix="use e.g. anchors: 2 (the smallest batch sizes searched broadly)")
+    return SearcherSpec(name=name, per=per or tuple(per_default), seed=seed, n_startup_trials=n_startup,
                         key=key[len("space."):] if key.startswith("space.") else key, initial=initial,
-                        tolerance=tolerance, warm_start=warm_start)
+                        tolerance=tolerance, warm_start=warm_start, anchors=anchors)
 
 
 def _check_searcher_fits_space(
@@ -290,13 +301,21 @@ def _check_searcher_fits_space(
         if others:
             raise UserError(where, others[0], "searcher boundary sweeps one domain only",
                             fix="make it a fixed value, or use searcher random")
-    if searcher.name == "line":
+    if searcher.name == "lr_transfer":
+        if len(searcher.per) != 1:
+            raise UserError(where, "searcher.per", f"lr_transfer transfers along one grid key, got {list(searcher.per)}",
+                            fix="use per: dataset.batch_size (one key; use searcher line for several)")
+        values = domains[searcher.per[0]].values   # a Grid: checked above
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values):
+            raise UserError(where, searcher.per[0], f"lr_transfer needs positive numbers, got {list(values)}",
+                            fix="use e.g. batch_size: {grid: [8, 32, 128, 512]}")
+    if searcher.name in ("line", "lr_transfer"):
         if not isinstance(domains.get(searcher.key), LogUniform):
             raise UserError(where, "searcher.key", f"{searcher.key!r} must be a loguniform domain in space",
                             fix=f"make it e.g. {searcher.key or 'optimizer.lr'}: {{loguniform: [0.001, 3.0]}}")
         others = [k for k in domains if k != searcher.key and k not in searcher.per]
         if others:
-            raise UserError(where, others[0], "searcher line searches one domain at each grid point of per",
+            raise UserError(where, others[0], f"searcher {searcher.name} searches one domain at each grid point of per",
                             fix="add it to per (if a grid), make it a fixed value, or use searcher optuna")
     if searcher.name == "optuna":
         missing = [k for k in grids if k not in searcher.per]
