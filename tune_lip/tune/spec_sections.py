@@ -305,7 +305,8 @@ def _check_searcher_fits_space(
         if len(searcher.per) != 1:
             raise UserError(where, "searcher.per", f"lr_transfer transfers along one grid key, got {list(searcher.per)}",
                             fix="use per: dataset.batch_size (one key; use searcher line for several)")
-        values = domains[searcher.per[0]].values   # a Grid: checked above
+        per_domain = domains[searcher.per[0]]
+        values = per_domain.values if isinstance(per_domain, Grid) else ()   # a Grid: checked above
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values):
             raise UserError(where, searcher.per[0], f"lr_transfer needs positive numbers, got {list(values)}",
                             fix="use e.g. batch_size: {grid: [8, 32, 128, 512]}")
