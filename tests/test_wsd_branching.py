@@ -150,11 +150,9 @@ def test_branching_fills_branch_at_with_asha_rungs(tmp_path):
     ("wsd", "{wall_hours: 0.1}", "budget"),
 ])
 def test_branching_without_a_fixed_wsd_schedule_is_a_user_error(tmp_path, schedule, budget, key):
-    from tune_lip.tune.spec_sections import with_branching
-
-    spec = _spec(tmp_path, schedule, budget)
+    # Raised while the spec loads: before Ray starts or an experiment directory is written.
     with pytest.raises(UserError) as err:
-        with_branching(spec.space, spec.scheduler, spec.budget, where=spec.path)
+        _spec(tmp_path, schedule, budget)
     assert err.value.key == key and err.value.fix and "s.yaml" in str(err.value)
 
 

@@ -100,6 +100,7 @@ from tune_lip.tune.spec_sections import (  # noqa: F401
     _resources,
     _scheduler,
     _searcher,
+    with_branching,
 )
 from tune_lip.tune.spec_yaml import (  # noqa: F401
     _construct_mapping_no_duplicates,
@@ -437,6 +438,7 @@ def _parse(
         raise UserError(where, "space", f"must be a mapping, got {space_raw!r}",
                         fix=f"use e.g. `{_REQUIRED_EXAMPLES['space']}`")
     space = _parse_space(space_raw, where=where, prefix="")
+    with_branching(space, scheduler, budget, where=where)   # check now: before Ray starts or anything is written
     searcher = _searcher(raw.get("searcher"), where=where)
     _check_searcher_fits_space(searcher, dict(_walk_domains(space, "")), where=where)
     replicates = _int(raw.get("replicates", 1), where=where, key="replicates", minimum=1,
