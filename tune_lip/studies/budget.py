@@ -161,6 +161,16 @@ COOLDOWN_SHAPES = ("linear", "1-sqrt")
 SCHEDULE_INTERVALS = ("step", "epoch")
 
 
+def _budget_fractions(values: Any, key: str, example: str) -> tuple[float, ...]:
+    """``values`` as a tuple after checking they are increasing budget fractions in (0, 1)."""
+    values = tuple(values)
+    if any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0 for f in values) \
+            or list(values) != sorted(set(values)):
+        raise ValueError(f"schedule.{key} must be increasing budget fractions in (0, 1), "
+                         f"e.g. {example}; got {list(values)}")
+    return values
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     """LR schedule over the budget fraction f in [0, 1].
@@ -219,11 +229,7 @@ class ScheduleConfig:
         if not 0.0 <= self.base_momentum <= self.max_momentum < 1.0:
             raise ValueError(f"schedule momenta need 0 <= base_momentum <= max_momentum < 1, "
                              f"got {self.base_momentum}, {self.max_momentum}")
-        object.__setattr__(self, "milestones", tuple(self.milestones))
-        if any(isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 < m < 1.0 for m in self.milestones) \
-                or list(self.milestones) != sorted(set(self.milestones)):
-            raise ValueError(f"schedule.milestones must be increasing budget fractions in (0, 1), "
-                             f"e.g. [0.5, 0.75]; got {list(self.milestones)}")
+        object.__setattr__(self, "milestones", _budget_fractions(self.milestones, "milestones", "[0.5, 0.75]"))
         if self.name == "step" and not self.milestones:
             raise ValueError("schedule step needs milestones: budget fractions, e.g. [0.5, 0.75]")
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not self.gamma > 0:
@@ -241,11 +247,7 @@ class ScheduleConfig:
         if self.cooldown_shape not in COOLDOWN_SHAPES:
             raise ValueError(f"schedule.cooldown_shape must be one of {', '.join(COOLDOWN_SHAPES)}, "
                              f"got {self.cooldown_shape!r}")
-        object.__setattr__(self, "branch_at", tuple(self.branch_at))
-        if any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0 for f in self.branch_at) \
-                or list(self.branch_at) != sorted(set(self.branch_at)):
-            raise ValueError(f"schedule.branch_at must be increasing budget fractions in (0, 1), "
-                             f"e.g. [0.1, 0.3]; got {list(self.branch_at)}")
+        object.__setattr__(self, "branch_at", _budget_fractions(self.branch_at, "branch_at", "[0.1, 0.3]"))
         if self.name != "wsd" and self.branch_at:
             raise ValueError(f"schedule.branch_at needs schedule wsd (the LR before a cooldown must not "
                              f"depend on the horizon), got schedule {self.name}")
