@@ -32,6 +32,11 @@ def _error_line(capsys) -> str:
     (TINY.replace("lr: 0.1", "lr: {loguniform: [0, 1]}"), "optimizer.lr.loguniform"),
     (TINY.replace("aol_mlp", "aol_mpl"), "model: unknown model 'aol_mpl'"),
     (TINY.replace("metric: val_certified_acc", "metric: accuracy"), "metric"),
+    # WSD branching needs the wsd schedule: refused before Ray starts or res/ is written
+    (TINY.replace("searcher: {name: grid}", "scheduler: {name: asha, branching: true}\nsearcher: {name: grid}"),
+     "space.schedule"),
+    (TINY.replace("searcher: {name: grid}", "searcher: {name: lr_transfer}").replace("lr: 0.1", "lr: 0.1"),
+     "searcher"),
 ])
 def test_bad_spaces_exit_2_with_one_line(tmp_path, capsys, text, expected):
     path = tmp_path / "bad.yaml"

@@ -186,7 +186,7 @@ def with_branching(space: dict[str, Any], scheduler: SchedulerSpec, budget: Budg
         schedule = {"name": schedule}
     if not isinstance(schedule, dict) or any(isinstance(v, typing.get_args(Domain)) for v in schedule.values()):
         raise UserError(where, "space.schedule", f"scheduler.branching needs one fixed wsd schedule, got "
-                        f"{schedule!r}", fix=fix)
+                        f"{'none (the study default)' if schedule is None else repr(schedule)}", fix=fix)
     if schedule.get("name") != "wsd":
         raise UserError(where, "space.schedule.name", f"scheduler.branching needs schedule wsd (its LR before a "
                         f"cooldown does not depend on the horizon), got {schedule.get('name')!r}", fix=fix)
