@@ -90,7 +90,8 @@ class LRScalingFit:
         side of a censored row), ``n_trials``, ``n_lrs`` (distinct lrs), ``n_diverged``
         (diverged or at the worst value: not on the curve), ``at_edge`` (censored: its best lr is
         the smallest or largest tried, so lr* is a bound only), ``bound`` ("upper", "lower" or
-        ""), ``outside`` (the fitted lr* lies outside the lrs tried or far from the batch size's
+        ""), ``lr_local`` (the batch size's own peak: a parabola through its trials near its best lr),
+        ``off_bracket`` (the fitted lr* lies outside the lrs next to its own near-best trials), ``outside`` (the fitted lr* lies outside the lrs tried or far from the batch size's
         own best lr: the curves do not share one shape, and the verdict is "undetermined"), ``metric_star`` (the fitted metric at lr*) and ``used`` (its trials are in the fit;
         a censored batch size enters through its trials, as a bound, never as an exact lr*).
     skipped: batch sizes left out, with the reason ("3 finished trials, need 4").
@@ -101,6 +102,11 @@ class LRScalingFit:
         1 when the law fits) and its p-value (the goodness of fit of the single law).
     group: the ``by`` config values of this fit ({} without ``by``).
     settings: the options of `fit_lr_scaling` that made it (lr, batch_size, use, ...).
+    shape_p, widened: where near their peaks the curves differ in shape (``shape_p`` < 0.01, an
+        F test of the shared shape against each batch size's own cubic there) or a fitted lr* is
+        off its bracket, the lr* intervals take in every lr next to the batch size's near-best
+        trials and alpha's interval every slope those allow; alpha's interval always holds the
+        slope of the ``lr_local`` peaks. ``widened`` says the intervals grew so.
     boot_params: (n_boot, 4) draws of (intercept, alpha, alpha_above, log b_c) from the
         interval's normal approximation, for the plot's band.
     """
@@ -129,6 +135,8 @@ class LRScalingFit:
     break_p: float = math.nan  # goodness of fit of the broken law, when one was tried
     n_params: int = 0
     seed_alphas: dict[Any, float] = field(default_factory=dict)   # the exponent of each seed alone
+    shape_p: float = math.nan   # near the peaks: p of one shared shape (small: the curves differ)
+    widened: bool = False       # the intervals hold what each batch size's own trials show (below)
 
     @property
     def label(self) -> str:
@@ -198,6 +206,7 @@ class LRScalingFit:
             "n_boot": self.n_boot, "per_batch": self.per_batch.to_dict("records"),
             "skipped": self.skipped, "settings": self.settings,
             "seed_alphas": {str(k): v for k, v in self.seed_alphas.items()},
+            "shape_p": self.shape_p, "widened": self.widened,
         })
 
     def summary(self) -> str:
@@ -233,6 +242,10 @@ class LRScalingFit:
         elif math.isfinite(self.break_p):
             lines.append(f"broken power law (flat above b_c) does not fit either "
                          f"(p = {_fmt(self.break_p)})")
+        if self.widened:
+            why = (f"near their peaks the curves differ in shape (p = {_fmt(self.shape_p)})"
+                   if self.shape_p < 0.01 else "the shared shape does not place every peak where its trials do")
+            lines.append(f"intervals widened to what each batch size's own trials show: {why}")
         if len(self.seed_alphas) >= 2:
             lines.append("each seed alone: " + ", ".join(f"alpha = {a:.3f} (seed {k})"
                                                          for k, a in self.seed_alphas.items())

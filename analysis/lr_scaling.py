@@ -13,9 +13,21 @@ interval is at most `MAX_WIDTH` wide and excludes the other rule; "other" when i
 both; "undetermined" when it holds both, is wider than `MAX_WIDTH`, or fewer than 3 batch sizes
 have lr* inside the lr range; "no_single_law" when the goodness of fit rejects the law.
 
+Where the curves do not share one shape the profile interval is not to be trusted, so each
+batch size's own trials are read too, without a shared shape: the near-best lrs (within two
+standard errors of its best, the noise from a cubic in ln lr over its trials near the best) and
+the lrs next to them (its *bracket*), and the top of a parabola through its trials near the
+best (``lr_local``). Where near the peaks the shared shape fits worse than those cubics (an F
+test, p < `SHAPE_LEVEL`) or puts a batch size's lr* outside its bracket, every lr* interval takes
+in its bracket and alpha's interval every slope the brackets allow; alpha's interval always holds
+the slope of the ``lr_local`` peaks. ``fit.widened`` and the summary say when this happened.
+
 Calibration, measured by `tests/analysis/test_lr_coverage.py` and `bench/alpha_coverage.py`
 (BENCHMARKS.md): one fixed lr range for every batch size, symmetric and asymmetric curves with a
-divergence cliff; numbers in those files.
+divergence cliff; numbers in those files. On the noisy quadratic model, whose curves differ in
+shape near the divergence edge (`tests/analysis/test_lr_nqm_coverage.py`,
+`bench/lr_scaling_nqm.py`): alpha's coverage 0.95-0.96 and lr*'s 0.92-0.955 (0.58-0.68 and
+0.48-0.56 with the shared shape alone).
 
 Example:
     >>> from tune_lip.analysis import fit_lr_scaling, load                 # doctest: +SKIP
@@ -128,6 +140,7 @@ def _peak(tr: Trials, law: LawFit) -> tuple[float, np.ndarray]:
 
 
 MIN_TRIALS = 4   # finished trials a batch size needs by default (a scheduler must leave this many)
+SHAPE_LEVEL = 0.01   # p below which the curves are taken to differ in shape near their peaks
 RESOLUTION = 0.1   # lr* per batch size is known to no better than this fraction of the lr spacing
 
 
@@ -153,6 +166,88 @@ def _resolution_floor(tr: Trials, alpha: float, ci: tuple[float, float]) -> tupl
         return ci
     half = 1.959964 * RESOLUTION * d / (float(np.std(tr.lb)) * math.sqrt(tr.lb.size))
     return (min(ci[0], alpha - half), max(ci[1], alpha + half))
+
+
+def _bracket(rows: pd.DataFrame, score: np.ndarray, off: np.ndarray, sigma: float) -> tuple[float, float]:
+    """(lo, hi) in ln lr: the lrs next to those within the noise of the batch size's best.
+
+    The lrs whose mean score (over seeds) is within 2 standard errors (``sigma``/sqrt(seeds)) of the
+    best mean are the near-best; the bracket runs from the tried lr just below the smallest of them
+    to the one just above the largest (-inf / inf past the ends). On a curve with one peak and
+    noise below ``sigma`` the batch size's true optimum lies inside: a model-free statement.
+    """
+    keep = ~off
+    lr = rows["lr"].to_numpy(float)[keep]
+    stats = pd.DataFrame({"x": np.log(lr), "y": score[keep]}).groupby("x")["y"].agg(["mean", "count"])
+    x, mean, count = stats.index.to_numpy(float), stats["mean"].to_numpy(float), stats["count"].to_numpy(float)
+    near = np.flatnonzero(mean >= mean.max() - 2.0 * sigma / np.sqrt(count))
+    lo = x[near[0] - 1] if near[0] > 0 else -math.inf
+    hi = x[near[-1] + 1] if near[-1] < x.size - 1 else math.inf
+    return float(lo), float(hi)
+
+
+def _near_peak_fit(kept: list[tuple[float, pd.DataFrame, np.ndarray]], sign: float, tr: Trials,
+                   law: LawFit) -> tuple[float, float]:
+    """(sigma, p): how well one shared curve shape fits near the batch sizes' peaks.
+
+    Each batch size's own trials within 1.5 (ln lr) of its best lr get a cubic in ln lr of their
+    own (a quadratic with fewer than 6 distinct lrs): its pooled residual deviation ``sigma`` is the
+    metric's noise there, with no shared shape assumed. ``p`` is the chance of the law's residuals
+    on those same trials being as large as they are if the shape were shared (an F test of their
+    mean square against sigma²). A small p: near their peaks the curves differ in shape (on the
+    NQM, the divergence edge that does not move with b), so lr* placed by the shared shape is
+    not to be trusted beyond what each batch size's own trials show. (nan, nan) without enough
+    trials near the peaks.
+    """
+    u = tr.x - law.shifts(tr.lb)[tr.batch]
+    resid = tr.y - law.levels[tr.batch] - law.shape(u)
+    rss = shared = 0.0
+    dof = near = 0
+    for j, (_, rows, off) in enumerate(kept):
+        x = np.log(rows["lr"].to_numpy(float))[~off]
+        y = sign * rows["value"].to_numpy(float)[~off]
+        close = np.abs(x - x[int(np.argmax(y))]) <= 1.5
+        distinct = np.unique(x[close]).size
+        degree = 3 if distinct >= 6 else 2
+        if distinct < degree + 2:
+            continue
+        coef = np.polyfit(x[close], y[close], degree)
+        rss += float(((y[close] - np.polyval(coef, x[close])) ** 2).sum())
+        dof += int(close.sum()) - degree - 1
+        shared += float((resid[tr.batch == j][close] ** 2).sum())
+        near += int(close.sum())
+    if dof <= 0 or near == 0:
+        return math.nan, math.nan
+    sigma2 = rss / dof
+    if not sigma2 > 0:
+        return 0.0, (0.0 if shared > 0 else 1.0)
+    return math.sqrt(sigma2), float(scipy.stats.f.sf((shared / near) / sigma2, near, dof))
+
+
+def _local_peak(rows: pd.DataFrame, score: np.ndarray, off: np.ndarray, bracket: tuple[float, float]) -> float:
+    """ln lr* of one batch size from its own trials alone: the vertex of a parabola in ln lr through
+    its trials within 1.0 of its best lr (the best lr itself with fewer than 3 distinct lrs
+    there, or a parabola without a top), kept inside ``bracket``."""
+    x = np.log(rows["lr"].to_numpy(float))[~off]
+    y = score[~off]
+    best = x[int(np.argmax(y))]
+    close = np.abs(x - best) <= 1.0
+    if np.unique(x[close]).size < 3:
+        return float(best)
+    a, b, _ = np.polyfit(x[close] - best, y[close], 2)
+    peak = best - b / (2 * a) if a < 0 else best
+    return float(np.clip(peak, *bracket))
+
+
+def _bracket_alpha(lb: np.ndarray, brackets: np.ndarray) -> tuple[float, float]:
+    """The range of the least-squares slope of ln lr* on ln b when each batch size's ln lr* may be
+    anywhere in its bracket (rows of ``brackets``): what the trials show without a shared shape."""
+    d = lb - lb.mean()
+    w = d / float((d**2).sum())
+    pos, neg = w > 0, w < 0
+    lo = float(np.sum(w[pos] * brackets[pos, 0]) + np.sum(w[neg] * brackets[neg, 1]))
+    hi = float(np.sum(w[pos] * brackets[pos, 1]) + np.sum(w[neg] * brackets[neg, 0]))
+    return (lo if math.isfinite(lo) else -math.inf), (hi if math.isfinite(hi) else math.inf)
 
 
 def _near_best(rows: pd.DataFrame, score: np.ndarray, lr_star: float) -> bool:
@@ -284,6 +379,12 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
     # flat-topped asymmetric curve the smoothed peak sat 0.12-0.15 ln units (a fifth of a step)
     # below the true one, whatever the noise; the shifts between batch sizes (alpha) are finer.
     floor = 0.5 * _lr_spacing(tr)
+    sigma, shape_p = _near_peak_fit(kept, sign, tr, law)
+    shape_differs = bool(shape_p < SHAPE_LEVEL)   # nan: not enough trials near the peaks to tell
+    if not math.isfinite(sigma):
+        sigma = math.sqrt(law.rss / max(tr.n - law.n_params, 1))
+    brackets: list[tuple[float, float]] = []
+    local: list[float] = []
     for j, (b, rows, off) in enumerate(kept):
         score = sign * rows["value"].to_numpy(float)
         worst = np.nanmin(score[~off]) if (~off).any() else 0.0
@@ -295,8 +396,21 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
         spread = max(_seed_half_width(between_seeds, seeds, j), floor)
         lo = lo if math.isnan(lo) else min(lo, lr_star * math.exp(-spread))
         hi = hi if math.isnan(hi) else max(hi, lr_star * math.exp(spread))
+        # The batch size's own trials: the lrs around its best (bracket) and the parabola's top
+        # there. The interval holds that top too: where the shared shape puts lr* elsewhere, the
+        # curves differ in shape, and neither placement is known to be right.
+        bracket = _bracket(rows, score, off, sigma)
+        brackets.append(bracket)
+        own = _local_peak(rows, score, off, bracket) if not bound else math.nan
+        local.append(own)
+        outside_bracket = bool(not bound and not bracket[0] - 1e-9 <= math.log(lr_star) <= bracket[1] + 1e-9)
+        if not bound and (shape_differs or outside_bracket):   # every lr its own trials allow
+            tried = np.log(rows["lr"].to_numpy(float)[~off])
+            lo = min(lo, math.exp(max(bracket[0], tried.min())))
+            hi = max(hi, math.exp(min(bracket[1], tried.max())))
         rows_out.append({
-            "batch_size": b, "lr_star": lr_star,
+            "batch_size": b, "lr_star": lr_star, "lr_local": math.exp(own),
+            "off_bracket": outside_bracket,
             "lr_star_lo": lo, "lr_star_hi": hi, "n_trials": len(rows),
             "n_lrs": int(rows["lr"].nunique()), "n_diverged": int(off.sum()),
             "at_edge": bool(bound), "bound": bound,
@@ -307,6 +421,22 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
     per_batch = pd.DataFrame(rows_out)
     n_usable = int((~per_batch["at_edge"]).sum())
     outside = [float(b) for b in per_batch.loc[per_batch["outside"], "batch_size"]]
+    # Where the curves differ in shape near their peaks, or the shared shape puts a batch size's lr*
+    # outside the lrs around its own best trials, the profile interval rests on a shape the data
+    # contradict: it widens to every slope the batch sizes' brackets allow, and it always holds
+    # the slope of the batch sizes' own peaks (bench/lr_scaling_nqm.py).
+    off_bracket = [float(b) for b in per_batch.loc[per_batch["off_bracket"], "batch_size"]]
+    profile_ci = single_ci
+    usable = ~per_batch["at_edge"].to_numpy(bool)
+    if (shape_differs or off_bracket) and usable.sum() >= 2:
+        wide = _bracket_alpha(tr.lb[usable], np.array(brackets)[usable])
+        single_ci = (min(single_ci[0], wide[0]), max(single_ci[1], wide[1]))
+    peaks = np.array(local)
+    if np.isfinite(peaks).sum() >= 2:
+        ok = np.isfinite(peaks)
+        a_local = float(np.polyfit(tr.lb[ok], peaks[ok], 1)[0])
+        single_ci = (min(single_ci[0], a_local), max(single_ci[1], a_local))
+    widened = single_ci != profile_ci
 
     alpha, alpha_ci, intercept = law.alpha, single_ci, u_star
     brk = brk_ci = above = None
@@ -331,7 +461,7 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
         n_boot=n_boot, batch_break=brk, batch_break_ci=brk_ci, alpha_above=above,
         chi2_dof=f_ratio, fit_p=fit_p, group=group, settings=settings, boot_params=draws,
         verdict_reason=reason, single_alpha=law.alpha, single_alpha_ci=single_ci,
-        break_p=break_p, n_params=law.n_params)
+        break_p=break_p, n_params=law.n_params, shape_p=shape_p, widened=widened)
 
 
 def _draws(alpha: float, ci: tuple[float, float], intercept: float, lb: np.ndarray,
