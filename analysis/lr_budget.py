@@ -8,7 +8,9 @@ whose budget varies:
    trials alone (one curve shape per budget: a longer run's curve has its own height and width).
    Each cell's lr* comes with its 95% interval; a censored cell (best lr at an edge of the range)
    is a bound only and an "outside" cell (the shared shape misplaces it) is not a point on any
-   law: both are left out of the regression and named.
+   law: both are left out of the regression and named, except an outside cell whose lr* is its
+   own trials' peak (``own_peak``: where the curves differ in shape, `fit_lr_scaling` reports
+   that, with an interval over every lr those trials allow).
 2. **The joint law**: weighted least squares of ln lr* on (ln b, ln D), each cell weighted by its
    interval (sd = ln(hi/lo) / (2·1.96)). The 95% intervals of alpha and beta are t intervals
    widened by the misfit of the cells around the plane, as `fit_lr_scaling` widens its interval
@@ -265,7 +267,8 @@ def _cells(fits: dict[float, LRScalingFit]) -> pd.DataFrame:
     for d, fit in fits.items():
         pb = fit.per_batch
         for r in pb.itertuples(index=False):
-            ok = (not r.at_edge and not getattr(r, "outside", False)
+            # an "outside" cell is no point on the law, unless its lr* is its own trials' peak
+            ok = (not r.at_edge and (not getattr(r, "outside", False) or getattr(r, "own_peak", False))
                   and math.isfinite(r.lr_star_lo) and math.isfinite(r.lr_star_hi)
                   and r.lr_star_hi > r.lr_star_lo)
             rows.append({"budget": float(d), "batch_size": float(r.batch_size), "lr_star": r.lr_star,

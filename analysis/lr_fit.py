@@ -91,7 +91,8 @@ class LRScalingFit:
         (diverged or at the worst value: not on the curve), ``at_edge`` (censored: its best lr is
         the smallest or largest tried, so lr* is a bound only), ``bound`` ("upper", "lower" or
         ""), ``lr_local`` (the batch size's own peak: a parabola through its trials near its best lr),
-        ``off_bracket`` (the fitted lr* lies outside the lrs next to its own near-best trials), ``outside`` (the fitted lr* lies outside the lrs tried or far from the batch size's
+        ``off_bracket`` (the fitted lr* lies outside the lrs next to its own near-best trials),
+        ``own_peak`` (``lr_star`` is ``lr_local``, not the shared shape's: see ``widened``), ``outside`` (the fitted lr* lies outside the lrs tried or far from the batch size's
         own best lr: the curves do not share one shape, and the verdict is "undetermined"), ``metric_star`` (the fitted metric at lr*) and ``used`` (its trials are in the fit;
         a censored batch size enters through its trials, as a bound, never as an exact lr*).
     skipped: batch sizes left out, with the reason ("3 finished trials, need 4").
@@ -106,7 +107,8 @@ class LRScalingFit:
         F test of the shared shape against each batch size's own cubic there) or a fitted lr* is
         off its bracket, the lr* intervals take in every lr next to the batch size's near-best
         trials and alpha's interval every slope those allow; alpha's interval always holds the
-        slope of the ``lr_local`` peaks. ``widened`` says the intervals grew so.
+        slope of the ``lr_local`` peaks. There lr* is the batch size's own peak (``own_peak``)
+        and alpha the slope of those peaks. ``widened`` says the intervals grew so.
     boot_params: (n_boot, 4) draws of (intercept, alpha, alpha_above, log b_c) from the
         interval's normal approximation, for the plot's band.
     """
@@ -225,8 +227,12 @@ class LRScalingFit:
                 article = "an" if r.bound == "upper" else "a"
                 note = (f"censored: best at the {side} lr tried, lr* is {article} {r.bound} bound "
                         f"(in the fit through its trials, never as an exact lr*)")
+            elif getattr(r, "outside", False) and getattr(r, "own_peak", False):
+                note = "the shared shape does not fit it (its lr* lay far from the best lr): its own trials' peak shown"
             elif getattr(r, "outside", False):
                 note = "fitted lr* far from this batch size's best lr: the shared shape does not fit it"
+            elif getattr(r, "own_peak", False):
+                note = "its own trials' peak (the shared shape differs here)"
             lines.append(f"{r.batch_size:>8g}  {r.lr_star:>9.3g}  {interval:<22} "
                          f"{r.n_trials:>6} {r.n_lrs:>4} {r.n_diverged:>4}  {note}".rstrip())
         lo, hi = self.single_alpha_ci

@@ -404,19 +404,20 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
         own = _local_peak(rows, score, off, bracket) if not bound else math.nan
         local.append(own)
         outside_bracket = bool(not bound and not bracket[0] - 1e-9 <= math.log(lr_star) <= bracket[1] + 1e-9)
-        if not bound and (shape_differs or outside_bracket):   # every lr its own trials allow
+        own_peak = bool(not bound and (shape_differs or outside_bracket))
+        misplaced = bool(not bound and not _near_best(rows, np.where(off, worst, score), lr_star))
+        if own_peak:   # lr* is where its own trials put it; the interval every lr they allow
             tried = np.log(rows["lr"].to_numpy(float)[~off])
-            lo = min(lo, math.exp(max(bracket[0], tried.min())))
-            hi = max(hi, math.exp(min(bracket[1], tried.max())))
+            lr_star = math.exp(own)   # `outside` still says the shared shape misplaced it
+            lo = min(lo, math.exp(max(bracket[0], tried.min())), lr_star)
+            hi = max(hi, math.exp(min(bracket[1], tried.max())), lr_star)
         rows_out.append({
-            "batch_size": b, "lr_star": lr_star, "lr_local": math.exp(own),
+            "batch_size": b, "lr_star": lr_star, "lr_local": math.exp(own), "own_peak": own_peak,
             "off_bracket": outside_bracket,
             "lr_star_lo": lo, "lr_star_hi": hi, "n_trials": len(rows),
             "n_lrs": int(rows["lr"].nunique()), "n_diverged": int(off.sum()),
             "at_edge": bool(bound), "bound": bound,
-            "metric_star": float(sign * top[j]), "used": True,
-            "outside": bool(not bound and not _near_best(rows, np.where(off, worst, score),
-                                                         math.exp(u_star + free.shift[j]))),
+            "metric_star": float(sign * top[j]), "used": True, "outside": misplaced,
         })
     per_batch = pd.DataFrame(rows_out)
     n_usable = int((~per_batch["at_edge"]).sum())
@@ -432,13 +433,16 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
         wide = _bracket_alpha(tr.lb[usable], np.array(brackets)[usable])
         single_ci = (min(single_ci[0], wide[0]), max(single_ci[1], wide[1]))
     peaks = np.array(local)
+    single_alpha, intercept = law.alpha, u_star
     if np.isfinite(peaks).sum() >= 2:
         ok = np.isfinite(peaks)
-        a_local = float(np.polyfit(tr.lb[ok], peaks[ok], 1)[0])
+        a_local, c_local = (float(v) for v in np.polyfit(tr.lb[ok], peaks[ok], 1))
         single_ci = (min(single_ci[0], a_local), max(single_ci[1], a_local))
+        if per_batch["own_peak"].any():   # the shared shape is contradicted: the peaks' own slope
+            single_alpha, intercept = a_local, c_local
     widened = single_ci != profile_ci
 
-    alpha, alpha_ci, intercept = law.alpha, single_ci, u_star
+    alpha, alpha_ci = single_alpha, single_ci
     brk = brk_ci = above = None
     break_p = math.nan
     if detect_break and fit_p < FIT_LEVEL and tr.lb.size >= 4:
@@ -460,7 +464,7 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
         intercept=float(intercept), verdict=verdict, per_batch=per_batch, skipped=skipped,
         n_boot=n_boot, batch_break=brk, batch_break_ci=brk_ci, alpha_above=above,
         chi2_dof=f_ratio, fit_p=fit_p, group=group, settings=settings, boot_params=draws,
-        verdict_reason=reason, single_alpha=law.alpha, single_alpha_ci=single_ci,
+        verdict_reason=reason, single_alpha=single_alpha, single_alpha_ci=single_ci,
         break_p=break_p, n_params=law.n_params, shape_p=shape_p, widened=widened)
 
 

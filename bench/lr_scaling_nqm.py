@@ -5,7 +5,7 @@ lr* from the closed-form expected loss). Designs: ``random`` (12 log-uniform lrs
 and ``optuna`` (6 log-uniform, 6 within 1 ln unit of the optimum); noise 0 (exact losses) and 3%
 multiplicative. Per design: coverage of alpha's 95% interval, of each batch size's lr* interval
 (uncensored ones), the share of fits that claim a rule (sqrt, linear, other) on an interval that
-misses the truth, and the median width of alpha's interval. Writes bench/results/lr_scaling_nqm.json.
+misses the truth, the median width of alpha's interval and the median |alpha-hat - truth|. Writes bench/results/lr_scaling_nqm.json.
 
 Run: .venv/bin/python bench/lr_scaling_nqm.py [replications per world, default 20]
 """
@@ -29,7 +29,7 @@ from tune_lip.analysis import fit_lr_scaling  # noqa: E402
 
 def study(design: str, noise: float, reps: int, seed: int = 0) -> dict[str, float]:
     rng = np.random.default_rng(seed)
-    alpha_hits, batch_hits, widths, wrong, verdicts = [], [], [], 0, {}
+    alpha_hits, batch_hits, widths, errors, wrong, verdicts = [], [], [], [], 0, {}
     for budget, sizes, lrs in WORLDS:
         truth = true_alpha(budget, sizes)
         for _ in range(reps):
@@ -38,13 +38,15 @@ def study(design: str, noise: float, reps: int, seed: int = 0) -> dict[str, floa
             lo, hi = fit.alpha_ci
             alpha_hits.append(lo <= truth <= hi)
             widths.append(hi - lo)
+            errors.append(abs(fit.alpha - truth))
             wrong += fit.verdict in ("sqrt", "linear", "other") and not lo <= truth <= hi
             verdicts[fit.verdict] = verdicts.get(fit.verdict, 0) + 1
             batch_hits += [row.lr_star_lo <= exact_lr_star(budget, int(row.batch_size)) <= row.lr_star_hi
                            for row in fit.per_batch.itertuples() if not row.at_edge]
     return {"design": design, "noise": noise, "fits": len(alpha_hits), "alpha_coverage": float(np.mean(alpha_hits)),
             "lr_star_coverage": float(np.mean(batch_hits)), "wrong_rules": wrong / len(alpha_hits),
-            "median_width": float(np.median(widths)), "verdicts": verdicts}
+            "median_width": float(np.median(widths)), "median_abs_error": float(np.median(errors)),
+            "verdicts": verdicts}
 
 
 def main() -> None:
@@ -54,7 +56,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['design']:>7} noise {r['noise']:.2f}: {r['fits']} fits, alpha coverage {r['alpha_coverage']:.3f}, "
               f"lr* coverage {r['lr_star_coverage']:.3f}, wrong rules {r['wrong_rules']:.3f}, "
-              f"median width {r['median_width']:.3f}, verdicts {r['verdicts']}")
+              f"median width {r['median_width']:.3f}, median |alpha - truth| {r['median_abs_error']:.3f}, verdicts {r['verdicts']}")
     out = ROOT / "bench" / "results" / "lr_scaling_nqm.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "replications": reps, "seconds": time.time() - start,
