@@ -33,10 +33,13 @@ FLOW = ["--num-samples", "1", "--replicates", "1", "--budget", "steps=50"]
 def _flow(space: str) -> list[str]:
     """FLOW, with the budget cut to 10 steps for the scaling study's spaces: SVAG runs l times the
     steps (its l = 32 trial alone took 2 of CI's 25 minutes at 50), and each of the others took
-    30-45 s at 50; 10 (or one per report) still gives every report a step."""
+    30-45 s at 50; 10 (or one per report) still gives every report a step. A space with a budget
+    grid runs two budgets (25 and 50 steps), so its analysis fits the joint law."""
     spec = load_spec(space)
     if spec.study == "scaling":
         return [*FLOW[:-1], f"steps={max(10, spec.reports)}"]
+    if spec.budget_grid:   # a space that varies the budget keeps varying it: two budgets
+        return [*FLOW[:-1], "steps=25,50"]
     return FLOW
 
 

@@ -8,7 +8,8 @@ and ``evaluate_test()``, added to the last report). This class trains it in
 ``reports`` equal slices of the budget (with a wsd schedule's ``branch_at``: one report per branch
 point and one at the end, each the annealed model of a forked cooldown,
 `tune_lip.studies.loop.train_to_branch`; ``reports`` is then unused): each ``step()`` trains one slice, evaluates (the
-validation metrics, ``val_*``) and returns the metrics, the last one (or a divergence) with
+validation metrics, ``val_*``) and returns the metrics (with ``budget_fraction``, the share of the
+trial's own budget done: ASHA's progress where a search's budget varies), the last one (or a divergence) with
 ``done=True`` and the test metrics (``test_*``): computed once, after every decision a searcher
 or scheduler could take on the trial (a trial a scheduler stops early has none). Every report also
 names the ``accelerator`` type the trial ran on, its ``device`` (``cpu``, ``cuda:0 (<GPU name>)``),
@@ -123,6 +124,7 @@ class SlicedTrainable(tune.Trainable):
         horizons = branch_horizons(self._branch_at(), loop.total_steps)
         final = k >= len(horizons)
         metrics = train_to_branch(loop, horizons[k - 1], final=final)
+        metrics["budget_fraction"] = round(horizons[k - 1] / loop.total_steps, 12)   # the annealed model's
         self.charged_steps += metrics.pop("charged")
         metrics["charged_steps"] = self.charged_steps
         return metrics, final or loop.finished
@@ -135,8 +137,10 @@ class SlicedTrainable(tune.Trainable):
         else:
             if loop.total_steps is not None:
                 metrics = loop.train_for(math.ceil(loop.total_steps * k / reports) - loop.steps)
+                metrics["budget_fraction"] = round(loop.steps / loop.total_steps, 12)
             else:  # wall-clock budget: equal slices of wall time
                 metrics = loop.train_for_seconds(loop.wall_budget * k / reports - loop.wall_seconds)
+                metrics["budget_fraction"] = round(min(loop.wall_seconds / loop.wall_budget, 1.0), 12)
             metrics.update(loop.evaluate())
             done = loop.finished or k >= reports
         if self.legacy_metrics:    # a pre-split experiment: test metrics at every report, old names

@@ -27,14 +27,22 @@ __all__ = ["main", "parse_budget_flag", "parse_resources_flag"]
 
 
 def parse_budget_flag(text: str) -> dict[str, Any]:
-    """``--budget steps=200`` / ``epochs=3`` / ``"{reference_hours: 1, reference: A100}"`` -> mapping."""
+    """``--budget steps=200`` / ``epochs=3`` / ``"{reference_hours: 1, reference: A100}"`` -> mapping;
+    ``steps=250,1000,4000`` (values after the first without a key) -> ``{steps: {grid: [250, 1000, 4000]}}``."""
     import yaml
 
     if "=" in text and not text.strip().startswith("{"):
         out: dict[str, Any] = {}
+        key = None
         for part in text.split(","):
+            if "=" not in part and key is not None:   # one more value of the previous key: a grid
+                previous = out[key]
+                out[key] = {"grid": [*(previous["grid"] if isinstance(previous, dict) else [previous]),
+                                     yaml.safe_load(part)]}
+                continue
             key, _, raw = part.partition("=")
-            out[key.strip()] = yaml.safe_load(raw)
+            key = key.strip()
+            out[key] = yaml.safe_load(raw)
         return out
     value: Any
     try:
@@ -401,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", help="where experiments live (default: ./tune_lip_results)")
     p.add_argument("--address", help="Ray address: 'auto' on a cluster node; default: a private local Ray")
     p.add_argument("--num-samples", type=int, help="override num_samples (per grid point)")
-    p.add_argument("--budget", help="override the budget, e.g. steps=200 or epochs=3")
+    p.add_argument("--budget", help="override the budget, e.g. steps=200 or epochs=3; several: steps=250,1000,4000")
     p.add_argument("--replicates", type=int, help="override replicates (seeds per sampled config)")
     p.add_argument("--resume", nargs="?", const=True, metavar="NAME",
                    help="continue the killed search NAME (its stored spec; SPACE is then optional)")

@@ -186,7 +186,7 @@ def make_search_alg(spec: SearchSpec) -> Any:
     if spec.searcher.name == "line":
         from tune_lip.tune.searchers import GroupedLineSearch
 
-        return GroupedLineSearch(spec.space, per=spec.searcher.per, key=spec.searcher.key,
+        return GroupedLineSearch(spec.search_space(), per=spec.group_keys(), key=spec.searcher.key,
                                  samples_per_group=spec.num_samples, tolerance=spec.searcher.tolerance,
                                  warm_start=spec.searcher.warm_start, seed=spec.searcher.seed)
     if spec.searcher.name == "lr_transfer":
@@ -196,7 +196,7 @@ def make_search_alg(spec: SearchSpec) -> Any:
                                 samples_per_group=spec.num_samples, tolerance=spec.searcher.tolerance,
                                 anchors=spec.searcher.anchors, seed=spec.searcher.seed)
     if spec.searcher.name == "optuna":
-        return GroupedOptunaSearch(spec.space, per=spec.searcher.per, samples_per_group=spec.num_samples,
+        return GroupedOptunaSearch(spec.search_space(), per=spec.group_keys(), samples_per_group=spec.num_samples,
                                    seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials,
                                    seeds=spec.seeds())   # [] with one replicate
     return random_search(spec.searcher.seed, max_concurrent=spec.max_concurrent_trials,
@@ -226,7 +226,8 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
     present = _present_accelerators()
     check_placement(spec, present)
     spec = _resolve_calibration(spec, storage, f"{storage}/{name}")
-    fixed = {"budget": spec.budget.to_dict(), "reports": spec.reports}
+    # with a budget grid the budget is a grid key of the space (spec.search_space), else fixed
+    fixed = {"reports": spec.reports, **({} if spec.budget_grid else {"budget": spec.budget.to_dict()})}
 
     search_alg = search_alg or make_search_alg(spec)
     if isinstance(search_alg, GroupedOptunaSearch):
@@ -237,20 +238,24 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
         param_space = fixed
     else:   # Tune's generator: num_samples per grid point; replicates are a grid over the seed
         num_samples = spec.num_samples
-        param_space = {**with_seeds(to_tune_space(spec.space), spec.seeds()), **fixed}
+        param_space = {**with_seeds(to_tune_space(spec.search_space()), spec.seeds()), **fixed}
 
     if spec.scheduler.name == "asha":
-        num_train = (_num_train(_study_config(spec, config).dataset, spec.path) if spec.budget.kind == "epochs"
-                     else None)
-        max_t = spec.budget.progress_max(num_train=num_train)
-        asha: dict[str, Any] = dict(time_attr=spec.budget.progress_attr, max_t=max_t,
-                    grace_period=max(spec.scheduler.grace_fraction * max_t, 1e-9),
-                    reduction_factor=spec.scheduler.reduction_factor, brackets=spec.scheduler.brackets)
+        if spec.budget_grid:   # progress: the fraction of each trial's own budget (reported by every trial)
+            time_attr, max_t = "budget_fraction", 1.0
+        else:
+            num_train = (_num_train(_study_config(spec, config).dataset, spec.path) if spec.budget.kind == "epochs"
+                         else None)
+            time_attr, max_t = spec.budget.progress_attr, spec.budget.progress_max(num_train=num_train)
+        asha: dict[str, Any] = dict(time_attr=time_attr, max_t=max_t,
+                                    grace_period=max(spec.scheduler.grace_fraction * max_t, 1e-9),
+                                    reduction_factor=spec.scheduler.reduction_factor, brackets=spec.scheduler.brackets)
         # With searcher.per, ASHA compares trials only within their group (e.g. batch size);
         # with protect, the best trials of each group (of the whole search without per) run on.
         # Without either it is one group: Ray's ASHA decisions at a cost per result that does
         # not grow with the trials (Ray's own takes a percentile over every trial at the rung).
-        scheduler: Any = GroupedASHAScheduler(group_keys=spec.searcher.per, protect=spec.scheduler.protect, **asha)
+        # With a budget grid the budget is a group key too: a trial meets only its own budget.
+        scheduler: Any = GroupedASHAScheduler(group_keys=spec.group_keys(), protect=spec.scheduler.protect, **asha)
     else:   # FIFO, choosing the next trial among unfinished ones only (Ray's scans every trial)
         scheduler = QueueFIFOScheduler()
 

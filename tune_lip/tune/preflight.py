@@ -22,7 +22,8 @@ def check_spec(spec: SearchSpec) -> dict[str, Any]:
     A study with a data set must hold out a validation split when the search's metric is
     measured on it (``val_*``): ``dataset.validation: 0`` then is a UserError.
     """
-    config = {**spec.representative_config(), "budget": spec.budget.to_dict(), "reports": spec.reports}
+    # the smallest budget: the one that must still buy a step per report
+    config = {**spec.representative_config(), "budget": spec.budgets()[0].to_dict(), "reports": spec.reports}
     try:
         cfg = get_study(spec.study).config.from_dict(config)
     except ConfigError as exc:
@@ -92,12 +93,12 @@ def check_data(spec: SearchSpec) -> dict[str, dict[str, Any]]:
                 read[label] = {"sha256": images.fingerprint(), "num_train": int(images.num_train),
                                "num_test": int(images.num_test), "data_dir": str(data.data_dir)}
             num_train = _after_split(data, sizes[key], spec.path)
-        if spec.budget.kind not in ("epochs", "examples"):
+        if cfg.budget.kind not in ("epochs", "examples"):
             continue   # steps are checked by the spec; time budgets are decided while running
         steps = (cfg.total_steps(num_train) if callable(getattr(cfg, "total_steps", None))
-                 else spec.budget.total_steps(batch_size=cfg.dataset.batch_size, num_train=num_train))
+                 else cfg.budget.total_steps(batch_size=cfg.dataset.batch_size, num_train=num_train))
         if steps is not None and steps < spec.reports:
-            raise UserError(spec.path, "budget", f"{spec.budget.amount:g} {spec.budget.kind} buy {steps} steps at "
+            raise UserError(spec.path, "budget", f"{cfg.budget.amount:g} {cfg.budget.kind} buy {steps} steps at "
                             f"batch size {cfg.dataset.batch_size}, fewer than the {spec.reports} reports",
                             fix="use a larger budget or fewer reports")
     return read

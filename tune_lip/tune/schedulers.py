@@ -45,10 +45,13 @@ class _ProtectedBracket(_Bracket):
     result at a rung costs a binary search and an insertion, not Ray's percentile over every
     trial recorded there: a search's per-result cost must not grow with its number of trials.
     The cutoff is the same number (numpy's linear percentile, NaN rewards ignored).
+    Milestones are rounded to 12 decimals, as `tune_lip.tune.spec_sections.branch_fractions`: in
+    budget fractions Ray's 0.1 * 3**2 is 0.9000000000000001, which a report at 0.9 would miss.
     """
 
     def __init__(self, *args: Any, protect: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._rungs = [(round(milestone, 12), recorded) for milestone, recorded in self._rungs]
         self.protect = protect
         self._sorted: list[list[float]] = [[] for _ in self._rungs]   # non-NaN rewards, ascending
         self._nans = [0] * len(self._rungs)

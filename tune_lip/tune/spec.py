@@ -90,6 +90,7 @@ from tune_lip.tune.spec_sections import (  # noqa: F401
     SchedulerSpec,
     SearcherSpec,
     _budget,
+    _budget_grid,
     _check_reports_fit,
     _check_searcher_fits_space,
     _did_you_mean,
@@ -135,7 +136,11 @@ class SearchSpec:
     """A validated search space; build it with :func:`load_spec` or :func:`parse_spec`.
 
     path: the YAML file (or the ``where`` given to parse_spec).
-    budget: work per trial. reports: reports (and ASHA decision points) per trial.
+    budget: work per trial; with ``budget_grid``, the largest of the budgets.
+    budget_grid: the budgets (in ``budget.kind``, ascending) when the spec writes
+        ``budget: {steps: {grid: [...]}}``: every grid point runs at each of them, so one search
+        gives lr* at several budgets (`budgets`, `search_space`); () for one budget.
+    reports: reports (and ASHA decision points) per trial.
     num_samples: trials per grid point (per value of ``searcher.per`` for optuna).
     max_concurrent_trials: None = as many as resources allow.
     resources: per trial: ``cpu``, ``gpu``, ``memory_gb``, ``min_gpu_memory_gb`` as floats
@@ -176,6 +181,29 @@ class SearchSpec:
     max_failures: int = 3
     pending_timeout_seconds: float = 900.0
     replicates: int = 1
+    budget_grid: tuple[float, ...] = ()
+
+    @property
+    def budget_key(self) -> str | None:
+        """The config key the budget varies along (``budget.steps``, ...); None for one budget."""
+        return f"budget.{self.budget.kind}" if self.budget_grid else None
+
+    def budgets(self) -> list[Budget]:
+        """Every budget a trial may get, smallest first: ``[budget]`` without a budget grid."""
+        return [replace(self.budget, amount=a) for a in self.budget_grid] or [self.budget]
+
+    def group_keys(self) -> tuple[str, ...]:
+        """The keys trials are compared within: ``searcher.per``, plus the budget key where the
+        budget varies (ASHA and the grouped searchers never compare two budgets)."""
+        key = self.budget_key
+        return self.searcher.per + ((key,) if key and key not in self.searcher.per else ())
+
+    def search_space(self) -> dict[str, Any]:
+        """``space`` plus, with a budget grid, ``budget: {<kind>: Grid(budget_grid)}``: what the
+        searchers draw trial configs from (without one the budget is fixed beside the space)."""
+        if not self.budget_grid:
+            return self.space
+        return {**self.space, "budget": {self.budget.kind: Grid(tuple(self.budget_grid))}}
 
     def seeds(self) -> list[int]:
         """The seeds every sampled config runs with (``replicates`` of them, from ``space.seed``);
@@ -231,9 +259,10 @@ class SearchSpec:
             changes["num_samples"] = _int(num_samples, where=where, key="num_samples", minimum=1,
                                           fix="use e.g. 4")
         if budget is not None:
-            new = budget if isinstance(budget, Budget) else _budget(dict(budget), where=where)
-            _check_reports_fit(self.reports, new, where=where)
-            changes["budget"] = new
+            new, grid = (budget, ()) if isinstance(budget, Budget) else _budget_grid(dict(budget), where=where)
+            for one in [replace(new, amount=a) for a in grid] or [new]:
+                _check_reports_fit(self.reports, one, where=where)
+            changes["budget"], changes["budget_grid"] = new, grid
         if resources is not None:
             changes["resources"] = _resources(dict(resources), where=where)
         if pending_timeout_seconds is not None:
@@ -271,7 +300,7 @@ class SearchSpec:
             "study": self.study,
             "metric": self.metric,
             "mode": self.mode,
-            "budget": self.budget.to_dict(),
+            "budget": {self.budget.kind: {"grid": list(self.budget_grid)}} if self.budget_grid else self.budget.to_dict(),
             "reports": self.reports,
             "scheduler": asdict(self.scheduler),
             "searcher": searcher,
@@ -410,10 +439,10 @@ def _parse(
         raise UserError(where, "mode", f"must be min or max, got {mode!r}",
                         fix="use mode: max for accuracies, mode: min for losses")
 
-    budget = _budget(raw["budget"], where=where)
+    budget, budget_grid = _budget_grid(raw["budget"], where=where)
     reports = _int(raw.get("reports", 20), where=where, key="reports", minimum=1,
                    fix="use e.g. reports: 20 (reports and ASHA decision points per trial)")
-    _check_reports_fit(reports, budget, where=where)
+    _check_reports_fit(reports, replace(budget, amount=budget_grid[0]) if budget_grid else budget, where=where)
     checkpoint_every = _int(raw.get("checkpoint_every", 5), where=where, key="checkpoint_every",
                             minimum=0,
                             fix="use e.g. checkpoint_every: 5 (reports; 0 = only at the end)")
@@ -437,10 +466,24 @@ def _parse(
     if not isinstance(space_raw, dict):
         raise UserError(where, "space", f"must be a mapping, got {space_raw!r}",
                         fix=f"use e.g. `{_REQUIRED_EXAMPLES['space']}`")
+    if "budget" in space_raw:
+        raise UserError(where, "space.budget", "the budget is set by the top-level budget key",
+                        fix="remove space.budget; to vary it write e.g. budget: {steps: {grid: [250, 1000, 4000]}}")
     space = _parse_space(space_raw, where=where, prefix="")
     with_branching(space, scheduler, budget, where=where)   # check now: before Ray starts or anything is written
     searcher = _searcher(raw.get("searcher"), where=where)
-    _check_searcher_fits_space(searcher, dict(_walk_domains(space, "")), where=where)
+    domains = dict(_walk_domains(space, ""))
+    if budget_grid:
+        if searcher.name in ("boundary", "lr_transfer"):
+            raise UserError(where, "budget", f"the {searcher.name} searcher runs one budget",
+                            fix="give one budget, e.g. budget: {steps: 1000}, or use searcher optuna, line or random")
+        key = f"budget.{budget.kind}"
+        domains[key] = Grid(budget_grid)
+        if searcher.name in ("optuna", "line") and key not in searcher.per:   # one search per budget too
+            searcher = replace(searcher, per=(*searcher.per, key))
+    _check_searcher_fits_space(searcher, domains, where=where)
+    if budget_grid:
+        searcher = replace(searcher, per=tuple(p for p in searcher.per if p != f"budget.{budget.kind}"))
     replicates = _int(raw.get("replicates", 1), where=where, key="replicates", minimum=1,
                       fix="use e.g. replicates: 2 (seeds per sampled config)")
     if replicates > 1:
@@ -467,5 +510,5 @@ def _parse(
         searcher=searcher, num_samples=num_samples, max_concurrent_trials=max_concurrent,
         resources=resources, reports=reports, checkpoint_every=checkpoint_every, space=space,
         description=desc, keep_checkpoints=keep_checkpoints, max_failures=max_failures,
-        pending_timeout_seconds=pending_timeout, replicates=replicates,
+        pending_timeout_seconds=pending_timeout, replicates=replicates, budget_grid=budget_grid,
     )

@@ -104,6 +104,28 @@ def _pending_timeout(raw: Any, *, where: str) -> float:
     return seconds
 
 
+GRID_BUDGET_KINDS = ("steps", "examples", "epochs")
+
+
+def _budget_grid(raw: Any, *, where: str) -> tuple[Budget, tuple[float, ...]]:
+    """``budget``: one budget (grid ``()``), or ``{steps: {grid: [250, 1000, 4000]}}`` (also
+    examples, epochs): the largest as the Budget (ASHA's ``max_t``) and the grid, ascending."""
+    kind = next((k for k in GRID_BUDGET_KINDS if isinstance(raw, dict) and isinstance(raw.get(k), dict)), None)
+    if kind is None:
+        return _budget(raw, where=where), ()
+    fix = f"use e.g. budget: {{{kind}: {{grid: [250, 1000, 4000]}}}} (two or more budgets, one trial set each)"
+    inner = raw[kind]
+    others = [k for k in raw if k != kind]
+    if others:
+        raise UserError(where, f"budget.{others[0]}", f"a budget grid takes no other key, got {others[0]!r}", fix=fix)
+    if list(inner) != ["grid"] or not isinstance(inner["grid"], list) or len(set(map(str, inner["grid"]))) < 2:
+        raise UserError(where, f"budget.{kind}", f"must be a number or {{grid: [...]}} of two or more "
+                        f"distinct numbers, got {inner!r}", fix=fix)
+    budgets = [_budget({kind: v}, where=where) for v in inner["grid"]]   # each checked like one budget
+    amounts = tuple(sorted(inner["grid"]))
+    return budgets[[b.amount for b in budgets].index(max(b.amount for b in budgets))], amounts
+
+
 def _check_reports_fit(reports: int, budget: Budget, *, where: str) -> None:
     # Only a steps budget is known before the data set is; a trial cannot report between steps.
     if budget.kind == "steps" and reports > budget.amount:
