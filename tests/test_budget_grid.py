@@ -176,3 +176,25 @@ def test_a_budget_grid_search_through_the_cli(tmp_path):
     assert "budget.steps" in analysis.stdout and "Traceback" not in analysis.stdout + analysis.stderr
     saved = load_spec(tmp_path / "res" / "g" / "search_space.yaml")   # what --resume and analyze read
     assert saved.budget_grid == (20, 40, 80)
+
+
+def test_branching_asha_judges_fractions_so_an_examples_budget_reaches_every_rung(ray_local, tmp_path):
+    """16384 examples at b = 3 buy 5461 steps; the branch at 0.9 is step 4915 = 14745 examples,
+    short of 0.9 x 16384 = 14745.6: in examples ASHA would judge it only at the final report. In
+    budget fractions it is 0.90002, at the rung."""
+    from tune_lip.trainables.nqm import NQMTrainable
+    from tune_lip.tune.launch import build_tuner
+
+    text = SPACE.replace("{steps: {grid: [80, 20, 40]}}", "{examples: 16384}").replace(
+        "grace_fraction: 0.25, reduction_factor: 2,", "grace_fraction: 0.1, reduction_factor: 3, branching: true,").replace(
+        "schedule: constant", "schedule: {name: wsd, cooldown: 0.2}").replace("[4, 32]", "[3, 32]")
+    spec = _spec(tmp_path, text)
+    scheduler = build_tuner(spec, name="b", storage_path=tmp_path / "res", verbose=0)._local_tuner._tune_config.scheduler
+    assert scheduler._time_attr == "budget_fraction" and scheduler._max_t == 1.0
+    t = NQMTrainable(config={"dim": 10, "dataset": {"batch_size": 3}, "optimizer": {"name": "sgd", "lr": 0.1},
+                             "budget": {"examples": 16384},
+                             "schedule": {"name": "wsd", "cooldown": 0.2, "branch_at": [0.1, 0.3, 0.9]}})
+    reports = [t.train() for _ in range(4)]
+    t.stop()
+    assert reports[2]["examples"] < 0.9 * 16384 <= reports[3]["examples"]
+    assert [r["budget_fraction"] >= f for r, f in zip(reports, (0.1, 0.3, 0.9, 1.0))] == [True] * 4

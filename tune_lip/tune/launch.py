@@ -241,7 +241,10 @@ def build_tuner(spec: SearchSpec, *, name: str, storage_path: str | Path,
         param_space = {**with_seeds(to_tune_space(spec.search_space()), spec.seeds()), **fixed}
 
     if spec.scheduler.name == "asha":
-        if spec.budget_grid:   # progress: the fraction of each trial's own budget (reported by every trial)
+        # Progress as the fraction of each trial's own budget (every trial reports it): with several
+        # budgets, and under branching, whose reports sit at exact fractions (an examples budget
+        # not divisible by b reports 14745 examples at 0.9 of 16384, short of the 14745.6 rung).
+        if spec.budget_grid or spec.scheduler.branching:
             time_attr, max_t = "budget_fraction", 1.0
         else:
             num_train = (_num_train(_study_config(spec, config).dataset, spec.path) if spec.budget.kind == "epochs"
