@@ -22,37 +22,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "analysis"))
-from nqm_worlds import WORLDS, exact_lr_star, search, true_alpha  # noqa: E402
-
-from tune_lip.analysis import fit_lr_scaling  # noqa: E402
-
-
-def study(design: str, noise: float, reps: int, seed: int = 0) -> dict[str, float]:
-    rng = np.random.default_rng(seed)
-    alpha_hits, batch_hits, widths, errors, wrong, verdicts = [], [], [], [], 0, {}
-    for budget, sizes, lrs in WORLDS:
-        truth = true_alpha(budget, sizes)
-        for _ in range(reps):
-            fit = fit_lr_scaling(search(budget, sizes, lrs, rng, noise=noise, design=design),
-                                 metric="loss", mode="min", n_boot=1)
-            lo, hi = fit.alpha_ci
-            alpha_hits.append(lo <= truth <= hi)
-            widths.append(hi - lo)
-            errors.append(abs(fit.alpha - truth))
-            wrong += fit.verdict in ("sqrt", "linear", "other") and not lo <= truth <= hi
-            verdicts[fit.verdict] = verdicts.get(fit.verdict, 0) + 1
-            batch_hits += [row.lr_star_lo <= exact_lr_star(budget, int(row.batch_size)) <= row.lr_star_hi
-                           for row in fit.per_batch.itertuples() if not row.at_edge]
-    return {"design": design, "noise": noise, "fits": len(alpha_hits), "alpha_coverage": float(np.mean(alpha_hits)),
-            "lr_star_coverage": float(np.mean(batch_hits)), "wrong_rules": wrong / len(alpha_hits),
-            "median_width": float(np.median(widths)), "median_abs_error": float(np.median(errors)),
-            "verdicts": verdicts}
+from nqm_worlds import coverage  # noqa: E402
 
 
 def main() -> None:
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     start = time.time()
-    rows = [study(d, n, reps) for d in ("random", "optuna") for n in (0.0, 0.03)]
+    rows = [coverage(d, n, reps) for d in ("random", "optuna") for n in (0.0, 0.03)]
     for r in rows:
         print(f"{r['design']:>7} noise {r['noise']:.2f}: {r['fits']} fits, alpha coverage {r['alpha_coverage']:.3f}, "
               f"lr* coverage {r['lr_star_coverage']:.3f}, wrong rules {r['wrong_rules']:.3f}, "

@@ -17,10 +17,12 @@ reports ``diverged`` and a worst value of 1e6.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tune_lip.analysis import fit_lr_scaling
 from tune_lip.studies.nqm import NQMConfig
 from tune_lip.studies.nqm_exact import exact_optimal_lr, expected_loss_sgd
 
@@ -71,3 +73,28 @@ def search(budget: dict[str, int], sizes: tuple[int, ...], lr_range: tuple[float
                          "config/dataset/batch_size": b, "config/optimizer/lr": float(lr),
                          "diverged": diverged, "loss": 1e6 if diverged else float(value)})
     return pd.DataFrame(rows)
+
+
+def coverage(design: str, noise: float, reps: int, seed: int = 0) -> dict[str, Any]:
+    """``reps`` searches per world through `fit_lr_scaling`: coverage of alpha's interval and of each
+    uncensored batch size's lr* interval, the share of fits claiming a rule (sqrt, linear, other) on
+    an interval that misses the truth, alpha's median interval width and |alpha-hat - truth|."""
+    rng = np.random.default_rng(seed)
+    alpha_hits, batch_hits, widths, errors, wrong, verdicts = [], [], [], [], 0, {}
+    for budget, sizes, lrs in WORLDS:
+        truth = true_alpha(budget, sizes)
+        for _ in range(reps):
+            fit = fit_lr_scaling(search(budget, sizes, lrs, rng, noise=noise, design=design),
+                                 metric="loss", mode="min", n_boot=1)
+            lo, hi = fit.alpha_ci
+            alpha_hits.append(lo <= truth <= hi)
+            widths.append(hi - lo)
+            errors.append(abs(fit.alpha - truth))
+            wrong += fit.verdict in ("sqrt", "linear", "other") and not lo <= truth <= hi
+            verdicts[fit.verdict] = verdicts.get(fit.verdict, 0) + 1
+            batch_hits += [row.lr_star_lo <= exact_lr_star(budget, int(row.batch_size)) <= row.lr_star_hi
+                           for row in fit.per_batch.itertuples() if not row.at_edge]
+    return {"design": design, "noise": noise, "fits": len(alpha_hits), "alpha_coverage": float(np.mean(alpha_hits)),
+            "lr_star_coverage": float(np.mean(batch_hits)), "wrong_rules": wrong / len(alpha_hits),
+            "median_width": float(np.median(widths)), "median_abs_error": float(np.median(errors)),
+            "verdicts": verdicts}

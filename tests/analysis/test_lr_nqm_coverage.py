@@ -19,35 +19,15 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nqm_worlds import WORLDS, exact_lr_star, search, true_alpha  # noqa: E402
+from nqm_worlds import coverage, exact_lr_star, search, true_alpha  # noqa: E402
 
 from tune_lip.analysis import fit_lr_scaling  # noqa: E402
-
-RULES = ("sqrt", "linear", "other")
-
-
-def _study(design: str, noise: float, reps: int, seed: int) -> dict[str, float]:
-    rng = np.random.default_rng(seed)
-    alpha_hits, batch_hits, wrong = [], [], 0
-    for budget, sizes, lrs in WORLDS:
-        truth = true_alpha(budget, sizes)
-        for _ in range(reps):
-            fit = fit_lr_scaling(search(budget, sizes, lrs, rng, noise=noise, design=design),
-                                 metric="loss", mode="min", n_boot=1)
-            lo, hi = fit.alpha_ci
-            alpha_hits.append(lo <= truth <= hi)
-            wrong += fit.verdict in RULES and not lo <= truth <= hi   # a rule claimed on an interval that misses
-            for row in fit.per_batch.itertuples():
-                if not row.at_edge:
-                    batch_hits.append(row.lr_star_lo <= exact_lr_star(budget, int(row.batch_size)) <= row.lr_star_hi)
-    return {"alpha": float(np.mean(alpha_hits)), "lr_star": float(np.mean(batch_hits)),
-            "wrong_rules": wrong / len(alpha_hits)}
 
 
 @pytest.mark.parametrize("design, noise", [("random", 0.0), ("optuna", 0.03)])
 def test_intervals_hold_the_exact_answer_on_the_nqm(design, noise):
-    r = _study(design, noise, reps=6, seed=11)   # 96 fits: alpha 0.97, 0.98; lr* 0.94, 0.98
-    assert r["alpha"] >= 0.90 and r["lr_star"] >= 0.88, r
+    r = coverage(design, noise, reps=6, seed=11)   # 96 fits: alpha 0.97, 0.98; lr* 0.94, 0.98
+    assert r["alpha_coverage"] >= 0.90 and r["lr_star_coverage"] >= 0.88, r
     assert r["wrong_rules"] <= 0.05, r   # 0.6-2.8% in bench/lr_scaling_nqm.py (17-21% before)
 
 
