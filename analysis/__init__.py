@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the names, for type checkers; at run time each loads on fir
     from tune_lip.analysis.report import write_lr_scaling_report
     from tune_lip.analysis.results import (
         PARQUET_DIR,
+        best_per_group,
         best_reports,
         compact,
         config_column,
@@ -62,7 +63,7 @@ _WHERE = {name: module for module, names in {  # the module under tune_lip.analy
                 "fit_regime_thresholds", "regime_boundaries", "threshold_posterior", "trial_regimes",
                 "write_regime_report"),
     "report": ("write_lr_scaling_report",),
-    "results": ("PARQUET_DIR", "best_reports", "compact", "config_column", "flatten_result", "hashable_value",
+    "results": ("PARQUET_DIR", "best_per_group", "best_reports", "compact", "config_column", "flatten_result", "hashable_value",
                 "last_reports", "load", "ran_full_budget", "write_results"),
     "scaling_rule": ("ScalingRuleCheck", "check_scaling_rule", "write_scaling_rule_report"),
     "trials": ("split_groups", "trial_outcomes"),
@@ -70,7 +71,7 @@ _WHERE = {name: module for module, names in {  # the module under tune_lip.analy
 
 __all__ = [
     # results as pandas (analysis/results.py)
-    "PARQUET_DIR", "best_reports", "compact", "config_column", "flatten_result", "hashable_value", "last_reports",
+    "PARQUET_DIR", "best_per_group", "best_reports", "compact", "config_column", "flatten_result", "hashable_value", "last_reports",
     "load", "ran_full_budget", "write_results",
     # lr* against batch size (lr_scaling.py, plots.py, report.py)
     "LRScalingFit", "fit_lr_scaling", "plot_lr_scaling", "plot_metric_vs_lr", "save_figure",

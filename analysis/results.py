@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["PARQUET_DIR", "compact", "flatten_result", "jsonable", "load", "read_ray_results", "storage_location", "last_reports", "best_reports", "config_column",
+__all__ = ["PARQUET_DIR", "compact", "flatten_result", "jsonable", "load", "read_ray_results", "storage_location", "last_reports", "best_reports", "best_per_group", "config_column",
            "ran_full_budget", "write_results", "hashable_value", "json_cells"]
 
 PARQUET_DIR = "tune_lip_results"
@@ -344,6 +344,30 @@ def ran_full_budget(result: Mapping[str, Any]) -> bool:
 def last_reports(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: its last report (what ``ResultGrid.get_dataframe()`` shows)."""
     return df.sort_values("training_iteration").groupby("trial_id", sort=True).tail(1).reset_index(drop=True)
+
+
+def best_per_group(df: pd.DataFrame, *, metric: str, mode: str = "max", by: Sequence[str]) -> pd.DataFrame:
+    """The best trial (by its last report's ``metric``) in each group of the config keys ``by``
+    (dotted, e.g. ``["dataset.batch_size", "budget.steps"]``): one row per group, sorted by the
+    groups, with the trial's last report. A group whose trials report no ``metric`` is left out.
+
+    Example:
+        >>> df = pd.DataFrame({"trial_id": ["a", "b", "c"], "training_iteration": 1, "acc": [0.5, 0.7, 0.6],
+        ...                    "config/dataset/batch_size": [16, 16, 64]})
+        >>> best_per_group(df, metric="acc", by=["dataset.batch_size"])["trial_id"].tolist()
+        ['b', 'c']
+    """
+    last = last_reports(df)
+    cols = [config_column(k) for k in by]
+    missing = [k for k, c in zip(by, cols) if c not in last]
+    if missing:
+        raise KeyError(f"config key {missing[0]!r} not in the results (no column {config_column(missing[0])!r})")
+    if metric not in last:
+        raise KeyError(f"metric {metric!r} not in the results")
+    ranked = last.dropna(subset=[metric]).sort_values(metric, ascending=(mode == "min"), kind="stable")
+    keys = [ranked[c].map(hashable_value) for c in cols]
+    best = ranked.groupby(keys, sort=False, dropna=False).head(1)
+    return best.sort_values(cols, kind="stable").reset_index(drop=True)
 
 
 def best_reports(df: pd.DataFrame, *, metric: str, mode: str = "max") -> pd.DataFrame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pandas as pd
 import pytest
 from helpers import TUNE_LIP
 
@@ -129,6 +130,18 @@ def test_asha_judges_budget_fractions_within_one_budget(ray_local, tmp_path):
     assert "budget" not in tuner._local_tuner._param_space   # each trial's budget comes from the searcher
 
 
+def test_best_per_group_takes_each_cells_best_last_report():
+    from tune_lip.analysis import best_per_group
+
+    df = pd.DataFrame({"trial_id": ["a", "a", "b", "c", "d"], "training_iteration": [1, 2, 1, 1, 1],
+                       "loss": [0.1, 0.9, 0.5, 0.4, float("nan")],
+                       "config/dataset/batch_size": [16, 16, 16, 64, 64], "config/budget/steps": [10] * 5})
+    best = best_per_group(df, metric="loss", mode="min", by=["dataset.batch_size", "budget.steps"])
+    assert best["trial_id"].tolist() == ["b", "c"]      # a's last report is 0.9; d reports no loss
+    with pytest.raises(KeyError, match="model.width"):
+        best_per_group(df, metric="loss", mode="min", by=["model.width"])
+
+
 def test_rungs_are_rounded_so_a_fraction_reaches_them():
     from tune_lip.tune.schedulers import _ProtectedBracket
 
@@ -161,6 +174,7 @@ def test_a_budget_grid_search_through_the_cli(tmp_path):
     done = run("search", "grid.yaml", "--name", "g", "--storage-path", "res")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "config/budget/steps" in done.stdout       # the summary shows each best trial's budget
+    assert "best per dataset.batch_size x budget.steps (6 groups):" in done.stdout   # and each cell's best
     from tune_lip.analysis import load
 
     df = load(tmp_path / "res" / "g")
@@ -174,6 +188,12 @@ def test_a_budget_grid_search_through_the_cli(tmp_path):
     analysis = run("analyze", "lr-scaling", "res/g", "--out", "an")
     assert analysis.returncode == 0, (analysis.stdout + analysis.stderr)[-3000:]
     assert "budget.steps" in analysis.stdout and "Traceback" not in analysis.stdout + analysis.stderr
+    results = run("results", "res/g")
+    assert results.returncode == 0 and "best per dataset.batch_size x budget.steps (6 groups):" in results.stdout
+    table = results.stdout.split("(6 groups):")[1].splitlines()[2:8]
+    assert [(int(r.split()[-3]), int(r.split()[-1])) for r in table] == [(b, s) for b in (4, 32) for s in (20, 40, 80)]
+    bad = run("results", "res/g", "--per", "budget.step")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "budget.step'" in bad.stderr
     saved = load_spec(tmp_path / "res" / "g" / "search_space.yaml")   # what --resume and analyze read
     assert saved.budget_grid == (20, 40, 80)
 

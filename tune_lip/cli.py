@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,22 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 TEST_COLUMNS = ("test_certified_acc", "test_acc", "test_loss")
 
 
-def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = None) -> str:
+def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = None,
+             per: Sequence[str] = ()) -> str:
     """The experiment in a few lines: trials, reports, diverged, and the ``top`` trials by ``metric``
     with their test metrics (when reported) and the config keys that vary (list and dict values
-    printed as JSON). ``df``: `load`'s frame, if read."""
+    printed as JSON); with ``per`` (config keys, e.g. the batch size and the budget) also the best
+    trial of each group. ``df``: `load`'s frame, if read."""
     import pandas as pd
 
-    from tune_lip.analysis.results import hashable_value, json_cells, last_reports, load
+    from tune_lip.analysis.results import (
+        best_per_group,
+        config_column,
+        hashable_value,
+        json_cells,
+        last_reports,
+        load,
+    )
 
     if df is None:
         df = load(path)
@@ -114,6 +124,10 @@ def _summary(path: Path, *, metric: str | None, mode: str, top: int, df: Any = N
             lines.append(f"best {len(best)} of {len(last)} by {metric} ({mode})" + (f", with their {', '.join(tests)} "
                                                              "(once, at each trial's end):" if tests else ":"))
             lines.append(best[["trial_id", metric, *tests, *config_cols]].to_string(index=False))
+            if per and all(config_column(k) in last for k in per):
+                groups = json_cells(best_per_group(df, metric=metric, mode=mode, by=per))
+                lines.append(f"best per {' x '.join(per)} ({len(groups)} groups):")
+                lines.append(groups[["trial_id", metric, *tests, *config_cols]].to_string(index=False))
     return "\n".join(lines)
 
 
@@ -165,7 +179,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(_summary(Path(exc.experiment_dir), metric=spec.metric, mode=spec.mode, top=5))
         raise
     experiment_path = Path(grid.experiment_path)
-    print(_summary(experiment_path, metric=spec.metric, mode=spec.mode, top=5))
+    print(_summary(experiment_path, metric=spec.metric, mode=spec.mode, top=5, per=spec.group_keys()))
     print(f"\nresults: {experiment_path}  (tune_lip.analysis.load({str(experiment_path)!r}))")
     failed = [r for r in grid if r.error is not None]
     if failed:   # a crash in a trial is not an input error: its traceback is in the trial's folder
@@ -255,6 +269,17 @@ def _saved_spec(path: Path) -> dict[str, Any]:
     if (path / SPEC_FILE).exists():
         return yaml.safe_load((path / SPEC_FILE).read_text()) or {}
     return {}
+
+
+def _per_keys(flag: str | None, saved: dict[str, Any]) -> tuple[str, ...]:
+    """``--per`` (comma-separated config keys, ``none`` for no table), else the keys the search
+    compared trials within: its ``searcher.per`` and, with a budget grid, the budget."""
+    if flag is not None:
+        return () if flag.strip().lower() == "none" else tuple(k.strip() for k in flag.split(",") if k.strip())
+    per = (saved.get("searcher") or {}).get("per") or []
+    budget = saved.get("budget") or {}
+    grid = [f"budget.{kind}" for kind, value in budget.items() if isinstance(value, dict) and "grid" in value]
+    return tuple([per] if isinstance(per, str) else per) + tuple(k for k in grid if k not in per)
 
 
 def _experiment_metric(path: Path, metric: str | None, mode: str | None) -> tuple[str, str]:
@@ -378,13 +403,19 @@ def cmd_analyze_scaling_rule(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from tune_lip.analysis.provenance import describe as describe_provenance
     from tune_lip.analysis.provenance import read_provenance
-    from tune_lip.analysis.results import json_cells, load, write_results
+    from tune_lip.analysis.results import config_column, json_cells, load, write_results
 
     path = Path(args.path)
     saved = _saved_spec(path)   # rank by the searched metric unless told otherwise
     df = load(path)
+    per = _per_keys(args.per, saved)
+    missing = [k for k in per if args.per is not None and config_column(k) not in df]
+    if missing:
+        keys = sorted(c.removeprefix("config/").replace("/", ".") for c in df.columns if c.startswith("config/"))
+        raise UserError(str(path), "--per", f"no config key {missing[0]!r} in these results",
+                        fix=f"use config keys such as {', '.join(keys[:6])}")
     print(_summary(path, metric=args.metric or saved.get("metric"), mode=args.mode or saved.get("mode") or "max",
-                   top=args.top, df=df))
+                   top=args.top, df=df, per=per))
     print("\n".join(describe_provenance(read_provenance(path), df)))   # what produced it
     exports = ((args.csv, lambda target: json_cells(df).to_csv(target, index=False)),  # lists as JSON text
                (args.parquet, lambda target: write_results(df, target)))  # load(target) reads it back
@@ -501,6 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="rank trials by this metric (default: the one the search optimised)")
     p.add_argument("--mode", choices=("max", "min"), help="default: the search's mode")
     p.add_argument("--top", type=int, default=10)
+    p.add_argument("--per", help="also the best trial per group of these config keys, e.g. dataset.batch_size,"
+                                 "budget.steps (default: the keys the search compared within; none: no table)")
     p.add_argument("--csv", help="write all reports to this CSV file")
     p.add_argument("--parquet", help="write all reports to this Parquet file")
     p.add_argument("--force", action="store_true", help="overwrite existing export files")
