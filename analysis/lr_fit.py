@@ -107,8 +107,8 @@ class LRScalingFit:
         F test of the shared shape against each batch size's own cubic there) or a fitted lr* is
         off its bracket, the lr* intervals take in every lr next to the batch size's near-best
         trials and alpha's interval every slope those allow; alpha's interval always holds the
-        slope of the ``lr_local`` peaks. There lr* is the batch size's own peak (``own_peak``)
-        and alpha the slope of those peaks. ``widened`` says the intervals grew so.
+        slope of the ``lr_local`` peaks. There lr* is the batch size's own peak (``own_peak``),
+        and where the shape test fires alpha is the slope of those peaks. ``widened`` says the intervals grew so.
     boot_params: (n_boot, 4) draws of (intercept, alpha, alpha_above, log b_c) from the
         interval's normal approximation, for the plot's band.
     """

@@ -438,7 +438,7 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
         ok = np.isfinite(peaks)
         a_local, c_local = (float(v) for v in np.polyfit(tr.lb[ok], peaks[ok], 1))
         single_ci = (min(single_ci[0], a_local), max(single_ci[1], a_local))
-        if per_batch["own_peak"].any():   # the shared shape is contradicted: the peaks' own slope
+        if shape_differs:   # near the peaks the shape is not shared: the slope of the peaks themselves
             single_alpha, intercept = a_local, c_local
     widened = single_ci != profile_ci
 
