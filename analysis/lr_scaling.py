@@ -397,8 +397,8 @@ def _fit_group(trials: pd.DataFrame, *, metric: str, mode: Mode, include_stopped
         lo = lo if math.isnan(lo) else min(lo, lr_star * math.exp(-spread))
         hi = hi if math.isnan(hi) else max(hi, lr_star * math.exp(spread))
         # The batch size's own trials: the lrs around its best (bracket) and the parabola's top
-        # there. The interval holds that top too: where the shared shape puts lr* elsewhere, the
-        # curves differ in shape, and neither placement is known to be right.
+        # there. Where the shapes differ near the peaks, or the shared shape puts lr* outside the
+        # bracket, lr* is that top and the interval takes in the bracket (`own_peak`).
         bracket = _bracket(rows, score, off, sigma)
         brackets.append(bracket)
         own = _local_peak(rows, score, off, bracket) if not bound else math.nan

@@ -271,15 +271,17 @@ def _saved_spec(path: Path) -> dict[str, Any]:
     return {}
 
 
-def _per_keys(flag: str | None, saved: dict[str, Any]) -> tuple[str, ...]:
-    """``--per`` (comma-separated config keys, ``none`` for no table), else the keys the search
-    compared trials within: its ``searcher.per`` and, with a budget grid, the budget."""
+def _per_keys(flag: str | None, saved: dict[str, Any], path: Path) -> tuple[str, ...]:
+    """``--per`` (comma-separated config keys, ``none`` for no table), else the keys the stored
+    search compared trials within (`SearchSpec.group_keys`; none if it has no readable spec)."""
+    from tune_lip.tune.spec import parse_spec
+
     if flag is not None:
         return () if flag.strip().lower() == "none" else tuple(k.strip() for k in flag.split(",") if k.strip())
-    per = (saved.get("searcher") or {}).get("per") or []
-    budget = saved.get("budget") or {}
-    grid = [f"budget.{kind}" for kind, value in budget.items() if isinstance(value, dict) and "grid" in value]
-    return tuple([per] if isinstance(per, str) else per) + tuple(k for k in grid if k not in per)
+    try:
+        return parse_spec(saved, where=str(path)).group_keys() if saved else ()
+    except UserError:
+        return ()
 
 
 def _experiment_metric(path: Path, metric: str | None, mode: str | None) -> tuple[str, str]:
@@ -408,7 +410,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     path = Path(args.path)
     saved = _saved_spec(path)   # rank by the searched metric unless told otherwise
     df = load(path)
-    per = _per_keys(args.per, saved)
+    per = _per_keys(args.per, saved, path)
     missing = [k for k in per if args.per is not None and config_column(k) not in df]
     if missing:
         keys = sorted(c.removeprefix("config/").replace("/", ".") for c in df.columns if c.startswith("config/"))

@@ -473,17 +473,18 @@ def _parse(
     with_branching(space, scheduler, budget, where=where)   # check now: before Ray starts or anything is written
     searcher = _searcher(raw.get("searcher"), where=where)
     domains = dict(_walk_domains(space, ""))
+    checked = searcher
     if budget_grid:
         if searcher.name in ("boundary", "lr_transfer"):
             raise UserError(where, "budget", f"the {searcher.name} searcher runs one budget",
                             fix="give one budget, e.g. budget: {steps: 1000}, or use searcher optuna, line or random")
         key = f"budget.{budget.kind}"
         domains[key] = Grid(budget_grid)
-        if searcher.name in ("optuna", "line") and key not in searcher.per:   # one search per budget too
-            searcher = replace(searcher, per=(*searcher.per, key))
-    _check_searcher_fits_space(searcher, domains, where=where)
-    if budget_grid:
-        searcher = replace(searcher, per=tuple(p for p in searcher.per if p != f"budget.{budget.kind}"))
+        # the spec keeps per as written, without the budget (SearchSpec.group_keys adds it back)
+        searcher = replace(searcher, per=tuple(p for p in searcher.per if p != key))
+        if searcher.name in ("optuna", "line"):   # one search per budget too
+            checked = replace(searcher, per=(*searcher.per, key))
+    _check_searcher_fits_space(checked, domains, where=where)
     replicates = _int(raw.get("replicates", 1), where=where, key="replicates", minimum=1,
                       fix="use e.g. replicates: 2 (seeds per sampled config)")
     if replicates > 1:

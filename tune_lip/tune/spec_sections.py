@@ -122,8 +122,7 @@ def _budget_grid(raw: Any, *, where: str) -> tuple[Budget, tuple[float, ...]]:
         raise UserError(where, f"budget.{kind}", f"must be a number or {{grid: [...]}} of two or more "
                         f"distinct numbers, got {inner!r}", fix=fix)
     budgets = [_budget({kind: v}, where=where) for v in inner["grid"]]   # each checked like one budget
-    amounts = tuple(sorted(inner["grid"]))
-    return budgets[[b.amount for b in budgets].index(max(b.amount for b in budgets))], amounts
+    return max(budgets, key=lambda b: b.amount), tuple(sorted(inner["grid"]))
 
 
 def _check_reports_fit(reports: int, budget: Budget, *, where: str) -> None:
